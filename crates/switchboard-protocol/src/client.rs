@@ -1,0 +1,332 @@
+//! Frames a client sends, and the parser the server uses to read them.
+//!
+//! The parser borrows from the input: the `data` of a publish stays the exact
+//! JSON text the client sent ([`RawValue`]), so the server forwards it without
+//! decoding and re-encoding it. Unknown fields are ignored, so newer clients
+//! can talk to older servers.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::ErrorCode;
+
+/// The largest `id` a client may use: the largest integer a JavaScript number
+/// holds exactly (2^53 - 1).
+pub const MAX_ID: u64 = (1 << 53) - 1;
+
+/// A valid client frame.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame<'a> {
+    /// Join a room: receive what is published there from now on.
+    Join {
+        /// The room to join.
+        room: Cow<'a, str>,
+        /// Asks for the `joined` reply to carry this id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room to leave.
+        room: Cow<'a, str>,
+        /// Asks for the `left` reply to carry this id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+    /// Publish `data` to every member of a room.
+    Publish {
+        /// The target room.
+        room: Cow<'a, str>,
+        /// Any JSON value, forwarded verbatim.
+        #[serde(borrow)]
+        data: &'a RawValue,
+        /// When present, the server answers with an `ack` (or an `error`)
+        /// carrying this id once the broker accepted (or refused) the message.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
+}
+
+impl PartialEq for ClientFrame<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        use ClientFrame::*;
+        match (self, other) {
+            (Join { room: a, id: x }, Join { room: b, id: y })
+            | (Leave { room: a, id: x }, Leave { room: b, id: y }) => a == b && x == y,
+            (
+                Publish {
+                    room: a,
+                    data: d,
+                    id: x,
+                },
+                Publish {
+                    room: b,
+                    data: e,
+                    id: y,
+                },
+            ) => a == b && d.get() == e.get() && x == y,
+            _ => false,
+        }
+    }
+}
+
+impl ClientFrame<'_> {
+    /// The frame's `type` string.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::Join { .. } => "join",
+            ClientFrame::Leave { .. } => "leave",
+            ClientFrame::Publish { .. } => "publish",
+        }
+    }
+
+    /// The `id` the client attached, if any.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Publish { id, .. } => *id,
+        }
+    }
+}
+
+/// Why a client frame was refused. Becomes an `error` frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameError {
+    /// The frame's `id`, when it had a valid one, so the client can match the
+    /// error to its request.
+    pub id: Option<u64>,
+    /// The stable error code.
+    pub code: ErrorCode,
+    /// A human-readable explanation naming the problem.
+    pub message: String,
+}
+
+impl FrameError {
+    /// Builds an error.
+    pub fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        FrameError {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Every field is kept raw first, so that each one can be checked on its own
+/// and the error can name it.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow, default, deserialize_with = "present")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    room: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+/// Maps a present field (even `null`) to `Some`, so "missing" and "null" differ.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct BorrowedStr<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Parses one text frame from a client.
+///
+/// Checks the frame's shape only; room name rules and permissions are the
+/// server's business (see [`crate::names`]).
+pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
+    // serde would also accept an array for a struct; the protocol does not.
+    if !text.trim_start().starts_with('{') {
+        return Err(FrameError::new(
+            None,
+            ErrorCode::BadJson,
+            "a frame must be a JSON object",
+        ));
+    }
+    let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        let message = if e.is_data() {
+            "a frame must be a JSON object".to_string()
+        } else {
+            format!("malformed JSON: {e}")
+        };
+        FrameError::new(None, ErrorCode::BadJson, message)
+    })?;
+    let id = match env.id {
+        None => None,
+        Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
+            Ok(n) if n <= MAX_ID => Some(n),
+            _ => {
+                return Err(FrameError::new(
+                    None,
+                    ErrorCode::InvalidField,
+                    format!("field \"id\" must be an integer from 0 to {MAX_ID}"),
+                ));
+            }
+        },
+    };
+    let kind = match env.kind {
+        None => {
+            return Err(FrameError::new(
+                id,
+                ErrorCode::MissingField,
+                "missing field \"type\"",
+            ));
+        }
+        Some(raw) => string_field(raw, "type", id)?,
+    };
+    match kind.as_ref() {
+        "join" => Ok(ClientFrame::Join {
+            room: room(env.room, id)?,
+            id,
+        }),
+        "leave" => Ok(ClientFrame::Leave {
+            room: room(env.room, id)?,
+            id,
+        }),
+        "publish" => {
+            let room = room(env.room, id)?;
+            let data = env.data.ok_or_else(|| {
+                FrameError::new(id, ErrorCode::MissingField, "missing field \"data\"")
+            })?;
+            Ok(ClientFrame::Publish { room, data, id })
+        }
+        other => Err(FrameError::new(
+            id,
+            ErrorCode::UnknownType,
+            format!("unknown frame type {other:?}"),
+        )),
+    }
+}
+
+fn room<'a>(raw: Option<&'a RawValue>, id: Option<u64>) -> Result<Cow<'a, str>, FrameError> {
+    match raw {
+        None => Err(FrameError::new(
+            id,
+            ErrorCode::MissingField,
+            "missing field \"room\"",
+        )),
+        Some(raw) => string_field(raw, "room", id),
+    }
+}
+
+fn string_field<'a>(
+    raw: &'a RawValue,
+    name: &str,
+    id: Option<u64>,
+) -> Result<Cow<'a, str>, FrameError> {
+    serde_json::from_str::<BorrowedStr<'a>>(raw.get())
+        .map(|s| s.0)
+        .map_err(|_| {
+            FrameError::new(
+                id,
+                ErrorCode::InvalidField,
+                format!("field \"{name}\" must be a string"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> FrameError {
+        parse(text).expect_err(text)
+    }
+
+    #[test]
+    fn parses_each_frame() {
+        let f = parse(r#"{"type":"join","room":"lobby","id":7}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Join {
+                room: "lobby".into(),
+                id: Some(7)
+            }
+        );
+        let f = parse(r#"{"type":"leave","room":"lobby"}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Leave {
+                room: "lobby".into(),
+                id: None
+            }
+        );
+        let f = parse(r#"{"type":"publish","room":"r","data":{"a":[1, 2]},"id":1,"x":0}"#).unwrap();
+        match f {
+            ClientFrame::Publish { room, data, id } => {
+                assert_eq!(room, "r");
+                assert_eq!(data.get(), r#"{"a":[1, 2]}"#);
+                assert_eq!(id, Some(1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn null_data_is_a_payload_not_a_missing_field() {
+        match parse(r#"{"type":"publish","room":"r","data":null}"#).unwrap() {
+            ClientFrame::Publish { data, .. } => assert_eq!(data.get(), "null"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn escaped_room_names_are_decoded() {
+        let f = parse(r#"{"type":"join","room":"lo\u0062by"}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Join {
+                room: "lobby".into(),
+                id: None
+            }
+        );
+    }
+
+    #[test]
+    fn each_bad_frame_names_its_problem() {
+        assert_eq!(err("{nope").code, ErrorCode::BadJson);
+        assert_eq!(err("[1,2]").code, ErrorCode::BadJson);
+        assert_eq!(err("\"join\"").code, ErrorCode::BadJson);
+        let e = err(r#"{"room":"r","id":3}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::MissingField, Some(3)));
+        assert!(e.message.contains("type"));
+        let e = err(r#"{"type":"dance","id":4}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::UnknownType, Some(4)));
+        assert!(e.message.contains("dance"));
+        let e = err(r#"{"type":"join"}"#);
+        assert_eq!(e.code, ErrorCode::MissingField);
+        assert!(e.message.contains("room"));
+        let e = err(r#"{"type":"join","room":5,"id":9}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidField, Some(9)));
+        assert!(e.message.contains("room"));
+        let e = err(r#"{"type":"publish","room":"r"}"#);
+        assert_eq!(e.code, ErrorCode::MissingField);
+        assert!(e.message.contains("data"));
+        let e = err(r#"{"type":7}"#);
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        for bad_id in ["-1", "1.5", "\"1\"", "9007199254740992", "null"] {
+            let e = err(&format!(r#"{{"type":"join","room":"r","id":{bad_id}}}"#));
+            assert_eq!(
+                (e.code, e.id),
+                (ErrorCode::InvalidField, None),
+                "id {bad_id}"
+            );
+        }
+    }
+}

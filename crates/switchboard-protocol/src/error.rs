@@ -1,0 +1,91 @@
+//! The `code` strings of error frames. They are part of the protocol: stable,
+//! machine-readable, and documented in `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// Why the server refused a client frame. Serialized as a snake_case string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The text frame is not valid JSON, or not a JSON object.
+    BadJson,
+    /// The frame has no `type`, or a `type` this endpoint does not know.
+    UnknownType,
+    /// A required field is missing.
+    MissingField,
+    /// A field has the wrong JSON type or an out-of-range value.
+    InvalidField,
+    /// The room name is empty, too long, or has a forbidden character.
+    InvalidRoom,
+    /// The connection is not in the room it tried to leave.
+    NotJoined,
+    /// The connection is already in as many rooms as the server allows.
+    TooManyRooms,
+    /// This endpoint does not accept messages from clients.
+    ReadOnly,
+    /// The user may not join or publish to this room.
+    Forbidden,
+    /// The client sent too many messages too fast.
+    RateLimited,
+    /// The broker did not accept the publish; it was not delivered.
+    PublishFailed,
+    /// A join could not be completed because the broker is unreachable; try
+    /// again later.
+    Unavailable,
+    /// Something failed inside the server.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire string of this code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::ReadOnly => "read_only",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::PublishFailed => "publish_failed",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_strings_match_serde() {
+        for code in [
+            ErrorCode::BadJson,
+            ErrorCode::UnknownType,
+            ErrorCode::MissingField,
+            ErrorCode::InvalidField,
+            ErrorCode::InvalidRoom,
+            ErrorCode::NotJoined,
+            ErrorCode::TooManyRooms,
+            ErrorCode::ReadOnly,
+            ErrorCode::Forbidden,
+            ErrorCode::RateLimited,
+            ErrorCode::PublishFailed,
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}

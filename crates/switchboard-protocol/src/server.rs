@@ -1,0 +1,277 @@
+//! Frames the server sends.
+//!
+//! [`ServerFrame`] is the owned form, for clients that parse what arrives and
+//! for the server's replies. [`MessageOut`] is the borrowed form of a
+//! `message` frame that the server encodes once per fan-out: its `data` is the
+//! publisher's JSON text, copied verbatim.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::ErrorCode;
+
+/// A frame from the server. Serialized with its `type` tag; parse one with
+/// [`ServerFrame::parse`].
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// First frame on every connection.
+    Welcome(Welcome),
+    /// Reply to `join`.
+    Joined(Joined),
+    /// Reply to `leave`.
+    Left(Left),
+    /// A delivered message.
+    Message(Message),
+    /// A publish was accepted by the broker.
+    Ack(Ack),
+    /// A client frame was refused.
+    Error(ErrorFrame),
+}
+
+impl ServerFrame {
+    /// Parses a text frame from the server.
+    ///
+    /// Two passes (the tag, then the body) keep `data` as raw JSON, which a
+    /// single pass through serde's internally tagged enums cannot do.
+    pub fn parse(text: &str) -> Result<ServerFrame, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Tag<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let tag: Tag<'_> = serde_json::from_str(text)?;
+        Ok(match tag.kind.as_ref() {
+            "welcome" => ServerFrame::Welcome(serde_json::from_str(text)?),
+            "joined" => ServerFrame::Joined(serde_json::from_str(text)?),
+            "left" => ServerFrame::Left(serde_json::from_str(text)?),
+            "message" => ServerFrame::Message(serde_json::from_str(text)?),
+            "ack" => ServerFrame::Ack(serde_json::from_str(text)?),
+            "error" => ServerFrame::Error(serde_json::from_str(text)?),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown frame type {other:?}"
+                )));
+            }
+        })
+    }
+
+    /// Serializes the frame to JSON text.
+    pub fn to_json(&self) -> String {
+        // A frame holds only strings, numbers and already-valid raw JSON, so
+        // serialization cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The `welcome` frame: who the server thinks you are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The user id the connection was authenticated as (or a generated guest
+    /// id).
+    pub user: String,
+    /// This connection's id, unique within the cluster; useful in logs.
+    pub conn: String,
+    /// The protocol version spoken, [`crate::SUBPROTOCOL`].
+    pub protocol: String,
+    /// The server pings every this many milliseconds; a client that sees
+    /// nothing for twice as long may assume the connection is dead.
+    pub heartbeat_ms: u64,
+}
+
+/// The `joined` frame, the reply to `join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The room joined.
+    pub room: String,
+    /// The `id` of the `join`, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The offset of the last message published to the room before the join
+    /// (0 when none was). Messages received later have larger offsets.
+    pub offset: u64,
+    /// Identifies the room's offset sequence. When it changes, offsets
+    /// restarted and older ones mean nothing.
+    pub epoch: String,
+}
+
+/// The `left` frame, the reply to `leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    /// The room left.
+    pub room: String,
+    /// The `id` of the `leave`, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+}
+
+/// The `ack` frame: a publish was accepted by the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The `id` of the publish.
+    pub id: u64,
+    /// The offset the room assigned to the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// The `error` frame: a client frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    /// The `id` of the refused frame, when it had a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// Stable machine-readable reason.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// A delivered message (owned form).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Message {
+    /// The room it was published to (room messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The user it was sent to (user messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// True for a broadcast to everyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broadcast: bool,
+    /// The room offset (room messages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The publishing user; absent when a backend published over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The payload, exactly as published.
+    pub data: Box<RawValue>,
+}
+
+/// Where a message is going; decides which field of the `message` frame names
+/// the target.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// A room.
+    Room(&'a str),
+    /// All connections of one user.
+    User(&'a str),
+    /// Everyone.
+    Broadcast,
+}
+
+/// The borrowed `message` frame the server encodes once per fan-out.
+#[derive(Debug)]
+pub struct MessageOut<'a> {
+    /// The target.
+    pub target: Target<'a>,
+    /// The room offset, for room messages.
+    pub offset: Option<u64>,
+    /// The publishing user, if a client published it.
+    pub from: Option<&'a str>,
+    /// The payload as JSON text, written verbatim. The caller guarantees it
+    /// is valid JSON (it was parsed when it entered the system).
+    pub data: &'a str,
+}
+
+impl MessageOut<'_> {
+    /// Writes the frame's JSON text. Key order is fixed: `type`, the target,
+    /// `offset`, `from`, `data`.
+    pub fn write_to<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b"{\"type\":\"message\",")?;
+        match self.target {
+            Target::Room(room) => {
+                w.write_all(b"\"room\":")?;
+                serde_json::to_writer(&mut *w, room)?;
+            }
+            Target::User(user) => {
+                w.write_all(b"\"user\":")?;
+                serde_json::to_writer(&mut *w, user)?;
+            }
+            Target::Broadcast => w.write_all(b"\"broadcast\":true")?,
+        }
+        if let Some(offset) = self.offset {
+            write!(w, ",\"offset\":{offset}")?;
+        }
+        if let Some(from) = self.from {
+            w.write_all(b",\"from\":")?;
+            serde_json::to_writer(&mut *w, from)?;
+        }
+        w.write_all(b",\"data\":")?;
+        w.write_all(self.data.as_bytes())?;
+        w.write_all(b"}")
+    }
+
+    /// The frame's JSON text as a `String`.
+    pub fn to_json(&self) -> String {
+        let mut v = Vec::with_capacity(64 + self.data.len());
+        // Writing to a Vec cannot fail.
+        let _ = self.write_to(&mut v);
+        String::from_utf8(v).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_out_matches_the_owned_form() {
+        let data = r#"{"text":"hi"}"#;
+        let out = MessageOut {
+            target: Target::Room("lobby"),
+            offset: Some(3),
+            from: Some("an\"a"),
+            data,
+        };
+        let json = out.to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"message","room":"lobby","offset":3,"from":"an\"a","data":{"text":"hi"}}"#
+        );
+        match ServerFrame::parse(&json).unwrap() {
+            ServerFrame::Message(m) => {
+                assert_eq!(m.room.as_deref(), Some("lobby"));
+                assert_eq!(m.offset, Some(3));
+                assert_eq!(m.data.get(), r#"{"text":"hi"}"#);
+                assert_eq!(m.from.as_deref(), Some("an\"a"));
+                assert!(!m.broadcast);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let out = MessageOut {
+            target: Target::Broadcast,
+            offset: None,
+            from: None,
+            data,
+        };
+        assert_eq!(
+            out.to_json(),
+            r#"{"type":"message","broadcast":true,"data":{"text":"hi"}}"#
+        );
+    }
+
+    #[test]
+    fn error_frame_shape_round_trips() {
+        let f = ServerFrame::Error(ErrorFrame {
+            id: Some(2),
+            code: ErrorCode::InvalidRoom,
+            message: "room must not be empty".into(),
+        });
+        let json = f.to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"error","id":2,"code":"invalid_room","message":"room must not be empty"}"#
+        );
+        match ServerFrame::parse(&json).unwrap() {
+            ServerFrame::Error(e) => assert_eq!(e.code, ErrorCode::InvalidRoom),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_types_are_errors() {
+        assert!(ServerFrame::parse(r#"{"type":"nope"}"#).is_err());
+    }
+}

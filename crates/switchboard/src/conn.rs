@@ -1,0 +1,167 @@
+//! [`Conn`]: one connection as its handler sees it.
+//!
+//! The session task owns the `Conn` and lends it to the handler for each
+//! call. Everything sent through it goes into the connection's bounded
+//! [`Outbox`], in order with the messages fan-out queues there.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchboard_protocol::server::ServerFrame;
+use switchboard_protocol::{CloseCode, NameError, validate_room};
+
+use crate::auth::Identity;
+use crate::broker::{BrokerError, Position, Receipt, Topic};
+use crate::hub::ConnId;
+use crate::node::{Node, PublishError};
+use crate::outbox::{Outbox, PushError};
+use crate::ws::{OpCode, frame};
+
+/// One connection, lent to its endpoint's handler.
+pub struct Conn {
+    pub(crate) id: ConnId,
+    pub(crate) identity: Identity,
+    pub(crate) path: Arc<str>,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) subprotocol: Option<String>,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) node: Node,
+    pub(crate) rooms: HashSet<Arc<str>>,
+    pub(crate) extensions: http::Extensions,
+}
+
+/// A join was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The room name breaks the naming rules.
+    #[error("invalid room name: {0}")]
+    InvalidRoom(#[from] NameError),
+    /// The connection is already in the most rooms allowed.
+    #[error("already in {0} rooms, the most allowed")]
+    TooManyRooms(usize),
+    /// The broker could not subscribe this node.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl Conn {
+    /// This connection's id, unique within the cluster (`<node>-<n>`).
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.node.id(), self.id)
+    }
+
+    /// Who is connected.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The user id.
+    pub fn user(&self) -> &str {
+        &self.identity.user
+    }
+
+    /// The endpoint path this connection came in on.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The peer's address, when the server was started with connect info.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    /// The negotiated subprotocol, if any.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.subprotocol.as_deref()
+    }
+
+    /// The node this connection belongs to (to publish, for example).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Per-connection storage for handlers (and for values the gate put in
+    /// the upgrade request's extensions).
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// Mutable per-connection storage for handlers.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
+    }
+
+    /// The rooms this connection is in.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.iter().map(|r| &**r)
+    }
+
+    /// Queues a text message.
+    pub fn send_text(&self, text: &str) -> Result<(), PushError> {
+        self.outbox
+            .push(frame::encode(OpCode::Text, text.as_bytes()))
+    }
+
+    /// Queues a binary message.
+    pub fn send_binary(&self, data: &[u8]) -> Result<(), PushError> {
+        self.outbox.push(frame::encode(OpCode::Binary, data))
+    }
+
+    /// Queues a protocol frame.
+    pub fn send_frame(&self, frame: &ServerFrame) -> Result<(), PushError> {
+        self.send_text(&frame.to_json())
+    }
+
+    /// Queues an already-encoded WebSocket frame.
+    pub(crate) fn send_encoded(&self, frame: Bytes) -> Result<(), PushError> {
+        self.outbox.push(frame)
+    }
+
+    /// Closes the connection with `code` once what is already queued is
+    /// written.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        self.outbox.close(code, reason);
+    }
+
+    /// Joins a room: from now on, messages published there are delivered to
+    /// this connection. Joining a room twice is harmless. Returns the room's
+    /// position: later messages have larger offsets.
+    pub async fn join(&mut self, room: &str) -> Result<Position, JoinError> {
+        let config = self.node.config();
+        validate_room(room, config.max_room_name_len)?;
+        if !self.rooms.contains(room) {
+            if self.rooms.len() >= config.max_rooms_per_connection {
+                return Err(JoinError::TooManyRooms(config.max_rooms_per_connection));
+            }
+            let room: Arc<str> = Arc::from(room);
+            self.node
+                .hub()
+                .add(Topic::Room(room.clone()), self.id, &self.outbox)
+                .await?;
+            self.rooms.insert(room);
+        }
+        Ok(self.node.broker().position(room).await?)
+    }
+
+    /// Leaves a room. Returns whether the connection was in it.
+    pub async fn leave(&mut self, room: &str) -> bool {
+        match self.rooms.take(room) {
+            Some(room) => self.node.hub().remove(Topic::Room(room), self.id).await,
+            None => false,
+        }
+    }
+
+    /// Publishes JSON text `data` to a room, as this connection's user. The
+    /// caller guarantees `data` is valid JSON.
+    pub async fn publish(&self, room: &str, data: Bytes) -> Result<Receipt, PublishError> {
+        self.node
+            .publish_json(
+                Topic::Room(Arc::from(room)),
+                data,
+                Some(self.identity.user.clone()),
+            )
+            .await
+    }
+}

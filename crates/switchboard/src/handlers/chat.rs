@@ -1,0 +1,121 @@
+use async_trait::async_trait;
+use bytes::Bytes;
+use switchboard_protocol::client::{self, ClientFrame};
+use switchboard_protocol::server::{Ack, Joined, Left, ServerFrame};
+use switchboard_protocol::{CloseCode, ErrorCode};
+
+use super::send_error;
+use crate::conn::{Conn, JoinError};
+use crate::endpoint::{Handler, Inbound};
+use crate::node::PublishError;
+
+/// Chat rooms over the Switchboard protocol.
+///
+/// - `join` answers `joined` with the room's current offset and epoch.
+/// - `leave` answers `left`, or `not_joined` for a room the connection is
+///   not in.
+/// - `publish` goes to the broker; with an `id`, the client gets `ack` (with
+///   the offset) once the broker accepted it, or `error` if it did not.
+///   Publishing does not require being in the room.
+/// - Binary frames have no meaning here: the connection is closed with 1003.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Chat;
+
+#[async_trait]
+impl Handler for Chat {
+    async fn on_message(&self, conn: &mut Conn, message: Inbound) {
+        let text = match &message {
+            Inbound::Text(bytes) => bytes.clone(),
+            Inbound::Binary(_) => {
+                conn.close(
+                    CloseCode::UNSUPPORTED_DATA,
+                    "binary frames are not supported on this endpoint; send JSON text frames",
+                );
+                return;
+            }
+        };
+        let Some(text_str) = message.as_text() else {
+            return;
+        };
+        let frame = match client::parse(text_str) {
+            Ok(frame) => frame,
+            Err(e) => return send_error(conn, e.id, e.code, e.message),
+        };
+        match frame {
+            ClientFrame::Join { room, id } => join(conn, &room, id).await,
+            ClientFrame::Leave { room, id } => leave(conn, &room, id).await,
+            ClientFrame::Publish { room, data, id } => {
+                // `data` borrows from the frame text: slice the same bytes
+                // instead of copying the payload.
+                let data = text.slice_ref(data.get().as_bytes());
+                publish(conn, &room, data, id).await
+            }
+        }
+    }
+}
+
+async fn join(conn: &mut Conn, room: &str, id: Option<u64>) {
+    match conn.join(room).await {
+        Ok(pos) => {
+            let _ = conn.send_frame(&ServerFrame::Joined(Joined {
+                room: room.to_string(),
+                id,
+                offset: pos.offset,
+                epoch: pos.epoch.to_string(),
+            }));
+        }
+        Err(JoinError::InvalidRoom(e)) => {
+            send_error(conn, id, ErrorCode::InvalidRoom, format!("room name {e}"))
+        }
+        Err(e @ JoinError::TooManyRooms(_)) => {
+            send_error(conn, id, ErrorCode::TooManyRooms, e.to_string())
+        }
+        Err(JoinError::Broker(e)) => send_error(conn, id, ErrorCode::Unavailable, e.to_string()),
+    }
+}
+
+async fn leave(conn: &mut Conn, room: &str, id: Option<u64>) {
+    if let Err(e) =
+        switchboard_protocol::validate_room(room, conn.node().config().max_room_name_len)
+    {
+        return send_error(conn, id, ErrorCode::InvalidRoom, format!("room name {e}"));
+    }
+    if conn.leave(room).await {
+        let _ = conn.send_frame(&ServerFrame::Left(Left {
+            room: room.to_string(),
+            id,
+        }));
+    } else {
+        send_error(
+            conn,
+            id,
+            ErrorCode::NotJoined,
+            format!("not in room {room:?}"),
+        );
+    }
+}
+
+async fn publish(conn: &mut Conn, room: &str, data: Bytes, id: Option<u64>) {
+    match conn.publish(room, data).await {
+        Ok(receipt) => {
+            if let Some(id) = id {
+                let _ = conn.send_frame(&ServerFrame::Ack(Ack {
+                    id,
+                    offset: receipt.offset,
+                }));
+            }
+        }
+        Err(PublishError::InvalidRoom(e)) => {
+            send_error(conn, id, ErrorCode::InvalidRoom, format!("room name {e}"))
+        }
+        Err(e @ (PublishError::InvalidUser(_) | PublishError::TooLarge(_))) => {
+            send_error(conn, id, ErrorCode::InvalidField, e.to_string())
+        }
+        Err(PublishError::Broker(e)) => send_error(
+            conn,
+            id,
+            ErrorCode::PublishFailed,
+            format!("not delivered: {e}"),
+        ),
+    }
+}

@@ -1,0 +1,211 @@
+//! The publish API for backends.
+//!
+//! - `POST /api/rooms/{room}/messages`: publish to a room.
+//! - `POST /api/users/{user}/messages`: every connection of a user.
+//! - `POST /api/broadcast`: everyone.
+//!
+//! The body is a JSON object with the payload under `"data"`. The reply is
+//! `200` with what the broker accepted (for a room, the offset assigned), or
+//! a JSON error `{"error":{"code":..,"message":..}}` with `400`, `401`,
+//! `403`, `413` or `503`. A `503` means the message was not delivered.
+//!
+//! Access: with an API key configured, callers present it as
+//! `Authorization: Bearer <key>`; without one, only loopback callers are
+//! served.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::broker::Receipt;
+use crate::node::{Node, PublishError};
+
+/// A JSON error response: `{"error":{"code":..,"message":..}}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks API access; `Err` is the response to send.
+fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), Response> {
+    match &node.config().api_key {
+        Some(key) => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            match presented {
+                Some(p) if constant_time_eq(p.as_bytes(), key.as_bytes()) => Ok(()),
+                Some(_) => Err(unauthorized("invalid API key")),
+                None => Err(unauthorized(
+                    "missing API key: send Authorization: Bearer <key>",
+                )),
+            }
+        }
+        None => match peer {
+            Some(addr) if addr.ip().is_loopback() => Ok(()),
+            Some(_) => Err(error_response(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "no API key is configured, so the API accepts only loopback callers",
+            )),
+            None => Err(error_response(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "peer address unknown and no API key configured; serve with connect info or set an API key",
+            )),
+        },
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let mut r = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// Reads and checks the body; returns the payload's JSON text.
+async fn read_data(node: &Node, body: Body) -> Result<Bytes, Response> {
+    let limit = node.config().max_message_size;
+    let bytes = axum::body::to_bytes(body, limit + 1024)
+        .await
+        .map_err(|_| {
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!("body exceeds the {limit}-byte limit"),
+            )
+        })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "bad_json", "body is not UTF-8"))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            "body must be a JSON object like {\"data\": ...}",
+        ));
+    }
+    let parsed: PublishBody<'_> = serde_json::from_str(text).map_err(|e| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            &format!("malformed JSON: {e}"),
+        )
+    })?;
+    let data = parsed.data.ok_or_else(|| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "missing_field",
+            "missing field \"data\"",
+        )
+    })?;
+    Ok(bytes.slice_ref(data.get().as_bytes()))
+}
+
+fn publish_error(e: PublishError) -> Response {
+    match e {
+        PublishError::InvalidRoom(e) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_room",
+            &format!("room name {e}"),
+        ),
+        PublishError::InvalidUser(e) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_user",
+            &format!("user id {e}"),
+        ),
+        PublishError::TooLarge(n) => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("payload of {n} bytes exceeds the limit"),
+        ),
+        PublishError::Broker(e) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "publish_failed",
+            &format!("not delivered: {e}"),
+        ),
+    }
+}
+
+async fn publish(
+    node: &Node,
+    req: Request,
+    topic: crate::broker::Topic,
+) -> Result<Receipt, Response> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    authorize(node, req.headers(), peer)?;
+    let data = read_data(node, req.into_body()).await?;
+    node.publish_json(topic, data, None)
+        .await
+        .map_err(publish_error)
+}
+
+/// `POST /api/rooms/{room}/messages`
+pub(crate) async fn publish_room(
+    State(node): State<Node>,
+    Path(room): Path<String>,
+    req: Request,
+) -> Response {
+    let topic = crate::broker::Topic::Room(room.as_str().into());
+    match publish(&node, req, topic).await {
+        Ok(r) => axum::Json(json!({
+            "status": "published",
+            "room": room,
+            "offset": r.offset,
+            "epoch": r.epoch.as_deref(),
+        }))
+        .into_response(),
+        Err(resp) => resp,
+    }
+}
+
+/// `POST /api/users/{user}/messages`
+pub(crate) async fn publish_user(
+    State(node): State<Node>,
+    Path(user): Path<String>,
+    req: Request,
+) -> Response {
+    let topic = crate::broker::Topic::User(user.as_str().into());
+    match publish(&node, req, topic).await {
+        Ok(_) => axum::Json(json!({ "status": "published", "user": user })).into_response(),
+        Err(resp) => resp,
+    }
+}
+
+/// `POST /api/broadcast`
+pub(crate) async fn broadcast(State(node): State<Node>, req: Request) -> Response {
+    match publish(&node, req, crate::broker::Topic::Broadcast).await {
+        Ok(_) => axum::Json(json!({ "status": "published", "broadcast": true })).into_response(),
+        Err(resp) => resp,
+    }
+}

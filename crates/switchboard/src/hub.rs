@@ -1,0 +1,206 @@
+//! The hub: this node's local state only. Which local connections are in
+//! which room, which belong to which user, and which take broadcasts.
+//!
+//! The hub is the broker's [`DeliveryHandler`]: a delivery is encoded to one
+//! WebSocket frame, once, and the same bytes are queued on every local
+//! recipient's [`Outbox`].
+//!
+//! It also keeps the node's broker subscriptions in step with membership:
+//! the first local member of a topic subscribes the node, the last one out
+//! unsubscribes it. Membership changes of one topic are serialized by a
+//! striped async lock, so a subscribe and an unsubscribe for the same topic
+//! can never overtake each other.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use switchboard_protocol::server::{MessageOut, Target};
+
+use crate::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Topic};
+use crate::outbox::{Outbox, PushError};
+use crate::stats::Stats;
+use crate::ws::{FrameBuilder, OpCode};
+
+/// A connection id, unique within this node.
+pub type ConnId = u64;
+
+type Members = HashMap<ConnId, Arc<Outbox>>;
+
+/// Number of stripes of the subscription lock. Unrelated topics that share a
+/// stripe only wait for each other while one of them changes membership.
+const STRIPES: usize = 64;
+
+/// Local membership and fan-out. See the module docs.
+pub struct Hub {
+    rooms: DashMap<Arc<str>, Members>,
+    users: DashMap<Arc<str>, Members>,
+    broadcast: DashMap<ConnId, Arc<Outbox>>,
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    broker: Arc<dyn Broker>,
+    stats: Arc<Stats>,
+}
+
+impl Hub {
+    pub(crate) fn new(broker: Arc<dyn Broker>, stats: Arc<Stats>) -> Self {
+        Hub {
+            rooms: DashMap::new(),
+            users: DashMap::new(),
+            broadcast: DashMap::new(),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            broker,
+            stats,
+        }
+    }
+
+    fn stripe(&self, topic: &Topic) -> &tokio::sync::Mutex<()> {
+        let h = self.rooms.hasher().hash_one(topic) as usize;
+        &self.stripes[h % STRIPES]
+    }
+
+    /// Adds a connection to a topic's local members, subscribing the node
+    /// first if it is the first member. On a broker error nothing changes.
+    pub(crate) async fn add(
+        &self,
+        topic: Topic,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+    ) -> Result<(), BrokerError> {
+        let _guard = self.stripe(&topic).lock().await;
+        if self.count(&topic) == 0 {
+            self.broker.subscribe(&topic).await?;
+        }
+        match &topic {
+            Topic::Room(name) => insert(&self.rooms, name, conn, outbox),
+            Topic::User(name) => insert(&self.users, name, conn, outbox),
+            Topic::Broadcast => {
+                self.broadcast.insert(conn, outbox.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a connection from a topic, unsubscribing the node when it was
+    /// the last local member. Returns whether it was a member.
+    pub(crate) async fn remove(&self, topic: Topic, conn: ConnId) -> bool {
+        let _guard = self.stripe(&topic).lock().await;
+        let removed = match &topic {
+            Topic::Room(name) => remove(&self.rooms, name, conn),
+            Topic::User(name) => remove(&self.users, name, conn),
+            Topic::Broadcast => self.broadcast.remove(&conn).is_some(),
+        };
+        if removed && self.count(&topic) == 0 {
+            if let Err(e) = self.broker.unsubscribe(&topic).await {
+                // Deliveries for a topic with no members are dropped on
+                // arrival, so a failed unsubscribe costs traffic, not safety.
+                tracing::warn!(?topic, error = %e, "unsubscribe failed");
+            }
+        }
+        removed
+    }
+
+    /// Local members of a topic.
+    pub fn count(&self, topic: &Topic) -> usize {
+        match topic {
+            Topic::Room(name) => self.rooms.get(name).map_or(0, |m| m.len()),
+            Topic::User(name) => self.users.get(name).map_or(0, |m| m.len()),
+            Topic::Broadcast => self.broadcast.len(),
+        }
+    }
+
+    /// Rooms with at least one local member.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn push_all<'a>(&self, frame: &Bytes, outboxes: impl Iterator<Item = &'a Arc<Outbox>>) {
+        let mut delivered = 0u64;
+        for outbox in outboxes {
+            delivered += self.push_one(frame, outbox);
+        }
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+
+    fn push_one(&self, frame: &Bytes, outbox: &Outbox) -> u64 {
+        match outbox.push(frame.clone()) {
+            Ok(()) => 1,
+            Err(PushError::Overflow) => {
+                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+            Err(PushError::Closed) => 0,
+        }
+    }
+}
+
+fn insert(map: &DashMap<Arc<str>, Members>, name: &Arc<str>, conn: ConnId, outbox: &Arc<Outbox>) {
+    map.entry(name.clone())
+        .or_default()
+        .insert(conn, outbox.clone());
+}
+
+fn remove(map: &DashMap<Arc<str>, Members>, name: &str, conn: ConnId) -> bool {
+    let removed = match map.get_mut(name) {
+        Some(mut members) => members.remove(&conn).is_some(),
+        None => false,
+    };
+    map.remove_if(name, |_, members| members.is_empty());
+    removed
+}
+
+/// Encodes a delivery as one text frame.
+pub(crate) fn encode_delivery(d: &Delivery) -> Bytes {
+    let target = match &d.topic {
+        Topic::Room(room) => Target::Room(room),
+        Topic::User(user) => Target::User(user),
+        Topic::Broadcast => Target::Broadcast,
+    };
+    // The data was validated as JSON where it entered the system, and it is
+    // UTF-8 because it came from a JSON text.
+    let data = std::str::from_utf8(&d.data).unwrap_or("null");
+    let msg = MessageOut {
+        target,
+        offset: d.offset,
+        from: d.from.as_deref(),
+        data,
+    };
+    let mut fb = FrameBuilder::with_capacity(OpCode::Text, 64 + d.data.len());
+    // Writing into memory cannot fail.
+    let _ = msg.write_to(&mut fb);
+    fb.finish()
+}
+
+impl DeliveryHandler for Hub {
+    fn deliver(&self, d: &Delivery) {
+        match &d.topic {
+            Topic::Room(name) => {
+                if let Some(members) = self.rooms.get(name) {
+                    self.push_all(&encode_delivery(d), members.values());
+                }
+            }
+            Topic::User(name) => {
+                if let Some(members) = self.users.get(name) {
+                    self.push_all(&encode_delivery(d), members.values());
+                }
+            }
+            Topic::Broadcast => {
+                if !self.broadcast.is_empty() {
+                    let frame = encode_delivery(d);
+                    let delivered: u64 = self
+                        .broadcast
+                        .iter()
+                        .map(|e| self.push_one(&frame, e.value()))
+                        .sum();
+                    self.stats
+                        .deliveries
+                        .fetch_add(delivered, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

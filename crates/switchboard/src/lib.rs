@@ -1,0 +1,84 @@
+//! Switchboard: a realtime WebSocket engine for axum applications.
+//!
+//! HTTP routes and WebSocket endpoints share one port. Everything a plain
+//! HTTP framework leaves out of the upgrade (identity, endpoint lookup,
+//! handshake checks) is decided before the `101` response; after it, one task
+//! per socket runs the connection with bounded queues and heartbeats. Messages
+//! go through a [`Broker`](broker::Broker), the only seam between nodes, and
+//! are encoded to one WebSocket frame per node, whose bytes every local
+//! recipient shares.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: wire types (`switchboard-protocol`) ← engine
+//! modules ← HTTP integration.
+//!
+//! - [`node`]: [`Node`], the composition root and the handle you keep:
+//!   configuration, hub, broker, endpoints; publish and shut down from here.
+//! - [`config`]: [`Config`] and its validating builder; every default stated.
+//! - [`endpoint`]: [`Endpoint`] (a path and its behaviour) and the
+//!   [`Handler`] trait for your own behaviours.
+//! - [`handlers`]: the built-in behaviours (echo, chat, notifications).
+//! - [`conn`]: [`Conn`], one connection as a handler sees it.
+//! - [`session`] (private): the per-socket task: read, write, heartbeat.
+//! - [`outbox`]: the bounded outbound queue; overflow closes a slow consumer.
+//! - [`hub`]: local membership (rooms, users, broadcast) and fan-out.
+//! - [`broker`]: the cross-node seam and the in-memory broker.
+//! - [`auth`]: [`Identity`](auth::Identity) and the
+//!   [`Authenticator`](auth::Authenticator) trait the gate consults.
+//! - [`http`]: the router (endpoints, publish API, health, metrics) and
+//!   [`serve`].
+//! - [`ws`]: RFC 6455 framing.
+//! - [`stats`]: counters for `/health` and `/metrics`.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! use switchboard::{Endpoint, Node};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let node = Node::builder().default_endpoints().build().expect("valid config");
+//! let app = axum::Router::new()
+//!     .route("/hello", axum::routing::get(|| async { "hi" }))
+//!     .merge(node.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! switchboard::serve(listener, app, node, std::future::pending()).await
+//! # }
+//! ```
+//!
+//! # Cancel safety
+//!
+//! [`Node::shutdown`] may be dropped midway: the node keeps draining and the
+//! call can be made again. Handler calls are awaited to completion by the
+//! session and are never cancelled mid-way except by process exit.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod conn;
+pub mod endpoint;
+pub mod handlers;
+pub mod http;
+pub mod hub;
+pub mod node;
+pub mod outbox;
+mod session;
+pub mod stats;
+pub mod ws;
+
+/// The axum version the router is built with, for applications that merge it.
+pub use axum;
+pub use config::Config;
+pub use conn::Conn;
+pub use endpoint::{Disconnect, Endpoint, Handler, Inbound};
+pub use http::serve;
+pub use node::Node;
+pub use switchboard_protocol as protocol;
+
+impl Node {
+    /// The router for this node's endpoints, publish API, `/health` and
+    /// `/metrics`. See [`http::router`].
+    pub fn router(&self) -> axum::Router {
+        http::router(self)
+    }
+}

@@ -1,0 +1,330 @@
+//! [`Node`]: the composition root. It owns the configuration, the hub, the
+//! broker, the endpoints and the authenticator, and is the handle that
+//! library code keeps to publish and to shut down.
+//!
+//! A `Node` is cheap to clone (one `Arc`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use switchboard_protocol::{CloseCode, NameError, validate_room, validate_user};
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Authenticator, Guests};
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{Broker, BrokerError, BrokerHealth, Receipt, Topic};
+use crate::config::{Config, ConfigError};
+use crate::endpoint::Endpoint;
+use crate::hub::{ConnId, Hub};
+use crate::outbox::Outbox;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// A publish was not delivered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The room name breaks the naming rules.
+    #[error("invalid room name: {0}")]
+    InvalidRoom(NameError),
+    /// The user id breaks the naming rules.
+    #[error("invalid user id: {0}")]
+    InvalidUser(NameError),
+    /// The payload is larger than `max_message_size`.
+    #[error("payload of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// The broker did not accept the message; it was not delivered.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// The `/health` document.
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    /// `"ok"`, or `"degraded"` when the broker is not connected.
+    pub status: &'static str,
+    /// This node's id.
+    pub node: String,
+    /// The crate version.
+    pub version: &'static str,
+    /// The broker's state.
+    pub broker: BrokerHealth,
+    /// Counters.
+    pub stats: StatsSnapshot,
+    /// Rooms with local members.
+    pub rooms: usize,
+}
+
+pub(crate) struct Inner {
+    id: Arc<str>,
+    config: Config,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    stats: Arc<Stats>,
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    sessions: TaskTracker,
+    conns: DashMap<ConnId, Arc<Outbox>>,
+    next_conn: AtomicU64,
+    draining: AtomicBool,
+}
+
+/// A Switchboard node. See the module docs.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    config: Config,
+    broker: Option<Arc<dyn Broker>>,
+    authenticator: Arc<dyn Authenticator>,
+    endpoints: Vec<Endpoint>,
+}
+
+impl NodeBuilder {
+    /// Sets the configuration (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the broker (default: a [`MemoryBroker`] of its own).
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// Sets the authenticator (default: [`Guests`], everyone is a guest).
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Arc::new(authenticator);
+        self
+    }
+
+    /// Adds an endpoint. A later endpoint with the same path replaces an
+    /// earlier one.
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints.retain(|e| e.path != endpoint.path);
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// Adds the three standard endpoints: `/ws/echo`, `/ws/chat` and
+    /// `/ws/notifications`.
+    pub fn default_endpoints(self) -> Self {
+        self.endpoint(Endpoint::echo("/ws/echo"))
+            .endpoint(Endpoint::chat("/ws/chat"))
+            .endpoint(Endpoint::notifications("/ws/notifications"))
+    }
+
+    /// Validates the configuration and builds the node.
+    pub fn build(self) -> Result<Node, ConfigError> {
+        self.config.validate()?;
+        for e in &self.endpoints {
+            if !e.path.starts_with('/') {
+                return Err(ConfigError {
+                    field: "endpoint",
+                    reason: format!("path {:?} must start with '/'", e.path),
+                });
+            }
+        }
+        let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        let stats = Arc::new(Stats::default());
+        let hub = Arc::new(Hub::new(broker.clone(), stats.clone()));
+        broker.attach(hub.clone());
+        Ok(Node {
+            inner: Arc::new(Inner {
+                id: Arc::from(format!("{:08x}", rand::random::<u32>())),
+                config: self.config,
+                hub,
+                broker,
+                stats,
+                endpoints: self.endpoints,
+                authenticator: self.authenticator,
+                sessions: TaskTracker::new(),
+                conns: DashMap::new(),
+                next_conn: AtomicU64::new(1),
+                draining: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+impl Node {
+    /// Starts a builder with the defaults and no endpoints.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            config: Config::default(),
+            broker: None,
+            authenticator: Arc::new(Guests),
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// This node's random id (8 hex digits).
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The local hub.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// The registered endpoints.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.inner.endpoints
+    }
+
+    /// The health document.
+    pub fn health(&self) -> Health {
+        let broker = self.inner.broker.health();
+        Health {
+            status: if broker.connected { "ok" } else { "degraded" },
+            node: self.inner.id.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+            broker,
+            stats: self.inner.stats.snapshot(),
+            rooms: self.inner.hub.room_count(),
+        }
+    }
+
+    /// Publishes `data` to a room, on every node. Returns once the broker
+    /// accepted it, with the offset assigned.
+    pub async fn publish_room(&self, room: &str, data: &RawValue) -> Result<Receipt, PublishError> {
+        self.publish_json(Topic::Room(Arc::from(room)), raw_bytes(data), None)
+            .await
+    }
+
+    /// Sends `data` to every connection of `user`, on every node, on every
+    /// endpoint that takes user messages.
+    pub async fn send_to_user(&self, user: &str, data: &RawValue) -> Result<Receipt, PublishError> {
+        self.publish_json(Topic::User(Arc::from(user)), raw_bytes(data), None)
+            .await
+    }
+
+    /// Sends `data` to every connection, on every node, on every endpoint
+    /// that takes broadcasts.
+    pub async fn broadcast(&self, data: &RawValue) -> Result<Receipt, PublishError> {
+        self.publish_json(Topic::Broadcast, raw_bytes(data), None)
+            .await
+    }
+
+    /// Publishes JSON text that was already validated.
+    pub(crate) async fn publish_json(
+        &self,
+        topic: Topic,
+        data: Bytes,
+        from: Option<Arc<str>>,
+    ) -> Result<Receipt, PublishError> {
+        match &topic {
+            Topic::Room(room) => validate_room(room, self.inner.config.max_room_name_len)
+                .map_err(PublishError::InvalidRoom)?,
+            Topic::User(user) => validate_user(user).map_err(PublishError::InvalidUser)?,
+            Topic::Broadcast => {}
+        }
+        if data.len() > self.inner.config.max_message_size {
+            return Err(PublishError::TooLarge(data.len()));
+        }
+        let receipt = self
+            .inner
+            .broker
+            .publish(crate::broker::Publication { topic, data, from })
+            .await?;
+        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+        Ok(receipt)
+    }
+
+    pub(crate) fn next_conn_id(&self) -> ConnId {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn sessions(&self) -> &TaskTracker {
+        &self.inner.sessions
+    }
+
+    pub(crate) fn register_conn(&self, id: ConnId, outbox: &Arc<Outbox>) {
+        self.inner.conns.insert(id, outbox.clone());
+        self.inner.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        // A connection that slipped in while the node started draining is
+        // told to go away like every other.
+        if self.is_draining() {
+            outbox.close(CloseCode::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    pub(crate) fn unregister_conn(&self, id: ConnId) {
+        if self.inner.conns.remove(&id).is_some() {
+            self.inner.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a shutdown has begun; new upgrades are then refused with 503.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Number of open connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.inner.conns.len()
+    }
+
+    /// Starts a graceful shutdown without waiting: new upgrades are refused
+    /// and every connection is asked to close with 1001.
+    pub fn begin_shutdown(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+        for entry in self.inner.conns.iter() {
+            entry
+                .value()
+                .close(CloseCode::GOING_AWAY, "server shutting down");
+        }
+        self.inner.sessions.close();
+    }
+
+    /// Graceful shutdown: refuse new upgrades, close every connection with
+    /// 1001 "going away" (after what was already queued for it), and wait up
+    /// to `shutdown_timeout` for the sessions to finish. Returns whether all
+    /// finished in time.
+    pub async fn shutdown(&self) -> bool {
+        self.begin_shutdown();
+        let timeout: Duration = self.inner.config.shutdown_timeout;
+        tokio::time::timeout(timeout, self.inner.sessions.wait())
+            .await
+            .is_ok()
+    }
+}
+
+fn raw_bytes(data: &RawValue) -> Bytes {
+    Bytes::copy_from_slice(data.get().as_bytes())
+}

@@ -1,0 +1,427 @@
+//! One task per socket. The session owns the connection's I/O and runs one
+//! loop over four sources: inbound frames, the outbound queue, the heartbeat
+//! timer, and close requests (which arrive through the outbound queue).
+//!
+//! The loop is written against any `AsyncRead + AsyncWrite`, so unit tests
+//! drive it over an in-memory pipe with time paused.
+//!
+//! # Writing
+//!
+//! Frames are moved from the [`Outbox`] into a small write queue and written
+//! with one vectored write for as many as are ready, so a connection that
+//! has several messages queued costs one syscall, while a lone message is
+//! written at once without waiting for company.
+//!
+//! # Reading
+//!
+//! Bytes are read into a buffer on the stack and handed to the [`Decoder`],
+//! which keeps a heap buffer only while a frame is incomplete: an idle
+//! connection holds no read buffer.
+//!
+//! # Heartbeats
+//!
+//! Every `heartbeat_interval` the server sends a ping; if no pong arrives
+//! within `heartbeat_timeout`, the connection is terminated (4001) and leaves
+//! every room at once.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_protocol::CloseCode;
+use switchboard_protocol::server::{ServerFrame, Welcome};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::broker::Topic;
+use crate::conn::Conn;
+use crate::endpoint::{Disconnect, Endpoint, Inbound};
+use crate::outbox::{CloseRequest, Drained};
+use crate::ws::{Decoder, Message, OpCode, frame};
+
+/// Most frames handed to one vectored write.
+const MAX_BATCH: usize = 64;
+/// Size of the on-stack read buffer.
+const READ_CHUNK: usize = 8 * 1024;
+/// Longest wait for the peer during a close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+enum Event {
+    Message(Message),
+    CloseRequested(CloseRequest),
+    HeartbeatDue,
+    Eof,
+    Decode(crate::ws::DecodeError),
+    Io(io::Error),
+}
+
+struct Transport<IO> {
+    io: IO,
+    decoder: Decoder,
+    writing: VecDeque<Bytes>,
+    heartbeat: Pin<Box<Sleep>>,
+    awaiting_pong: bool,
+    ping_sent: Instant,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
+    fn poll_event(&mut self, cx: &mut Context<'_>, conn: &Conn) -> Poll<Event> {
+        if let Poll::Ready(Err(e)) = self.poll_write_all(cx, conn, true) {
+            return Poll::Ready(Event::Io(e));
+        }
+        if let Some(ev) = self.drained_close(cx, conn) {
+            return Poll::Ready(ev);
+        }
+        if let Poll::Ready(ev) = self.poll_read(cx) {
+            return Poll::Ready(ev);
+        }
+        if self.heartbeat.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Event::HeartbeatDue);
+        }
+        Poll::Pending
+    }
+
+    /// Reports a close request once everything queued before it is written.
+    fn drained_close(&mut self, cx: &mut Context<'_>, conn: &Conn) -> Option<Event> {
+        if !self.writing.is_empty() {
+            return None;
+        }
+        match conn.outbox.poll_drain(cx, &mut self.writing, 0) {
+            Poll::Ready(Drained::Close(req)) => Some(Event::CloseRequested(req)),
+            _ => None,
+        }
+    }
+
+    /// Moves frames from the outbox (when `refill`) and writes as much as the
+    /// socket takes. `Ready(Ok)` means everything queued is written.
+    fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &Conn,
+        refill: bool,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if refill && self.writing.len() < MAX_BATCH {
+                let room = MAX_BATCH - self.writing.len();
+                // A close request is picked up by `drained_close`.
+                let _ = conn.outbox.poll_drain(cx, &mut self.writing, room);
+            }
+            if self.writing.is_empty() {
+                return Pin::new(&mut self.io).poll_flush(cx);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_BATCH];
+            let n = self.writing.len().min(MAX_BATCH);
+            for (slot, frame) in slices.iter_mut().zip(self.writing.iter()) {
+                *slot = IoSlice::new(frame);
+            }
+            let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(w)) => w,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.advance(written);
+        }
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.writing.front_mut() else {
+                return;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.writing.pop_front();
+            } else {
+                let rest = front.slice(written..);
+                *front = rest;
+                written = 0;
+            }
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        loop {
+            match self.decoder.next_message() {
+                Ok(Some(msg)) => return Poll::Ready(Event::Message(msg)),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Event::Decode(e)),
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Event::Eof),
+                Poll::Ready(Ok(())) => self.decoder.push(buf.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Event::Io(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Writes everything queued (without taking more from the outbox), within
+    /// `limit`.
+    async fn flush_within(&mut self, conn: &Conn, limit: Duration) -> io::Result<()> {
+        let write = poll_fn(|cx| self.poll_write_all(cx, conn, false));
+        match tokio::time::timeout(limit, write).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Server-initiated close: drop what the client will never read if the
+    /// close is for a slow consumer, send the close frame, wait briefly for
+    /// the client's close frame, then shut the socket.
+    async fn close(&mut self, conn: &Conn, code: CloseCode, reason: &str, discard: bool) {
+        if discard {
+            self.discard_unwritten();
+        }
+        self.writing.push_back(frame::encode_close(code.0, reason));
+        let deadline = CLOSE_GRACE.min(conn.node.config().heartbeat_timeout);
+        if self.flush_within(conn, deadline).await.is_ok() {
+            let _ = tokio::time::timeout(deadline, self.await_peer_close()).await;
+        }
+        let _ =
+            tokio::time::timeout(deadline, tokio::io::AsyncWriteExt::shutdown(&mut self.io)).await;
+    }
+
+    /// Keeps a partially written frame (cutting it would corrupt the stream)
+    /// and drops the rest.
+    fn discard_unwritten(&mut self) {
+        self.writing.truncate(1);
+    }
+
+    async fn await_peer_close(&mut self) {
+        poll_fn(|cx| {
+            loop {
+                match self.poll_read(cx) {
+                    Poll::Ready(Event::Message(Message::Close(_))) => return Poll::Ready(()),
+                    Poll::Ready(Event::Message(_)) => continue,
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Runs one connection from open to close.
+pub(crate) async fn run<IO>(io: IO, mut conn: Conn, endpoint: Endpoint)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let node = conn.node.clone();
+    let config = node.config().clone();
+    node.register_conn(conn.id, &conn.outbox);
+    tracing::info!(
+        conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path,
+        "connected"
+    );
+    let mut transport = Transport {
+        io,
+        decoder: Decoder::new(config.max_message_size),
+        writing: VecDeque::new(),
+        heartbeat: Box::pin(tokio::time::sleep(config.heartbeat_interval)),
+        awaiting_pong: false,
+        ping_sent: Instant::now(),
+    };
+    let disconnect = match subscribe_identity(&mut conn, &endpoint).await {
+        Ok(()) => {
+            if endpoint.welcome {
+                let _ = conn.send_frame(&ServerFrame::Welcome(Welcome {
+                    user: conn.user().to_string(),
+                    conn: conn.id(),
+                    protocol: switchboard_protocol::SUBPROTOCOL.to_string(),
+                    heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+                }));
+            }
+            endpoint.handler.on_open(&mut conn).await;
+            drive(&mut transport, &mut conn, &endpoint).await
+        }
+        Err(reason) => {
+            let code = CloseCode::TRY_AGAIN_LATER;
+            transport.close(&conn, code, &reason, false).await;
+            Disconnect {
+                code: Some(code.0),
+                reason,
+                by_server: true,
+            }
+        }
+    };
+    drop(transport);
+    leave_everything(&mut conn, &endpoint).await;
+    node.unregister_conn(conn.id);
+    endpoint.handler.on_close(&mut conn, &disconnect).await;
+    tracing::info!(
+        conn = %conn.id(), user = %conn.user(), code = ?disconnect.code,
+        reason = %disconnect.reason, by_server = disconnect.by_server, "disconnected"
+    );
+}
+
+async fn subscribe_identity(conn: &mut Conn, endpoint: &Endpoint) -> Result<(), String> {
+    let hub = conn.node.hub();
+    if endpoint.user_messages {
+        hub.add(
+            Topic::User(conn.identity.user.clone()),
+            conn.id,
+            &conn.outbox,
+        )
+        .await
+        .map_err(|e| format!("cannot subscribe user: {e}"))?;
+    }
+    if endpoint.broadcasts {
+        hub.add(Topic::Broadcast, conn.id, &conn.outbox)
+            .await
+            .map_err(|e| format!("cannot subscribe broadcasts: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Leaves every room and index, at once, whatever ended the connection.
+async fn leave_everything(conn: &mut Conn, endpoint: &Endpoint) {
+    let hub = conn.node.hub();
+    for room in conn.rooms.drain() {
+        hub.remove(Topic::Room(room), conn.id).await;
+    }
+    if endpoint.user_messages {
+        hub.remove(Topic::User(conn.identity.user.clone()), conn.id)
+            .await;
+    }
+    if endpoint.broadcasts {
+        hub.remove(Topic::Broadcast, conn.id).await;
+    }
+}
+
+async fn drive<IO>(t: &mut Transport<IO>, conn: &mut Conn, endpoint: &Endpoint) -> Disconnect
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let config = conn.node.config().clone();
+    let handler = endpoint.handler.clone();
+    loop {
+        let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
+        match event {
+            Event::Message(Message::Text(text)) => {
+                handler.on_message(conn, Inbound::Text(text)).await;
+            }
+            Event::Message(Message::Binary(data)) => {
+                handler.on_message(conn, Inbound::Binary(data)).await;
+            }
+            Event::Message(Message::Ping(payload)) => {
+                t.writing.push_back(frame::encode(OpCode::Pong, &payload));
+            }
+            Event::Message(Message::Pong(_)) => {
+                if t.awaiting_pong {
+                    t.awaiting_pong = false;
+                    t.heartbeat
+                        .as_mut()
+                        .reset(t.ping_sent + config.heartbeat_interval);
+                }
+            }
+            Event::Message(Message::Close(close)) => {
+                let code = close.as_ref().map_or(CloseCode::NORMAL.0, |c| c.code);
+                let reason = close.map(|c| c.reason).unwrap_or_default();
+                t.writing.push_back(frame::encode_close(code, ""));
+                let grace = CLOSE_GRACE.min(config.heartbeat_timeout);
+                let _ = t.flush_within(conn, grace).await;
+                let _ = tokio::time::timeout(grace, tokio::io::AsyncWriteExt::shutdown(&mut t.io))
+                    .await;
+                return Disconnect {
+                    code: Some(code),
+                    reason,
+                    by_server: false,
+                };
+            }
+            Event::CloseRequested(req) => {
+                let discard = req.code == CloseCode::SLOW_CONSUMER;
+                t.close(conn, req.code, &req.reason, discard).await;
+                return Disconnect {
+                    code: Some(req.code.0),
+                    reason: req.reason,
+                    by_server: true,
+                };
+            }
+            Event::HeartbeatDue if t.awaiting_pong => {
+                conn.node
+                    .stats()
+                    .heartbeat_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                let code = CloseCode::HEARTBEAT_TIMEOUT;
+                let reason = "no pong within the heartbeat timeout";
+                t.discard_unwritten();
+                t.writing.push_back(frame::encode_close(code.0, reason));
+                // The peer is presumed dead: one short attempt, no handshake.
+                let _ = t.flush_within(conn, Duration::from_millis(100)).await;
+                return Disconnect {
+                    code: Some(code.0),
+                    reason: reason.into(),
+                    by_server: true,
+                };
+            }
+            Event::HeartbeatDue => {
+                t.writing.push_back(frame::encode(OpCode::Ping, b""));
+                t.awaiting_pong = true;
+                t.ping_sent = Instant::now();
+                t.heartbeat
+                    .as_mut()
+                    .reset(t.ping_sent + config.heartbeat_timeout);
+            }
+            Event::Eof => {
+                return Disconnect {
+                    code: None,
+                    reason: "connection dropped without a close frame".into(),
+                    by_server: false,
+                };
+            }
+            Event::Decode(e) => {
+                let code = CloseCode(e.close_code());
+                let reason = e.to_string();
+                t.close(conn, code, &reason, false).await;
+                return Disconnect {
+                    code: Some(code.0),
+                    reason,
+                    by_server: true,
+                };
+            }
+            Event::Io(e) => {
+                return Disconnect {
+                    code: None,
+                    reason: format!("i/o error: {e}"),
+                    by_server: false,
+                };
+            }
+        }
+    }
+}
+
+/// The shared pieces a session needs besides its I/O.
+pub(crate) fn new_conn(
+    node: &crate::node::Node,
+    identity: crate::auth::Identity,
+    endpoint: &Endpoint,
+    remote: Option<std::net::SocketAddr>,
+    subprotocol: Option<String>,
+    extensions: http::Extensions,
+) -> Conn {
+    let config = node.config();
+    Conn {
+        id: node.next_conn_id(),
+        identity,
+        path: Arc::from(endpoint.path.as_str()),
+        remote,
+        subprotocol,
+        outbox: Arc::new(crate::outbox::Outbox::new(
+            config.outbound_queue_frames,
+            config.outbound_queue_bytes,
+        )),
+        node: node.clone(),
+        rooms: Default::default(),
+        extensions,
+    }
+}
