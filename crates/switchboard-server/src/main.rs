@@ -101,6 +101,15 @@ async fn main() -> anyhow::Result<()> {
     let config = config(&args)?;
     let node = Node::builder().config(config).default_endpoints().build()?;
 
+    tracing::warn!(
+        "no credentials configured: every WebSocket client is accepted as a generated guest user"
+    );
+    if node.config().api_key.is_none() {
+        tracing::warn!(
+            "no API key configured: the HTTP publish API accepts only loopback callers \
+             (set SWITCHBOARD_API_KEY to open it to your backends)"
+        );
+    }
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -115,15 +124,6 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    tracing::warn!(
-        "no credentials configured: every WebSocket client is accepted as a generated guest user"
-    );
-    if node.config().api_key.is_none() {
-        tracing::warn!(
-            "no API key configured: the HTTP publish API accepts only loopback callers \
-             (set SWITCHBOARD_API_KEY to open it to your backends)"
-        );
-    }
     let app = node.router().route(
         "/",
         switchboard::axum::routing::get(|| async { switchboard::axum::response::Html(INDEX) }),

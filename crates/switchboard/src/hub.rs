@@ -92,12 +92,13 @@ impl Hub {
             Topic::User(name) => remove(&self.users, name, conn),
             Topic::Broadcast => self.broadcast.remove(&conn).is_some(),
         };
-        if removed && self.count(&topic) == 0 {
-            if let Err(e) = self.broker.unsubscribe(&topic).await {
-                // Deliveries for a topic with no members are dropped on
-                // arrival, so a failed unsubscribe costs traffic, not safety.
-                tracing::warn!(?topic, error = %e, "unsubscribe failed");
-            }
+        // Deliveries for a topic with no members are dropped on arrival, so
+        // a failed unsubscribe costs traffic, not safety.
+        if removed
+            && self.count(&topic) == 0
+            && let Err(e) = self.broker.unsubscribe(&topic).await
+        {
+            tracing::warn!(?topic, error = %e, "unsubscribe failed");
         }
         removed
     }

@@ -20,7 +20,7 @@
 //!   [`Handler`] trait for your own behaviours.
 //! - [`handlers`]: the built-in behaviours (echo, chat, notifications).
 //! - [`conn`]: [`Conn`], one connection as a handler sees it.
-//! - [`session`] (private): the per-socket task: read, write, heartbeat.
+//! - `session` (private): the per-socket task: read, write, heartbeat.
 //! - [`outbox`]: the bounded outbound queue; overflow closes a slow consumer.
 //! - [`hub`]: local membership (rooms, users, broadcast) and fan-out.
 //! - [`broker`]: the cross-node seam and the in-memory broker.

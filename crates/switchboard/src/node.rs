@@ -325,6 +325,14 @@ impl Node {
     }
 }
 
+#[cfg(test)]
+impl Node {
+    /// The outboxes of open connections (tests only).
+    pub(crate) fn inner_conn_outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.inner.conns.iter().map(|e| e.value().clone()).collect()
+    }
+}
+
 fn raw_bytes(data: &RawValue) -> Bytes {
     Bytes::copy_from_slice(data.get().as_bytes())
 }

@@ -175,12 +175,10 @@ impl Outbox {
             }
             return Some(Drained::Frames(n));
         }
-        if st.frames.is_empty() {
-            if let Some(close) = &st.close {
-                return Some(Drained::Close(close.clone()));
-            }
+        match &st.close {
+            Some(close) if st.frames.is_empty() => Some(Drained::Close(close.clone())),
+            _ => None,
         }
-        None
     }
 }
 

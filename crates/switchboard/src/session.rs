@@ -425,3 +425,147 @@ pub(crate) fn new_conn(
         extensions,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::DuplexStream;
+    use tokio::time::Instant;
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+    use crate::auth::Identity;
+    use crate::node::Node;
+
+    /// A session over an in-memory pipe, with a real client on the other end.
+    async fn open(
+        endpoint: Endpoint,
+    ) -> (
+        Node,
+        WebSocketStream<DuplexStream>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let node = Node::builder().endpoint(endpoint.clone()).build().unwrap();
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let conn = new_conn(
+            &node,
+            Identity::guest(),
+            &endpoint,
+            None,
+            None,
+            Default::default(),
+        );
+        let task = tokio::spawn(run(server_io, conn, endpoint));
+        let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+        (node, client, task)
+    }
+
+    async fn next_json(ws: &mut WebSocketStream<DuplexStream>) -> serde_json::Value {
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+                Message::Ping(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_client_is_terminated_after_interval_plus_timeout_and_leaves_its_rooms() {
+        let (node, mut ws, task) = open(Endpoint::chat("/chat")).await;
+        assert_eq!(next_json(&mut ws).await["type"], "welcome");
+        ws.send(Message::text(r#"{"type":"join","room":"r"}"#))
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut ws).await["type"], "joined");
+        assert_eq!(node.hub().count(&Topic::Room("r".into())), 1);
+        let start = Instant::now();
+        // The client stops reading, so it never answers the ping.
+        task.await.unwrap();
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(40) && elapsed < Duration::from_secs(41),
+            "terminated after {elapsed:?}"
+        );
+        assert_eq!(node.hub().count(&Topic::Room("r".into())), 0);
+        assert_eq!(node.hub().count(&Topic::Broadcast), 0);
+        assert_eq!(node.connection_count(), 0);
+        assert_eq!(node.stats().snapshot().heartbeat_timeouts, 1);
+        // Read the raw bytes: a client library would try to answer the ping
+        // into the closed pipe. Server frames are unmasked: a ping with no
+        // payload, then a close frame carrying 4001.
+        let mut raw = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(ws.get_mut(), &mut raw)
+            .await
+            .unwrap();
+        assert_eq!(&raw[..2], &[0x89, 0x00], "ping");
+        assert_eq!(raw[2], 0x88, "close frame");
+        assert_eq!(u16::from_be_bytes([raw[4], raw[5]]), 4001);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_answers_pings_stays_connected() {
+        let (node, mut ws, task) = open(Endpoint::echo("/echo")).await;
+        let mut pings = 0;
+        let read = async {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Ping(_) = msg {
+                    pings += 1;
+                }
+            }
+        };
+        // Five minutes of virtual time: the read loop answers every ping.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(300), read)
+                .await
+                .is_err()
+        );
+        assert!(pings >= 9, "saw {pings} pings");
+        assert!(!task.is_finished());
+        assert_eq!(node.connection_count(), 1);
+        assert_eq!(node.stats().snapshot().heartbeat_timeouts, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queued_frames_are_written_before_a_going_away_close() {
+        let (node, mut ws, task) = open(Endpoint::echo("/echo")).await;
+        ws.send(Message::text("one")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("one"));
+        let outbox = node.inner_conn_outboxes().pop().unwrap();
+        outbox
+            .push(frame::encode(OpCode::Text, b"last words"))
+            .unwrap();
+        node.begin_shutdown();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("last words")
+        );
+        match ws.next().await {
+            Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1001),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+        // The client completes the handshake; the session ends promptly.
+        while ws.next().await.is_some() {}
+        task.await.unwrap();
+        assert_eq!(node.connection_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_close_times_out_instead_of_hanging() {
+        let (node, ws, task) = open(Endpoint::echo("/echo")).await;
+        let start = Instant::now();
+        node.begin_shutdown();
+        task.await.unwrap();
+        // Bounded by the close grace (5 s), not by the client.
+        assert!(
+            start.elapsed() <= Duration::from_secs(11),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(ws);
+    }
+}

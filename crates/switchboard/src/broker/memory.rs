@@ -41,10 +41,10 @@ struct NodeEntry {
 
 impl NodeEntry {
     fn deliver_if_subscribed(&self, delivery: &Delivery) {
-        if self.topics.read().contains(&delivery.topic) {
-            if let Some(h) = self.handler.get() {
-                h.deliver(delivery);
-            }
+        if self.topics.read().contains(&delivery.topic)
+            && let Some(h) = self.handler.get()
+        {
+            h.deliver(delivery);
         }
     }
 }

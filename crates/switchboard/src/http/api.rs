@@ -27,13 +27,45 @@ use serde_json::value::RawValue;
 use crate::broker::Receipt;
 use crate::node::{Node, PublishError};
 
-/// A JSON error response: `{"error":{"code":..,"message":..}}`.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response()
+/// An HTTP refusal: a status, a stable machine-readable code and a message,
+/// answered as `{"error":{"code":..,"message":..}}`. A 401 also carries
+/// `WWW-Authenticate: Bearer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable error code.
+    pub code: &'static str,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// A JSON error response; see [`ApiError`].
+pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> Response {
+    ApiError::new(status, code, message).into_response()
 }
 
 /// Compares in time independent of where the inputs differ.
@@ -42,7 +74,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks API access; `Err` is the response to send.
-fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), Response> {
+fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), ApiError> {
     match &node.config().api_key {
         Some(key) => {
             let presented = headers
@@ -60,12 +92,12 @@ fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Resu
         }
         None => match peer {
             Some(addr) if addr.ip().is_loopback() => Ok(()),
-            Some(_) => Err(error_response(
+            Some(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "no API key is configured, so the API accepts only loopback callers",
             )),
-            None => Err(error_response(
+            None => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "peer address unknown and no API key configured; serve with connect info or set an API key",
@@ -74,11 +106,8 @@ fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Resu
     }
 }
 
-fn unauthorized(message: &str) -> Response {
-    let mut r = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
-    r.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
 #[derive(Deserialize)]
@@ -92,35 +121,35 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 }
 
 /// Reads and checks the body; returns the payload's JSON text.
-async fn read_data(node: &Node, body: Body) -> Result<Bytes, Response> {
+async fn read_data(node: &Node, body: Body) -> Result<Bytes, ApiError> {
     let limit = node.config().max_message_size;
     let bytes = axum::body::to_bytes(body, limit + 1024)
         .await
         .map_err(|_| {
-            error_response(
+            ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                &format!("body exceeds the {limit}-byte limit"),
+                format!("body exceeds the {limit}-byte limit"),
             )
         })?;
     let text = std::str::from_utf8(&bytes)
-        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "bad_json", "body is not UTF-8"))?;
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", "body is not UTF-8"))?;
     if !text.trim_start().starts_with('{') {
-        return Err(error_response(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
             "body must be a JSON object like {\"data\": ...}",
         ));
     }
     let parsed: PublishBody<'_> = serde_json::from_str(text).map_err(|e| {
-        error_response(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_json",
-            &format!("malformed JSON: {e}"),
+            format!("malformed JSON: {e}"),
         )
     })?;
     let data = parsed.data.ok_or_else(|| {
-        error_response(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "missing_field",
             "missing field \"data\"",
@@ -129,27 +158,27 @@ async fn read_data(node: &Node, body: Body) -> Result<Bytes, Response> {
     Ok(bytes.slice_ref(data.get().as_bytes()))
 }
 
-fn publish_error(e: PublishError) -> Response {
+fn publish_error(e: PublishError) -> ApiError {
     match e {
-        PublishError::InvalidRoom(e) => error_response(
+        PublishError::InvalidRoom(e) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_room",
-            &format!("room name {e}"),
+            format!("room name {e}"),
         ),
-        PublishError::InvalidUser(e) => error_response(
+        PublishError::InvalidUser(e) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_user",
-            &format!("user id {e}"),
+            format!("user id {e}"),
         ),
-        PublishError::TooLarge(n) => error_response(
+        PublishError::TooLarge(n) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            &format!("payload of {n} bytes exceeds the limit"),
+            format!("payload of {n} bytes exceeds the limit"),
         ),
-        PublishError::Broker(e) => error_response(
+        PublishError::Broker(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "publish_failed",
-            &format!("not delivered: {e}"),
+            format!("not delivered: {e}"),
         ),
     }
 }
@@ -158,7 +187,7 @@ async fn publish(
     node: &Node,
     req: Request,
     topic: crate::broker::Topic,
-) -> Result<Receipt, Response> {
+) -> Result<Receipt, ApiError> {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -185,7 +214,7 @@ pub(crate) async fn publish_room(
             "epoch": r.epoch.as_deref(),
         }))
         .into_response(),
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -198,7 +227,7 @@ pub(crate) async fn publish_user(
     let topic = crate::broker::Topic::User(user.as_str().into());
     match publish(&node, req, topic).await {
         Ok(_) => axum::Json(json!({ "status": "published", "user": user })).into_response(),
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -206,6 +235,6 @@ pub(crate) async fn publish_user(
 pub(crate) async fn broadcast(State(node): State<Node>, req: Request) -> Response {
     match publish(&node, req, crate::broker::Topic::Broadcast).await {
         Ok(_) => axum::Json(json!({ "status": "published", "broadcast": true })).into_response(),
-        Err(resp) => resp,
+        Err(e) => e.into_response(),
     }
 }

@@ -9,7 +9,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::frame::{MAX_CONTROL_PAYLOAD, OpCode, close_code, is_valid_close_code};
+use switchboard_protocol::CloseCode;
+
+use super::frame::{MAX_CONTROL_PAYLOAD, OpCode, is_valid_close_code};
 
 /// First header byte: FIN flag.
 const FIN_BIT: u8 = 0x80;
@@ -113,9 +115,9 @@ impl DecodeError {
     /// 1007 (invalid payload data) or 1009 (message too big).
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::InvalidUtf8 | Self::InvalidCloseReason => close_code::INVALID_PAYLOAD,
-            Self::MessageTooBig => close_code::MESSAGE_TOO_BIG,
-            _ => close_code::PROTOCOL_ERROR,
+            Self::InvalidUtf8 | Self::InvalidCloseReason => CloseCode::INVALID_PAYLOAD.0,
+            Self::MessageTooBig => CloseCode::MESSAGE_TOO_BIG.0,
+            _ => CloseCode::PROTOCOL_ERROR.0,
         }
     }
 }

@@ -23,30 +23,6 @@ const HEADROOM: usize = 10;
 /// FIN bit of the first header byte.
 const FIN: u8 = 0x80;
 
-/// Close status codes defined by RFC 6455 section 7.4.1.
-pub mod close_code {
-    /// 1000: normal closure.
-    pub const NORMAL: u16 = 1000;
-    /// 1001: the endpoint is going away (server shutdown, page navigation).
-    pub const GOING_AWAY: u16 = 1001;
-    /// 1002: the peer violated the protocol.
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// 1003: the endpoint received a data type it cannot accept.
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    /// 1007: message data was inconsistent with its type (invalid UTF-8).
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// 1008: a message violated the endpoint's policy.
-    pub const POLICY_VIOLATION: u16 = 1008;
-    /// 1009: a message was too big to process.
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// 1011: the server hit an unexpected condition.
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// 1012: the service is restarting.
-    pub const SERVICE_RESTART: u16 = 1012;
-    /// 1013: try again later (temporary overload).
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-}
-
 /// Frame opcode (RFC 6455 section 5.2). Reserved opcodes are not represented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpCode {
@@ -114,10 +90,15 @@ pub fn is_valid_close_code(code: u16) -> bool {
 /// [`reserve`](Self::reserve) or [`io::Write`] (or fits in the capacity
 /// given to [`with_capacity`](Self::with_capacity)).
 ///
-/// ```ignore
+/// ```
+/// use switchboard::ws::{FrameBuilder, OpCode};
+///
 /// let mut frame = FrameBuilder::new(OpCode::Text);
-/// serde_json::to_writer(&mut frame, &value)?;
+/// serde_json::to_writer(&mut frame, &serde_json::json!({"hello": "world"})).unwrap();
 /// let bytes = frame.finish();
+/// // FIN + text opcode, a 7-bit length, then the payload.
+/// assert_eq!(&bytes[..2], &[0x81, 17]);
+/// assert_eq!(&bytes[2..], br#"{"hello":"world"}"#);
 /// ```
 #[derive(Debug)]
 pub struct FrameBuilder {

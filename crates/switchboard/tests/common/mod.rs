@@ -211,10 +211,10 @@ impl Client {
 
     /// Checks that nothing arrives for a short while.
     pub async fn expect_silence(&mut self, for_: Duration) {
-        if let Ok(Some(Ok(msg))) = tokio::time::timeout(for_, self.ws.next()).await {
-            if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
-                panic!("expected silence, got {msg:?}");
-            }
+        if let Ok(Some(Ok(msg))) = tokio::time::timeout(for_, self.ws.next()).await
+            && !matches!(msg, Message::Ping(_) | Message::Pong(_))
+        {
+            panic!("expected silence, got {msg:?}");
         }
     }
 }

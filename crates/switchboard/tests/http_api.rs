@@ -1,0 +1,226 @@
+//! The publish API: access rules, bad requests, and honest failure reports.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use serde_json::json;
+use switchboard::broker::memory::MemoryBroker;
+use switchboard::broker::{
+    Broker, BrokerError, BrokerHealth, DeliveryHandler, Position, Publication, Receipt, Topic,
+};
+use switchboard::{Config, Node};
+use tower::ServiceExt;
+
+const KEY: &str = "test-key-0123456789abcdef";
+
+#[tokio::test]
+async fn bad_bodies_are_400_with_a_json_error() {
+    let server = TestServer::start_default().await;
+    let cases = [
+        ("/api/rooms/r/messages", "{oops", "bad_json"),
+        ("/api/rooms/r/messages", "[1]", "bad_json"),
+        ("/api/rooms/r/messages", "", "bad_json"),
+        ("/api/rooms/r/messages", r#"{"payload":1}"#, "missing_field"),
+        ("/api/users/u/messages", r#"{}"#, "missing_field"),
+        ("/api/broadcast", "nope", "bad_json"),
+        (
+            "/api/rooms/bad%20room/messages",
+            r#"{"data":1}"#,
+            "invalid_room",
+        ),
+        ("/api/rooms/a%2Fb/messages", r#"{"data":1}"#, "invalid_room"),
+        ("/api/users/a%0Ab/messages", r#"{"data":1}"#, "invalid_user"),
+    ];
+    for (path, body, code) in cases {
+        let (status, v) = server.post(path, body).await;
+        assert_eq!(status, 400, "{path} {body}: {v}");
+        assert_eq!(v["error"]["code"], code, "{path} {body}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_room_or_user_is_400() {
+    let server = TestServer::start_default().await;
+    let (status, v) = server.post("/api/rooms//messages", r#"{"data":1}"#).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("invalid_room"))
+    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("empty"));
+    let (status, v) = server.post("/api/users//messages", r#"{"data":1}"#).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("invalid_user"))
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413() {
+    let config = Config::builder().max_message_size(1024).build().unwrap();
+    let server = TestServer::start(config).await;
+    let body = format!(r#"{{"data":"{}"}}"#, "x".repeat(4096));
+    let (status, v) = server.post("/api/broadcast", &body).await;
+    assert_eq!(status, 413);
+    assert_eq!(v["error"]["code"], "too_large");
+}
+
+#[tokio::test]
+async fn with_a_key_configured_callers_must_present_it() {
+    let config = Config::builder().api_key(KEY).build().unwrap();
+    let server = TestServer::start(config).await;
+    let url = server.http("/api/rooms/r/messages");
+    let body = r#"{"data":1}"#;
+    let (status, v) = post(&url, body, None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = post(&url, body, Some("wrong-key-0123456789abcdef")).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&url, body, Some(&KEY[..KEY.len() - 1])).await;
+    assert_eq!(status, 401);
+    let (status, v) = post(&url, body, Some(KEY)).await;
+    assert_eq!((status, v["offset"].as_u64()), (200, Some(1)));
+    // The 401 says how to authenticate.
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+}
+
+fn api_request(peer: SocketAddr) -> http::Request<axum::body::Body> {
+    let mut req = http::Request::post("/api/broadcast")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(r#"{"data":1}"#))
+        .unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    req
+}
+
+#[tokio::test]
+async fn without_a_key_only_loopback_callers_are_served() {
+    let node = Node::builder().default_endpoints().build().unwrap();
+    let remote: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+    let resp = node.router().oneshot(api_request(remote)).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let local: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let resp = node.router().oneshot(api_request(local)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v6: SocketAddr = "[::1]:5555".parse().unwrap();
+    let resp = node.router().oneshot(api_request(v6)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // With a key, the address does not matter, the key does.
+    let node = Node::builder()
+        .config(Config::builder().api_key(KEY).build().unwrap())
+        .build()
+        .unwrap();
+    let mut req = api_request(remote);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+    assert_eq!(node.router().oneshot(req).await.unwrap().status(), 200);
+}
+
+/// A broker that can be switched off, standing in for a lost Redis.
+struct Switchable {
+    inner: MemoryBroker,
+    down: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Broker for Switchable {
+    fn attach(&self, handler: Arc<dyn DeliveryHandler>) {
+        self.inner.attach(handler)
+    }
+    async fn publish(&self, p: Publication) -> Result<Receipt, BrokerError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(BrokerError::Unavailable("connection refused".into()));
+        }
+        self.inner.publish(p).await
+    }
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.inner.subscribe(topic).await
+    }
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.inner.unsubscribe(topic).await
+    }
+    async fn position(&self, room: &str) -> Result<Position, BrokerError> {
+        self.inner.position(room).await
+    }
+    fn health(&self) -> BrokerHealth {
+        let connected = !self.down.load(Ordering::SeqCst);
+        BrokerHealth {
+            kind: "switchable",
+            connected,
+            detail: None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_publish_the_broker_refused_is_reported_as_failed_never_delivered() {
+    let down = Arc::new(AtomicBool::new(false));
+    let broker = Switchable {
+        inner: MemoryBroker::new(),
+        down: down.clone(),
+    };
+    let server = TestServer::start_with(Node::builder().default_endpoints().broker(broker)).await;
+    let mut a = connect(&server.ws("/ws/chat")).await;
+    let mut b = connect(&server.ws("/ws/chat")).await;
+    a.join("r").await;
+    b.join("r").await;
+    down.store(true, Ordering::SeqCst);
+
+    let (status, v) = server
+        .post("/api/rooms/r/messages", r#"{"data":"lost"}"#)
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("publish_failed"))
+    );
+    let (status, _) = server.post("/api/broadcast", r#"{"data":"lost"}"#).await;
+    assert_eq!(status, 503);
+    let (status, _) = server
+        .post("/api/users/x/messages", r#"{"data":"lost"}"#)
+        .await;
+    assert_eq!(status, 503);
+
+    a.send(json!({"type":"publish","room":"r","data":"lost","id":1}))
+        .await;
+    let e = a.next_json().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].as_u64()),
+        (Some("error"), Some("publish_failed"), Some(1))
+    );
+    b.expect_silence(std::time::Duration::from_millis(200))
+        .await;
+
+    let health: serde_json::Value = reqwest::get(server.http("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "degraded");
+
+    down.store(false, Ordering::SeqCst);
+    a.send(json!({"type":"publish","room":"r","data":"back","id":2}))
+        .await;
+    let m = b.next_json().await;
+    assert_eq!(
+        (m["data"].as_str(), m["offset"].as_u64()),
+        (Some("back"), Some(1))
+    );
+}
