@@ -1,4 +1,4 @@
-//! Frames a client sends, and the parser the server uses to read them.
+//! Frames a client sends (`join`, `leave`, `publish`, `refresh`), and the parser the server uses to read them.
 //!
 //! The parser borrows from the input: the `data` of a publish stays the exact
 //! JSON text the client sent ([`RawValue`]), so the server forwards it without
@@ -48,6 +48,15 @@ pub enum ClientFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Replace the connection's credentials before they expire. The token
+    /// must be valid and name the same user.
+    Refresh {
+        /// The new token.
+        token: Cow<'a, str>,
+        /// Asks for the `refreshed` reply (or `error`) to carry this id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
 }
 
 impl PartialEq for ClientFrame<'_> {
@@ -55,7 +64,8 @@ impl PartialEq for ClientFrame<'_> {
         use ClientFrame::*;
         match (self, other) {
             (Join { room: a, id: x }, Join { room: b, id: y })
-            | (Leave { room: a, id: x }, Leave { room: b, id: y }) => a == b && x == y,
+            | (Leave { room: a, id: x }, Leave { room: b, id: y })
+            | (Refresh { token: a, id: x }, Refresh { token: b, id: y }) => a == b && x == y,
             (
                 Publish {
                     room: a,
@@ -80,6 +90,7 @@ impl ClientFrame<'_> {
             ClientFrame::Join { .. } => "join",
             ClientFrame::Leave { .. } => "leave",
             ClientFrame::Publish { .. } => "publish",
+            ClientFrame::Refresh { .. } => "refresh",
         }
     }
 
@@ -88,7 +99,8 @@ impl ClientFrame<'_> {
         match self {
             ClientFrame::Join { id, .. }
             | ClientFrame::Leave { id, .. }
-            | ClientFrame::Publish { id, .. } => *id,
+            | ClientFrame::Publish { id, .. }
+            | ClientFrame::Refresh { id, .. } => *id,
         }
     }
 }
@@ -136,6 +148,8 @@ struct Envelope<'a> {
     room: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    token: Option<&'a RawValue>,
 }
 
 /// Maps a present field (even `null`) to `Some`, so "missing" and "null" differ.
@@ -206,6 +220,17 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             })?;
             Ok(ClientFrame::Publish { room, data, id })
         }
+        "refresh" => match env.token {
+            None => Err(FrameError::new(
+                id,
+                ErrorCode::MissingField,
+                "missing field \"token\"",
+            )),
+            Some(raw) => Ok(ClientFrame::Refresh {
+                token: string_field(raw, "token", id)?,
+                id,
+            }),
+        },
         other => Err(FrameError::new(
             id,
             ErrorCode::UnknownType,
@@ -257,6 +282,14 @@ mod tests {
             ClientFrame::Join {
                 room: "lobby".into(),
                 id: Some(7)
+            }
+        );
+        let f = parse(r#"{"type":"refresh","token":"abc","id":3}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Refresh {
+                token: "abc".into(),
+                id: Some(3)
             }
         );
         let f = parse(r#"{"type":"leave","room":"lobby"}"#).unwrap();
@@ -318,6 +351,11 @@ mod tests {
         let e = err(r#"{"type":"publish","room":"r"}"#);
         assert_eq!(e.code, ErrorCode::MissingField);
         assert!(e.message.contains("data"));
+        let e = err(r#"{"type":"refresh","id":2}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::MissingField, Some(2)));
+        assert!(e.message.contains("token"));
+        let e = err(r#"{"type":"refresh","token":1}"#);
+        assert_eq!(e.code, ErrorCode::InvalidField);
         let e = err(r#"{"type":7}"#);
         assert_eq!(e.code, ErrorCode::InvalidField);
         for bad_id in ["-1", "1.5", "\"1\"", "9007199254740992", "null"] {

@@ -23,8 +23,11 @@ pub enum ErrorCode {
     TooManyRooms,
     /// This endpoint does not accept messages from clients.
     ReadOnly,
-    /// The user may not join or publish to this room.
+    /// The user may not join or publish to this room, or a refreshed token
+    /// names another user.
     Forbidden,
+    /// A refreshed token is invalid or expired.
+    Unauthorized,
     /// The client sent too many messages too fast.
     RateLimited,
     /// The broker did not accept the publish; it was not delivered.
@@ -49,6 +52,7 @@ impl ErrorCode {
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::PublishFailed => "publish_failed",
             ErrorCode::Unavailable => "unavailable",
@@ -79,6 +83,7 @@ mod tests {
             ErrorCode::TooManyRooms,
             ErrorCode::ReadOnly,
             ErrorCode::Forbidden,
+            ErrorCode::Unauthorized,
             ErrorCode::RateLimited,
             ErrorCode::PublishFailed,
             ErrorCode::Unavailable,

@@ -1,4 +1,5 @@
-//! Frames the server sends.
+//! Frames the server sends (`welcome`, `joined`, `left`, `message`, `ack`,
+//! `error`, `refreshed`).
 //!
 //! [`ServerFrame`] is the owned form, for clients that parse what arrives and
 //! for the server's replies. [`MessageOut`] is the borrowed form of a
@@ -27,6 +28,8 @@ pub enum ServerFrame {
     Ack(Ack),
     /// A client frame was refused.
     Error(ErrorFrame),
+    /// Reply to `refresh`: the new credentials are in force.
+    Refreshed(Refreshed),
 }
 
 impl ServerFrame {
@@ -48,6 +51,7 @@ impl ServerFrame {
             "message" => ServerFrame::Message(serde_json::from_str(text)?),
             "ack" => ServerFrame::Ack(serde_json::from_str(text)?),
             "error" => ServerFrame::Error(serde_json::from_str(text)?),
+            "refreshed" => ServerFrame::Refreshed(serde_json::from_str(text)?),
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "unknown frame type {other:?}"
@@ -113,6 +117,17 @@ pub struct Ack {
     /// The offset the room assigned to the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+}
+
+/// The `refreshed` frame, the reply to `refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refreshed {
+    /// The `id` of the `refresh`, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// When the new credentials expire (Unix seconds), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// The `error` frame: a client frame was refused.

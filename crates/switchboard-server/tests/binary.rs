@@ -157,3 +157,64 @@ async fn sigterm_closes_connections_with_going_away_and_exits_cleanly() {
 async fn sigint_does_the_same() {
     going_away_on("-INT").await;
 }
+
+#[tokio::test]
+async fn a_jwt_secret_makes_tokens_mandatory() {
+    let server = start(
+        &["--port", "0"],
+        &[(
+            "SWITCHBOARD_JWT_SECRET",
+            "binary-test-secret-32-bytes-long!",
+        )],
+    );
+    assert!(!server.log.join("\n").contains("no credentials configured"));
+    let url = format!("ws://127.0.0.1:{}/ws/chat", server.port);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn a_config_file_sets_what_flags_and_environment_do_not() {
+    let dir = std::env::temp_dir().join(format!("switchboard-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchboard.toml");
+    std::fs::write(
+        &file,
+        "port = 0\nallowed_origins = [\"https://*.example.com\"]\nheartbeat_interval = 20\n",
+    )
+    .unwrap();
+    let server = start(&["--config", file.to_str().unwrap()], &[]);
+    let url = format!("ws://127.0.0.1:{}/ws/chat", server.port);
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://evil.com".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://app.example.com".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let Some(Ok(Message::Text(welcome))) = ws.next().await else {
+        panic!("welcome")
+    };
+    assert!(welcome.contains("\"heartbeat_ms\":20000"), "{welcome}");
+    // An unknown key is an error, not a silent no-op.
+    std::fs::write(&file, "prot = 3000\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"prot\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,6 +5,11 @@
 
 use std::time::Duration;
 
+use crate::gate::caps::Caps;
+use crate::gate::client_ip::IpNet;
+use crate::gate::origin::OriginPolicy;
+use crate::gate::rate::RateLimit;
+
 /// Engine settings. Every field's default is stated on the field.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -36,6 +41,23 @@ pub struct Config {
     /// How long a graceful shutdown waits for connections to take their
     /// "going away" close before it stops waiting. Default: 10 s.
     pub shutdown_timeout: Duration,
+    /// The Origin policy for upgrades. Default: same-origin, and requests
+    /// without `Origin` (non-browser clients) allowed.
+    pub origin: OriginPolicy,
+    /// Proxies whose `X-Forwarded-For` is believed. Default: none.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Upgrades per client IP. Default: 50/s with bursts of 200; `None`
+    /// disables the limit.
+    pub upgrade_rate: Option<RateLimit>,
+    /// Messages per connection. Default: `None` (no limit). A message over
+    /// the limit is dropped with a `rate_limited` error frame.
+    pub message_rate: Option<RateLimit>,
+    /// Messages dropped by `message_rate` within 10 s after which the
+    /// connection is closed with 4002. Default: 20.
+    pub message_rate_strikes: u32,
+    /// Connection caps (total, per IP, per user); zero means none. Over a
+    /// cap, upgrades get 429. Default: no caps.
+    pub caps: Caps,
 }
 
 impl Default for Config {
@@ -50,6 +72,15 @@ impl Default for Config {
             max_rooms_per_connection: 100,
             api_key: None,
             shutdown_timeout: Duration::from_secs(10),
+            origin: OriginPolicy::default(),
+            trusted_proxies: Vec::new(),
+            upgrade_rate: Some(RateLimit {
+                per_second: 50.0,
+                burst: 200,
+            }),
+            message_rate: None,
+            message_rate_strikes: 20,
+            caps: Caps::default(),
         }
     }
 }
@@ -104,6 +135,27 @@ impl Config {
         if self.api_key.as_deref().is_some_and(|k| k.len() < 16) {
             return err("api_key", "must be at least 16 characters");
         }
+        for (field, rate) in [
+            ("upgrade_rate", &self.upgrade_rate),
+            ("message_rate", &self.message_rate),
+        ] {
+            if let Some(r) = rate
+                && (!(r.per_second > 0.0 && r.per_second.is_finite()) || r.burst == 0)
+            {
+                return err(field, "needs a positive rate and a burst of at least 1");
+            }
+        }
+        for entry in &self.origin.allowed {
+            let ok = entry.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
+            });
+            if !ok {
+                return err(
+                    "origin.allowed",
+                    "entries look like https://app.example.com or https://*.example.com",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -144,6 +196,18 @@ impl ConfigBuilder {
         max_rooms_per_connection: usize,
         /// Sets [`Config::shutdown_timeout`].
         shutdown_timeout: Duration,
+        /// Sets [`Config::origin`].
+        origin: OriginPolicy,
+        /// Sets [`Config::trusted_proxies`].
+        trusted_proxies: Vec<IpNet>,
+        /// Sets [`Config::upgrade_rate`].
+        upgrade_rate: Option<RateLimit>,
+        /// Sets [`Config::message_rate`].
+        message_rate: Option<RateLimit>,
+        /// Sets [`Config::message_rate_strikes`].
+        message_rate_strikes: u32,
+        /// Sets [`Config::caps`].
+        caps: Caps,
     }
 
     /// Sets [`Config::api_key`].

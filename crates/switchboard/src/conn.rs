@@ -12,7 +12,9 @@ use bytes::Bytes;
 use switchboard_protocol::server::ServerFrame;
 use switchboard_protocol::{CloseCode, NameError, validate_room};
 
-use crate::auth::Identity;
+use std::time::SystemTime;
+
+use crate::auth::{Identity, Rejection};
 use crate::broker::{BrokerError, Position, Receipt, Topic};
 use crate::hub::ConnId;
 use crate::node::{Node, PublishError};
@@ -41,9 +43,23 @@ pub enum JoinError {
     /// The connection is already in the most rooms allowed.
     #[error("already in {0} rooms, the most allowed")]
     TooManyRooms(usize),
+    /// The user's credentials do not allow this room.
+    #[error("not allowed to join room {0:?}")]
+    Forbidden(String),
     /// The broker could not subscribe this node.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+/// A `refresh` was refused; the old credentials stay in force.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// The new credentials are invalid or expired.
+    #[error("{}", .0.reason)]
+    Invalid(Rejection),
+    /// The new credentials name a different user.
+    #[error("the new credentials are for another user")]
+    OtherUser,
 }
 
 impl Conn {
@@ -131,6 +147,9 @@ impl Conn {
     pub async fn join(&mut self, room: &str) -> Result<Position, JoinError> {
         let config = self.node.config();
         validate_room(room, config.max_room_name_len)?;
+        if !self.identity.permissions.can_join(room) {
+            return Err(JoinError::Forbidden(room.to_string()));
+        }
         if !self.rooms.contains(room) {
             if self.rooms.len() >= config.max_rooms_per_connection {
                 return Err(JoinError::TooManyRooms(config.max_rooms_per_connection));
@@ -153,9 +172,31 @@ impl Conn {
         }
     }
 
-    /// Publishes JSON text `data` to a room, as this connection's user. The
-    /// caller guarantees `data` is valid JSON.
+    /// Replaces the connection's credentials with those proven by `token`
+    /// (same user; new expiry and permissions). Returns the new expiry.
+    pub async fn refresh(&mut self, token: &str) -> Result<Option<SystemTime>, RefreshError> {
+        let identity = self
+            .node
+            .authenticator()
+            .refresh(token)
+            .await
+            .map_err(RefreshError::Invalid)?;
+        if identity.user != self.identity.user {
+            return Err(RefreshError::OtherUser);
+        }
+        self.identity = identity;
+        Ok(self.identity.expires_at)
+    }
+
+    /// Publishes JSON text `data` to a room, as this connection's user, if
+    /// the user's permissions allow it. The caller guarantees `data` is valid
+    /// JSON.
     pub async fn publish(&self, room: &str, data: Bytes) -> Result<Receipt, PublishError> {
+        if !self.identity.permissions.can_publish(room) {
+            validate_room(room, self.node.config().max_room_name_len)
+                .map_err(PublishError::InvalidRoom)?;
+            return Err(PublishError::Forbidden(room.to_string()));
+        }
         self.node
             .publish_json(
                 Topic::Room(Arc::from(room)),

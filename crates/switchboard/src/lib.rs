@@ -24,8 +24,10 @@
 //! - [`outbox`]: the bounded outbound queue; overflow closes a slow consumer.
 //! - [`hub`]: local membership (rooms, users, broadcast) and fan-out.
 //! - [`broker`]: the cross-node seam and the in-memory broker.
-//! - [`auth`]: [`Identity`](auth::Identity) and the
+//! - [`auth`]: [`Identity`](auth::Identity), permissions, JWT, and the
 //!   [`Authenticator`](auth::Authenticator) trait the gate consults.
+//! - [`gate`]: the other checks before a handshake: Origin, client IP behind
+//!   trusted proxies, rate limits, connection caps.
 //! - [`http`]: the router (endpoints, publish API, health, metrics) and
 //!   [`serve`].
 //! - [`ws`]: RFC 6455 framing.
@@ -57,6 +59,7 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod endpoint;
+pub mod gate;
 pub mod handlers;
 pub mod http;
 pub mod hub;

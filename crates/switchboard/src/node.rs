@@ -20,6 +20,8 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, BrokerError, BrokerHealth, Receipt, Topic};
 use crate::config::{Config, ConfigError};
 use crate::endpoint::Endpoint;
+use crate::gate::caps::CapCounter;
+use crate::gate::rate::IpRateLimiter;
 use crate::hub::{ConnId, Hub};
 use crate::outbox::Outbox;
 use crate::stats::{Stats, StatsSnapshot};
@@ -33,6 +35,9 @@ pub enum PublishError {
     /// The user id breaks the naming rules.
     #[error("invalid user id: {0}")]
     InvalidUser(NameError),
+    /// The publisher's permissions do not allow this room.
+    #[error("not allowed to publish to room {0:?}")]
+    Forbidden(String),
     /// The payload is larger than `max_message_size`.
     #[error("payload of {0} bytes exceeds the limit")]
     TooLarge(usize),
@@ -70,6 +75,8 @@ pub(crate) struct Inner {
     conns: DashMap<ConnId, Arc<Outbox>>,
     next_conn: AtomicU64,
     draining: AtomicBool,
+    pub(crate) upgrade_limiter: Option<IpRateLimiter>,
+    pub(crate) caps: Arc<CapCounter>,
 }
 
 /// A Switchboard node. See the module docs.
@@ -108,6 +115,8 @@ impl NodeBuilder {
     }
 
     /// Sets the authenticator (default: [`Guests`], everyone is a guest).
+    /// [`JwtAuthenticator`](crate::auth::jwt::JwtAuthenticator) checks JSON Web
+    /// Tokens.
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Arc::new(authenticator);
         self
@@ -147,7 +156,6 @@ impl NodeBuilder {
         Ok(Node {
             inner: Arc::new(Inner {
                 id: Arc::from(format!("{:08x}", rand::random::<u32>())),
-                config: self.config,
                 hub,
                 broker,
                 stats,
@@ -157,6 +165,9 @@ impl NodeBuilder {
                 conns: DashMap::new(),
                 next_conn: AtomicU64::new(1),
                 draining: AtomicBool::new(false),
+                upgrade_limiter: self.config.upgrade_rate.map(IpRateLimiter::new),
+                caps: CapCounter::new(self.config.caps),
+                config: self.config,
             }),
         })
     }
@@ -196,6 +207,11 @@ impl Node {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// The authenticator the gate consults.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator> {
+        &self.inner.authenticator
     }
 
     /// The registered endpoints.

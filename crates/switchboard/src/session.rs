@@ -31,7 +31,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use switchboard_protocol::CloseCode;
@@ -42,6 +42,7 @@ use tokio::time::{Instant, Sleep};
 use crate::broker::Topic;
 use crate::conn::Conn;
 use crate::endpoint::{Disconnect, Endpoint, Inbound};
+use crate::gate::rate::{Bucket, RateLimit};
 use crate::outbox::{CloseRequest, Drained};
 use crate::ws::{Decoder, Message, OpCode, frame};
 
@@ -56,6 +57,7 @@ enum Event {
     Message(Message),
     CloseRequested(CloseRequest),
     HeartbeatDue,
+    Expired,
     Eof,
     Decode(crate::ws::DecodeError),
     Io(io::Error),
@@ -68,6 +70,11 @@ struct Transport<IO> {
     heartbeat: Pin<Box<Sleep>>,
     awaiting_pong: bool,
     ping_sent: Instant,
+    /// Fires when the credentials expire; only connections whose credentials
+    /// expire have one.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// The expiry `expiry` was armed for.
+    armed_expiry: Option<SystemTime>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
@@ -84,7 +91,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
         if self.heartbeat.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Event::HeartbeatDue);
         }
+        if let Some(expiry) = &mut self.expiry
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Event::Expired);
+        }
         Poll::Pending
+    }
+
+    /// Arms (or re-arms, after a refresh) the expiry timer.
+    fn arm_expiry(&mut self, expires_at: Option<SystemTime>) {
+        if expires_at == self.armed_expiry && (self.expiry.is_some() || expires_at.is_none()) {
+            return;
+        }
+        self.armed_expiry = expires_at;
+        self.expiry = expires_at.map(|at| {
+            // Wall-clock expiry, converted once to the runtime's clock.
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            Box::pin(tokio::time::sleep(left))
+        });
     }
 
     /// Reports a close request once everything queued before it is written.
@@ -230,7 +257,10 @@ where
         heartbeat: Box::pin(tokio::time::sleep(config.heartbeat_interval)),
         awaiting_pong: false,
         ping_sent: Instant::now(),
+        expiry: None,
+        armed_expiry: None,
     };
+    transport.arm_expiry(conn.identity.expires_at);
     let disconnect = match subscribe_identity(&mut conn, &endpoint).await {
         Ok(()) => {
             if endpoint.welcome {
@@ -304,14 +334,63 @@ where
 {
     let config = conn.node.config().clone();
     let handler = endpoint.handler.clone();
+    let mut throttle = config
+        .message_rate
+        .map(|limit| Throttle::new(limit, Instant::now()));
     loop {
         let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
-        match event {
-            Event::Message(Message::Text(text)) => {
-                handler.on_message(conn, Inbound::Text(text)).await;
+        let event = match event {
+            Event::Message(Message::Text(text)) => Err(Inbound::Text(text)),
+            Event::Message(Message::Binary(data)) => Err(Inbound::Binary(data)),
+            other => Ok(other),
+        };
+        // Data messages go to the handler, through the rate limit.
+        let event = match event {
+            Ok(event) => event,
+            Err(inbound) => {
+                match throttle
+                    .as_mut()
+                    .map_or(Verdict::Allow, |th| th.check(&config, Instant::now()))
+                {
+                    Verdict::Allow => {
+                        handler.on_message(conn, inbound).await;
+                        t.arm_expiry(conn.identity.expires_at);
+                    }
+                    Verdict::Drop => {
+                        if endpoint.welcome {
+                            crate::handlers::send_error(
+                                conn,
+                                None,
+                                switchboard_protocol::ErrorCode::RateLimited,
+                                "too many messages; this one was dropped",
+                            );
+                        }
+                    }
+                    Verdict::Close => {
+                        let code = CloseCode::RATE_LIMITED;
+                        let reason = "message rate limit exceeded repeatedly";
+                        t.close(conn, code, reason, false).await;
+                        return Disconnect {
+                            code: Some(code.0),
+                            reason: reason.into(),
+                            by_server: true,
+                        };
+                    }
+                }
+                continue;
             }
-            Event::Message(Message::Binary(data)) => {
-                handler.on_message(conn, Inbound::Binary(data)).await;
+        };
+        match event {
+            Event::Message(Message::Text(_) | Message::Binary(_)) => {}
+            Event::Expired => {
+                let code = CloseCode::TOKEN_EXPIRED;
+                let reason = "credentials expired; refresh them and reconnect";
+                t.close(conn, code, reason, false).await;
+                return Disconnect {
+                    code: Some(code.0),
+                    reason: reason.into(),
+                    by_server: true,
+                };
             }
             Event::Message(Message::Ping(payload)) => {
                 t.writing.push_back(frame::encode(OpCode::Pong, &payload));
@@ -400,6 +479,51 @@ where
     }
 }
 
+/// The per-connection message rate limit, with strikes for sustained abuse.
+struct Throttle {
+    bucket: Bucket,
+    limit: RateLimit,
+    strikes: u32,
+    window_start: Instant,
+}
+
+/// What to do with an inbound message.
+enum Verdict {
+    Allow,
+    Drop,
+    Close,
+}
+
+/// Strikes are counted over this window.
+const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+
+impl Throttle {
+    fn new(limit: RateLimit, now: Instant) -> Self {
+        Throttle {
+            bucket: Bucket::full(&limit, now),
+            limit,
+            strikes: 0,
+            window_start: now,
+        }
+    }
+
+    fn check(&mut self, config: &crate::Config, now: Instant) -> Verdict {
+        if self.bucket.take(&self.limit, now).is_ok() {
+            return Verdict::Allow;
+        }
+        if now.duration_since(self.window_start) > STRIKE_WINDOW {
+            self.window_start = now;
+            self.strikes = 0;
+        }
+        self.strikes += 1;
+        if self.strikes > config.message_rate_strikes {
+            Verdict::Close
+        } else {
+            Verdict::Drop
+        }
+    }
+}
+
 /// The shared pieces a session needs besides its I/O.
 pub(crate) fn new_conn(
     node: &crate::node::Node,
@@ -441,24 +565,21 @@ mod tests {
     use crate::auth::Identity;
     use crate::node::Node;
 
-    /// A session over an in-memory pipe, with a real client on the other end.
-    async fn open(
-        endpoint: Endpoint,
-    ) -> (
+    type Opened = (
         Node,
         WebSocketStream<DuplexStream>,
         tokio::task::JoinHandle<()>,
-    ) {
+    );
+
+    /// A session over an in-memory pipe, with a real client on the other end.
+    async fn open(endpoint: Endpoint) -> Opened {
         let node = Node::builder().endpoint(endpoint.clone()).build().unwrap();
+        open_on(node, endpoint, Identity::guest()).await
+    }
+
+    async fn open_on(node: Node, endpoint: Endpoint, identity: Identity) -> Opened {
         let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-        let conn = new_conn(
-            &node,
-            Identity::guest(),
-            &endpoint,
-            None,
-            None,
-            Default::default(),
-        );
+        let conn = new_conn(&node, identity, &endpoint, None, None, Default::default());
         let task = tokio::spawn(run(server_io, conn, endpoint));
         let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         (node, client, task)
@@ -567,5 +688,103 @@ mod tests {
             start.elapsed()
         );
         drop(ws);
+    }
+
+    const SECRET: &[u8] = b"session-test-secret-32-bytes-long";
+
+    fn token(sub: &str, valid_for: Duration) -> String {
+        let exp = (std::time::SystemTime::now() + valid_for)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({ "sub": sub, "exp": exp }),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    async fn jwt_session(valid_for: Duration) -> Opened {
+        use crate::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
+        let endpoint = Endpoint::chat("/chat");
+        let jwt = JwtAuthenticator::new(JwtConfig::new(JwtKey::Hs256(SECRET.to_vec()))).unwrap();
+        let identity = jwt.verify(&token("ana", valid_for)).unwrap();
+        let node = Node::builder()
+            .endpoint(endpoint.clone())
+            .authenticator(jwt)
+            .build()
+            .unwrap();
+        open_on(node, endpoint, identity).await
+    }
+
+    /// Reads (answering pings) until a close frame; returns its code and the
+    /// virtual time it took.
+    async fn close_code(ws: &mut WebSocketStream<DuplexStream>) -> (u16, Duration) {
+        let start = Instant::now();
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), start.elapsed()),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_credentials_close_the_connection_with_4004() {
+        let (_node, mut ws, _task) = jwt_session(Duration::from_secs(90)).await;
+        assert_eq!(next_json(&mut ws).await["user"], "ana");
+        let (code, after) = close_code(&mut ws).await;
+        assert_eq!(code, 4004);
+        // Expiry has one-second resolution (JWT `exp`).
+        assert!(
+            after > Duration::from_secs(88) && after <= Duration::from_secs(91),
+            "{after:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_before_expiry_keeps_the_connection_open() {
+        let (_node, mut ws, task) = jwt_session(Duration::from_secs(90)).await;
+        assert_eq!(next_json(&mut ws).await["type"], "welcome");
+        let fresh = token("ana", Duration::from_secs(3600));
+        ws.send(Message::text(format!(
+            r#"{{"type":"refresh","token":"{fresh}","id":1}}"#
+        )))
+        .await
+        .unwrap();
+        let reply = next_json(&mut ws).await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["id"].as_u64()),
+            (Some("refreshed"), Some(1))
+        );
+        // Well past the first expiry, the connection is still open.
+        let read = async { while let Some(Ok(_)) = ws.next().await {} };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(600), read)
+                .await
+                .is_err()
+        );
+        assert!(!task.is_finished());
+        // And the new expiry closes it in its turn.
+        let (code, _) = close_code(&mut ws).await;
+        assert_eq!(code, 4004);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_refresh_leaves_the_old_expiry_in_force() {
+        let (_node, mut ws, _task) = jwt_session(Duration::from_secs(90)).await;
+        assert_eq!(next_json(&mut ws).await["type"], "welcome");
+        let other = token("bob", Duration::from_secs(3600));
+        ws.send(Message::text(format!(
+            r#"{{"type":"refresh","token":"{other}","id":2}}"#
+        )))
+        .await
+        .unwrap();
+        assert_eq!(next_json(&mut ws).await["code"], "forbidden");
+        let (code, after) = close_code(&mut ws).await;
+        assert_eq!(code, 4004);
+        assert!(after <= Duration::from_secs(91), "{after:?}");
     }
 }

@@ -17,6 +17,7 @@ use crate::node::PublishError;
 /// - `publish` goes to the broker; with an `id`, the client gets `ack` (with
 ///   the offset) once the broker accepted it, or `error` if it did not.
 ///   Publishing does not require being in the room.
+/// - `refresh` replaces the credentials (see [`Conn::refresh`]).
 /// - Binary frames have no meaning here: the connection is closed with 1003.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Chat;
@@ -44,6 +45,7 @@ impl Handler for Chat {
         match frame {
             ClientFrame::Join { room, id } => join(conn, &room, id).await,
             ClientFrame::Leave { room, id } => leave(conn, &room, id).await,
+            ClientFrame::Refresh { token, id } => super::refresh(conn, &token, id).await,
             ClientFrame::Publish { room, data, id } => {
                 // `data` borrows from the frame text: slice the same bytes
                 // instead of copying the payload.
@@ -69,6 +71,9 @@ async fn join(conn: &mut Conn, room: &str, id: Option<u64>) {
         }
         Err(e @ JoinError::TooManyRooms(_)) => {
             send_error(conn, id, ErrorCode::TooManyRooms, e.to_string())
+        }
+        Err(e @ JoinError::Forbidden(_)) => {
+            send_error(conn, id, ErrorCode::Forbidden, e.to_string())
         }
         Err(JoinError::Broker(e)) => send_error(conn, id, ErrorCode::Unavailable, e.to_string()),
     }
@@ -107,6 +112,9 @@ async fn publish(conn: &mut Conn, room: &str, data: Bytes, id: Option<u64>) {
         }
         Err(PublishError::InvalidRoom(e)) => {
             send_error(conn, id, ErrorCode::InvalidRoom, format!("room name {e}"))
+        }
+        Err(e @ PublishError::Forbidden(_)) => {
+            send_error(conn, id, ErrorCode::Forbidden, e.to_string())
         }
         Err(e @ (PublishError::InvalidUser(_) | PublishError::TooLarge(_))) => {
             send_error(conn, id, ErrorCode::InvalidField, e.to_string())

@@ -16,7 +16,9 @@ pub use notifications::Notifications;
 use switchboard_protocol::ErrorCode;
 use switchboard_protocol::server::{ErrorFrame, ServerFrame};
 
-use crate::conn::Conn;
+use switchboard_protocol::server::Refreshed;
+
+use crate::conn::{Conn, RefreshError};
 
 /// Queues an `error` frame. A full queue already closes the connection, so
 /// the push result needs no handling here.
@@ -31,4 +33,22 @@ pub(crate) fn send_error(
         code,
         message: message.into(),
     }));
+}
+
+/// Handles a `refresh` frame: new credentials for the same user.
+pub(crate) async fn refresh(conn: &mut Conn, token: &str, id: Option<u64>) {
+    match conn.refresh(token).await {
+        Ok(expires_at) => {
+            let expires_at = expires_at
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            let _ = conn.send_frame(&ServerFrame::Refreshed(Refreshed { id, expires_at }));
+        }
+        Err(e @ RefreshError::Invalid(_)) => {
+            send_error(conn, id, ErrorCode::Unauthorized, e.to_string())
+        }
+        Err(e @ RefreshError::OtherUser) => {
+            send_error(conn, id, ErrorCode::Forbidden, e.to_string())
+        }
+    }
 }

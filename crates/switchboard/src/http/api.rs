@@ -170,6 +170,11 @@ fn publish_error(e: PublishError) -> ApiError {
             "invalid_user",
             format!("user id {e}"),
         ),
+        PublishError::Forbidden(room) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("not allowed to publish to room {room:?}"),
+        ),
         PublishError::TooLarge(n) => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",

@@ -1,11 +1,20 @@
 //! The gate: turns an HTTP request into a WebSocket session, or refuses it
 //! with a status, before any handshake.
 //!
-//! In order: the request must be a WebSocket upgrade (`426` otherwise, with a
-//! body that says so), well formed (`400`), for a node that is not shutting
-//! down (`503`), and from someone the [`Authenticator`](crate::auth::Authenticator)
-//! accepts (its status, `401` by default). Only then is `101` sent and the
-//! session started. Unknown paths never get here: they are `404`.
+//! In order, each with its status:
+//!
+//! 1. a WebSocket upgrade at all (`426`, with a body that says what to do);
+//! 2. a well-formed handshake (`400`; `426` for a version other than 13);
+//! 3. a node that is not shutting down (`503`);
+//! 4. an allowed `Origin` (`403`);
+//! 5. the client IP's upgrade rate (`429` with `Retry-After`);
+//! 6. the total and per-IP connection caps (`429`);
+//! 7. credentials the [`Authenticator`](crate::auth::Authenticator) accepts
+//!    (`401`, or the authenticator's status);
+//! 8. the per-user connection cap (`429`).
+//!
+//! Only then is `101` sent and the session started. Unknown paths never get
+//! here: they are `404`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -18,8 +27,12 @@ use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
 use super::api::error_response;
+use crate::gate::caps::CapExceeded;
+use crate::gate::client_ip::client_ip;
 use crate::node::Node;
 use crate::session;
+
+const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 
 /// The GUID of RFC 6455 section 1.3.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -72,6 +85,18 @@ fn upgrade_required(path: &str) -> Response {
         .into_response()
 }
 
+fn too_many(e: CapExceeded) -> Response {
+    tracing::info!("upgrade refused: {e}");
+    let mut resp = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_connections",
+        &e.to_string(),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    resp
+}
+
 /// Picks the first subprotocol the client offers that the endpoint accepts.
 fn negotiate(headers: &HeaderMap, accepted: &[String]) -> Option<String> {
     headers
@@ -99,34 +124,9 @@ pub(crate) async fn upgrade(State(route): State<EndpointRoute>, req: Request) ->
 async fn gate(route: EndpointRoute, req: Request) -> Response {
     let EndpointRoute { node, index } = route;
     let endpoint = node.endpoints()[index].clone();
-    let headers = req.headers();
-    let is_upgrade = header_has_token(headers, header::CONNECTION, "upgrade")
-        && header_has_token(headers, header::UPGRADE, "websocket");
-    if !is_upgrade {
-        return upgrade_required(&endpoint.path);
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(|v| v.as_bytes())
-        != Some(b"13")
-    {
-        return upgrade_required(&endpoint.path);
-    }
-    let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(k)
-            if base64::engine::general_purpose::STANDARD
-                .decode(k.as_bytes())
-                .is_ok_and(|d| d.len() == 16) =>
-        {
-            k.clone()
-        }
-        _ => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "missing or malformed Sec-WebSocket-Key",
-            );
-        }
+    let key = match check_handshake(req.headers()) {
+        Ok(key) => key,
+        Err(bad) => return bad.response(&endpoint.path),
     };
     if node.is_draining() {
         return error_response(
@@ -135,28 +135,68 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
             "server is shutting down; reconnect to another node",
         );
     }
+    let config = node.config();
+    let headers = req.headers();
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Err(e) = config
+        .origin
+        .check(header_str(header::ORIGIN), header_str(header::HOST))
+    {
+        tracing::info!(origin = ?header_str(header::ORIGIN), "upgrade refused: {e}");
+        return error_response(StatusCode::FORBIDDEN, "forbidden_origin", &e.to_string());
+    }
     let remote = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let ip = remote.map(|peer| {
+        client_ip(
+            peer.ip(),
+            header_str(X_FORWARDED_FOR),
+            &config.trusted_proxies,
+        )
+    });
+    if let (Some(limiter), Some(ip)) = (&node.inner.upgrade_limiter, ip)
+        && let Err(wait) = limiter.check(ip, tokio::time::Instant::now())
+    {
+        tracing::info!(%ip, "upgrade refused: rate limited");
+        let mut resp = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many connection attempts from this address",
+        );
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return resp;
+    }
+    let mut reservation = match node.inner.caps.reserve(ip) {
+        Ok(r) => r,
+        Err(e) => return too_many(e),
+    };
     let (mut parts, body) = req.into_parts();
-    let identity = match node.inner.authenticator.authenticate(&parts).await {
+    let identity = match node.authenticator().authenticate(&parts).await {
         Ok(identity) => identity,
         Err(rejection) => {
-            tracing::info!(remote = ?remote, status = %rejection.status, reason = %rejection.reason, "upgrade refused");
-            let code = if rejection.status == StatusCode::UNAUTHORIZED {
-                "unauthorized"
-            } else {
-                "forbidden"
+            tracing::info!(
+                remote = ?remote, status = %rejection.status, reason = %rejection.reason,
+                "upgrade refused"
+            );
+            let code = match rejection.status {
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+                _ => "forbidden",
             };
-            let mut resp = error_response(rejection.status, code, &rejection.reason);
-            if rejection.status == StatusCode::UNAUTHORIZED {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            return resp;
+            return error_response(rejection.status, code, &rejection.reason);
         }
     };
+    if let Err(e) = reservation.add_user(&identity.user) {
+        return too_many(e);
+    }
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return error_response(
             StatusCode::UPGRADE_REQUIRED,
@@ -178,6 +218,8 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
         extensions,
     );
     node.sessions().spawn(async move {
+        // The cap slot is held for the life of the session.
+        let _reservation = reservation;
         match on_upgrade.await {
             Ok(upgraded) => session::run(TokioIo::new(upgraded), conn, endpoint).await,
             Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
@@ -197,6 +239,50 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
     resp
+}
+
+/// What is wrong with a handshake.
+enum BadHandshake {
+    /// Not a WebSocket upgrade, or not version 13: `426`.
+    NotUpgrade,
+    /// A missing or malformed key: `400`.
+    BadKey,
+}
+
+impl BadHandshake {
+    fn response(self, path: &str) -> Response {
+        match self {
+            BadHandshake::NotUpgrade => upgrade_required(path),
+            BadHandshake::BadKey => error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "missing or malformed Sec-WebSocket-Key",
+            ),
+        }
+    }
+}
+
+/// Checks that the request is a well-formed WebSocket handshake; returns the
+/// client's key.
+fn check_handshake(headers: &HeaderMap) -> Result<HeaderValue, BadHandshake> {
+    let is_upgrade = header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket");
+    let version = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes());
+    if !is_upgrade || version != Some(b"13") {
+        return Err(BadHandshake::NotUpgrade);
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(k)
+            if base64::engine::general_purpose::STANDARD
+                .decode(k.as_bytes())
+                .is_ok_and(|d| d.len() == 16) =>
+        {
+            Ok(k.clone())
+        }
+        _ => Err(BadHandshake::BadKey),
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,26 @@
-//! Who is connecting. The gate asks an [`Authenticator`] for an [`Identity`]
-//! before the handshake completes; a refusal never reaches a session.
+//! Who is connecting, and what they may do. The gate asks an
+//! [`Authenticator`] for an [`Identity`] before the handshake completes; a
+//! refusal never reaches a session.
 //!
-//! With no credentials configured, [`Guests`] gives every connection a
-//! generated guest id. Identity always comes from the gate, never from a
-//! message, so a client cannot claim to be someone else.
+//! - [`Guests`]: the default when no credentials are configured; every
+//!   connection gets a generated guest id and may use every room.
+//! - [`jwt::JwtAuthenticator`]: JSON Web Tokens (HS256, RS256, ES256) from a
+//!   header, a query parameter or a cookie.
+//! - [`permissions`]: which rooms a token lets its user join and publish to.
+//!
+//! Identity always comes from the gate, never from a message, so a client
+//! cannot claim to be someone else.
+
+pub mod jwt;
+pub mod permissions;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::StatusCode;
+
+pub use permissions::{Pattern, Permissions};
 
 /// The authenticated party behind a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,14 +29,21 @@ pub struct Identity {
     pub user: Arc<str>,
     /// Whether the id was generated for an anonymous guest.
     pub guest: bool,
+    /// When the credentials stop being valid. The session closes the
+    /// connection then (4004) unless the client refreshed them.
+    pub expires_at: Option<SystemTime>,
+    /// The rooms the user may join and publish to.
+    pub permissions: Permissions,
 }
 
 impl Identity {
-    /// An identity for a known user.
+    /// An identity for a known user, with no expiry and every room allowed.
     pub fn user(id: impl Into<Arc<str>>) -> Self {
         Identity {
             user: id.into(),
             guest: false,
+            expires_at: None,
+            permissions: Permissions::all(),
         }
     }
 
@@ -33,6 +52,8 @@ impl Identity {
         Identity {
             user: Arc::from(format!("guest-{:016x}", rand::random::<u64>())),
             guest: true,
+            expires_at: None,
+            permissions: Permissions::all(),
         }
     }
 }
@@ -67,11 +88,26 @@ impl Rejection {
 }
 
 /// Decides who an upgrade request is. Implement it to plug in your own
-/// credentials (sessions, API tokens, mTLS headers from a proxy).
+/// credentials (sessions, API tokens, headers set by a trusted proxy).
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     /// Returns the identity, or the rejection to answer with.
     async fn authenticate(&self, request: &http::request::Parts) -> Result<Identity, Rejection>;
+
+    /// Checks fresh credentials sent over an open connection (the `refresh`
+    /// frame). Default: refresh is not supported.
+    async fn refresh(&self, token: &str) -> Result<Identity, Rejection> {
+        let _ = token;
+        Err(Rejection::unauthorized(
+            "this server does not accept refreshed credentials",
+        ))
+    }
+
+    /// Whether this authenticator admits anonymous guests (the server warns
+    /// at startup when it does). Default: false.
+    fn is_open(&self) -> bool {
+        false
+    }
 }
 
 /// The default when no credentials are configured: everyone is a guest with a
@@ -83,5 +119,9 @@ pub struct Guests;
 impl Authenticator for Guests {
     async fn authenticate(&self, _request: &http::request::Parts) -> Result<Identity, Rejection> {
         Ok(Identity::guest())
+    }
+
+    fn is_open(&self) -> bool {
+        true
     }
 }

@@ -1,0 +1,131 @@
+//! Token buckets: upgrades per client IP, and messages per connection.
+//!
+//! A bucket holds at most `burst` tokens and refills at `per_second`. Each
+//! event takes one token; with none left the event is refused and the caller
+//! learns how long until the next token.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+/// A rate: `per_second` sustained, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added per second.
+    pub per_second: f64,
+    /// Most tokens held (and so the largest burst).
+    pub burst: u32,
+}
+
+/// One token bucket.
+#[derive(Clone, Copy, Debug)]
+pub struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// A full bucket.
+    pub fn full(limit: &RateLimit, now: Instant) -> Self {
+        Bucket {
+            tokens: f64::from(limit.burst),
+            at: now,
+        }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    pub fn take(&mut self, limit: &RateLimit, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * limit.per_second).min(f64::from(limit.burst));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - self.tokens) / limit.per_second.max(f64::MIN_POSITIVE);
+            Err(Duration::from_secs_f64(wait.min(86_400.0)))
+        }
+    }
+
+    fn is_full(&self, limit: &RateLimit, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens + elapsed * limit.per_second >= f64::from(limit.burst)
+    }
+}
+
+/// Most addresses tracked before idle (full) buckets are swept. A full
+/// bucket carries no information, so dropping it changes no decision.
+const SWEEP_AT: usize = 65_536;
+
+/// Token buckets keyed by client IP.
+#[derive(Debug)]
+pub struct IpRateLimiter {
+    limit: RateLimit,
+    buckets: DashMap<IpAddr, Bucket>,
+}
+
+impl IpRateLimiter {
+    /// A limiter with this rate for every address.
+    pub fn new(limit: RateLimit) -> Self {
+        IpRateLimiter {
+            limit,
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// Takes a token for `ip`, or returns how long until one is available.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.buckets.len() >= SWEEP_AT {
+            self.buckets.retain(|_, b| !b.is_full(&self.limit, now));
+        }
+        let limit = self.limit;
+        self.buckets
+            .entry(ip)
+            .or_insert_with(|| Bucket::full(&limit, now))
+            .take(&limit, now)
+    }
+
+    /// Addresses currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill() {
+        let limit = RateLimit {
+            per_second: 2.0,
+            burst: 3,
+        };
+        let t0 = Instant::now();
+        let mut b = Bucket::full(&limit, t0);
+        for _ in 0..3 {
+            assert_eq!(b.take(&limit, t0), Ok(()));
+        }
+        let wait = b.take(&limit, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert_eq!(b.take(&limit, t0 + Duration::from_millis(500)), Ok(()));
+        assert!(b.take(&limit, t0 + Duration::from_millis(600)).is_err());
+    }
+
+    #[test]
+    fn addresses_have_their_own_buckets() {
+        let l = IpRateLimiter::new(RateLimit {
+            per_second: 1.0,
+            burst: 1,
+        });
+        let now = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(l.check(a, now).is_ok());
+        assert!(l.check(a, now).is_err());
+        assert!(l.check(b, now).is_ok());
+        assert_eq!(l.tracked(), 2);
+    }
+}
