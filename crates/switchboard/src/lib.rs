@@ -84,4 +84,14 @@ impl Node {
     pub fn router(&self) -> axum::Router {
         http::router(self)
     }
+
+    /// The WebSocket endpoints alone; see [`http::ws_router`].
+    pub fn ws_router(&self) -> axum::Router {
+        http::ws_router(self)
+    }
+
+    /// The publish API, `/health` and `/metrics`; see [`http::api_router`].
+    pub fn api_router(&self) -> axum::Router {
+        http::api_router(self)
+    }
 }

@@ -3,13 +3,13 @@
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().init();
-    let node = embedded_example::node();
-    let app = embedded_example::app(&node);
+    let shop = embedded_example::Shop::new();
+    let app = embedded_example::app(&shop);
     let port = std::env::var("PORT").unwrap_or_else(|_| "3001".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     println!("embedded example on http://{}", listener.local_addr()?);
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    switchboard::serve(listener, app, node, shutdown).await
+    switchboard::serve(listener, app, shop.node, shutdown).await
 }

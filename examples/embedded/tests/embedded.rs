@@ -1,28 +1,49 @@
-//! The embedded example over real sockets: own routes, own endpoint and
-//! Switchboard's endpoints on one port, and publishing from own handlers.
+//! The embedded example over real sockets: own routes, own authenticator,
+//! own layer, own endpoint and Switchboard's endpoints on one port, and
+//! publishing from own handlers.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn start() -> std::net::SocketAddr {
-    let node = embedded_example::node();
-    let app = embedded_example::app(&node);
+    let shop = embedded_example::Shop::new();
+    let app = embedded_example::app(&shop);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(switchboard::serve(
         listener,
         app,
-        node,
+        shop.node,
         std::future::pending(),
     ));
     addr
 }
 
-async fn next_json<S>(ws: &mut S) -> Value
-where
-    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
+/// Logs in through the shop's own route; returns the session cookie.
+async fn login(addr: std::net::SocketAddr, user: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/login"))
+        .json(&json!({ "user": user }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    cookie.split(';').next().unwrap().to_string()
+}
+
+async fn connect(addr: std::net::SocketAddr, path: &str, cookie: &str) -> Ws {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
             .await
@@ -52,19 +73,37 @@ async fn own_routes_and_switchboard_share_one_port() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
-    let (mut echo, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/echo"))
-        .await
-        .unwrap();
+    let cookie = login(addr, "ana").await;
+    let mut echo = connect(addr, "/ws/echo", &cookie).await;
     echo.send(Message::text("ping")).await.unwrap();
     assert_eq!(echo.next().await.unwrap().unwrap(), Message::text("ping"));
 }
 
 #[tokio::test]
+async fn the_own_authenticator_admits_logged_in_users_only() {
+    let addr = start().await;
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    let cookie = login(addr, "ana").await;
+    let mut ws = connect(addr, "/ws/chat", &cookie).await;
+    assert_eq!(next_json(&mut ws).await["user"], "ana");
+    // The layer saw both upgrade attempts, and no plain HTTP request.
+    let stats: Value = reqwest::get(format!("http://{addr}/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["upgrade_attempts"], 2);
+}
+
+#[tokio::test]
 async fn the_custom_endpoint_shares_cursor_positions() {
     let addr = start().await;
-    let url = format!("ws://{addr}/ws/cursors");
-    let (mut a, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let (mut b, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut a = connect(addr, "/ws/cursors", &login(addr, "ana").await).await;
+    let mut b = connect(addr, "/ws/cursors", &login(addr, "bob").await).await;
     // Both joined in on_open; wait until b is in before a moves.
     b.send(Message::text("not a position")).await.unwrap();
     assert!(
@@ -81,24 +120,17 @@ async fn the_custom_endpoint_shares_cursor_positions() {
         (m["data"]["x"].as_f64(), m["data"]["y"].as_f64()),
         (Some(1.5), Some(2.0))
     );
-    assert_eq!(m["data"]["user"], m["from"]);
+    assert_eq!(m["data"]["user"], "ana");
+    assert_eq!(m["from"], "ana");
 }
 
 #[tokio::test]
 async fn own_http_handlers_publish_to_rooms_and_users() {
     let addr = start().await;
-    let (mut watcher, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat"))
-        .await
-        .unwrap();
-    let (mut customer, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/notifications"))
-            .await
-            .unwrap();
+    let mut watcher = connect(addr, "/ws/chat", &login(addr, "staff").await).await;
+    let mut customer = connect(addr, "/ws/notifications", &login(addr, "cleo").await).await;
     assert_eq!(next_json(&mut watcher).await["type"], "welcome");
-    let customer_id = next_json(&mut customer).await["user"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    assert_eq!(next_json(&mut customer).await["user"], "cleo");
     watcher
         .send(Message::text(r#"{"type":"join","room":"orders"}"#))
         .await
@@ -107,7 +139,7 @@ async fn own_http_handlers_publish_to_rooms_and_users() {
 
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}/orders"))
-        .json(&json!({"id": 42, "customer": customer_id}))
+        .json(&json!({"id": 42, "customer": "cleo"}))
         .send()
         .await
         .unwrap();
@@ -120,6 +152,6 @@ async fn own_http_handlers_publish_to_rooms_and_users() {
     );
     assert_eq!(
         next_json(&mut customer).await,
-        json!({"type":"message","user":customer_id,"data":{"text":"order 42 confirmed"}})
+        json!({"type":"message","user":"cleo","data":{"text":"order 42 confirmed"}})
     );
 }

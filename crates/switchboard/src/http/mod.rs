@@ -24,6 +24,12 @@ use crate::node::Node;
 /// `/metrics`. It has no fallback, so it merges into an application's own
 /// router (`app.merge(node.router())`).
 pub fn router(node: &Node) -> Router {
+    ws_router(node).merge(api_router(node))
+}
+
+/// The WebSocket endpoints alone, so that layers can wrap the upgrade
+/// routes only: `node.ws_router().layer(my_layer).merge(node.api_router())`.
+pub fn ws_router(node: &Node) -> Router {
     let mut r = Router::new();
     for (index, endpoint) in node.endpoints().iter().enumerate() {
         let ep = upgrade::EndpointRoute {
@@ -32,7 +38,13 @@ pub fn router(node: &Node) -> Router {
         };
         r = r.route(&endpoint.path, get(upgrade::upgrade).with_state(ep));
     }
-    r.route("/health", get(health))
+    r
+}
+
+/// The publish API, `/health` and `/metrics`.
+pub fn api_router(node: &Node) -> Router {
+    Router::new()
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/rooms/{room}/messages", post(api::publish_room))
         .route("/api/users/{user}/messages", post(api::publish_user))
