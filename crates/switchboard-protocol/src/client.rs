@@ -174,8 +174,10 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
         ));
     }
     let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        // An array or scalar was refused above, so a data error is about
+        // the object's contents (a duplicate field, for example).
         let message = if e.is_data() {
-            "a frame must be a JSON object".to_string()
+            format!("invalid frame: {e}")
         } else {
             format!("malformed JSON: {e}")
         };

@@ -8,6 +8,10 @@
 //! - `4400-4499`: terminal; do not reconnect until something changes (new
 //!   credentials, a different room list).
 //!
+//! 1002, 1003 and 1007 report client bugs and are terminal too; 1001 and
+//! 1012 ask for an immediate (jittered) reconnect; 4004 for a reconnect with
+//! fresh credentials; everything else for backoff.
+//!
 //! [`CloseCode::policy`] maps any code to a [`ReconnectPolicy`], so clients
 //! need no table of their own.
 
@@ -59,7 +63,9 @@ impl CloseCode {
         match self.0 {
             1001 | 1012 => ReconnectPolicy::Immediately,
             4004 => ReconnectPolicy::AfterRefresh,
-            1000 | 4400..=4499 => ReconnectPolicy::Never,
+            // A protocol error, binary data where text is expected, or bad
+            // UTF-8 is a client bug: reconnecting would repeat it.
+            1000 | 1002 | 1003 | 1007 | 4400..=4499 => ReconnectPolicy::Never,
             _ => ReconnectPolicy::Backoff,
         }
     }
@@ -135,6 +141,8 @@ mod tests {
         assert_eq!(CloseCode::UNAUTHORIZED.policy(), ReconnectPolicy::Never);
         assert_eq!(CloseCode::FORBIDDEN.policy(), ReconnectPolicy::Never);
         assert_eq!(CloseCode::NORMAL.policy(), ReconnectPolicy::Never);
+        assert_eq!(CloseCode::PROTOCOL_ERROR.policy(), ReconnectPolicy::Never);
+        assert_eq!(CloseCode::UNSUPPORTED_DATA.policy(), ReconnectPolicy::Never);
         assert_eq!(CloseCode(4499).policy(), ReconnectPolicy::Never);
         assert_eq!(CloseCode(4099).policy(), ReconnectPolicy::Backoff);
     }

@@ -78,8 +78,9 @@ pub struct Welcome {
     pub conn: String,
     /// The protocol version spoken, [`crate::SUBPROTOCOL`].
     pub protocol: String,
-    /// The server pings every this many milliseconds; a client that sees
-    /// nothing for twice as long may assume the connection is dead.
+    /// The server pings every this many milliseconds. Browsers answer pings
+    /// without showing them to scripts; clients that do see them may treat a
+    /// silence much longer than this as a dead connection.
     pub heartbeat_ms: u64,
 }
 

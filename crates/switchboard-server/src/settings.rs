@@ -105,6 +105,11 @@ pub struct Args {
     #[arg(long, env = "SWITCHBOARD_MESSAGE_BURST", default_value_t = 20)]
     pub message_burst: u32,
 
+    /// Messages dropped by the message rate limit within 10 s after which the
+    /// connection is closed with 4002.
+    #[arg(long, env = "SWITCHBOARD_MESSAGE_RATE_STRIKES", default_value_t = 20)]
+    pub message_rate_strikes: u32,
+
     /// Open connections on this node (0: no cap).
     #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
@@ -120,6 +125,10 @@ pub struct Args {
         default_value_t = 0
     )]
     pub max_connections_per_user: usize,
+
+    /// Longest room name accepted, in bytes (at most 128).
+    #[arg(long, env = "SWITCHBOARD_MAX_ROOM_NAME_LEN", default_value_t = 128)]
+    pub max_room_name_len: usize,
 
     /// Rooms one connection may be in.
     #[arg(
@@ -144,6 +153,11 @@ pub struct Args {
     /// Frames queued per connection before it is closed as a slow consumer.
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 512)]
     pub outbound_queue: usize,
+
+    /// Bytes queued per connection before it is closed as a slow consumer
+    /// (at least the largest message size).
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
 
     /// Seconds a graceful shutdown waits for connections to close.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value_t = 10.0)]
@@ -173,6 +187,9 @@ impl Args {
             .heartbeat_timeout(seconds("heartbeat-timeout", self.heartbeat_timeout)?)
             .max_message_size(self.max_message_size)
             .outbound_queue_frames(self.outbound_queue)
+            .outbound_queue_bytes(self.outbound_queue_bytes)
+            .message_rate_strikes(self.message_rate_strikes)
+            .max_room_name_len(self.max_room_name_len)
             .max_rooms_per_connection(self.max_rooms_per_connection)
             .shutdown_timeout(seconds("shutdown-timeout", self.shutdown_timeout)?)
             .origin(OriginPolicy {

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use crate::auth::{Identity, Rejection};
 use crate::broker::{BrokerError, Position, Receipt, Topic};
+use crate::endpoint::Endpoint;
 use crate::hub::ConnId;
 use crate::node::{Node, PublishError};
 use crate::outbox::{Outbox, PushError};
@@ -25,9 +26,10 @@ use crate::ws::{OpCode, frame};
 pub struct Conn {
     pub(crate) id: ConnId,
     pub(crate) identity: Identity,
-    pub(crate) path: Arc<str>,
+    pub(crate) endpoint: Arc<Endpoint>,
     pub(crate) remote: Option<SocketAddr>,
-    pub(crate) subprotocol: Option<String>,
+    /// Index of the negotiated subprotocol in the endpoint's list.
+    pub(crate) subprotocol: Option<usize>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) node: Node,
     pub(crate) rooms: HashSet<Arc<str>>,
@@ -80,7 +82,7 @@ impl Conn {
 
     /// The endpoint path this connection came in on.
     pub fn path(&self) -> &str {
-        &self.path
+        &self.endpoint.path
     }
 
     /// The peer's address, when the server was started with connect info.
@@ -90,7 +92,9 @@ impl Conn {
 
     /// The negotiated subprotocol, if any.
     pub fn subprotocol(&self) -> Option<&str> {
-        self.subprotocol.as_deref()
+        self.subprotocol
+            .and_then(|i| self.endpoint.subprotocols.get(i))
+            .map(String::as_str)
     }
 
     /// The node this connection belongs to (to publish, for example).
@@ -98,8 +102,10 @@ impl Conn {
         &self.node
     }
 
-    /// Per-connection storage for handlers (and for values the gate put in
-    /// the upgrade request's extensions).
+    /// Per-connection storage for handlers. It starts empty: the upgrade
+    /// request is not kept, so that none of its buffers outlive the
+    /// handshake; copy what a handler needs into its own state in `on_open`
+    /// or through a custom authenticator.
     pub fn extensions(&self) -> &http::Extensions {
         &self.extensions
     }
@@ -150,7 +156,8 @@ impl Conn {
         if !self.identity.permissions.can_join(room) {
             return Err(JoinError::Forbidden(room.to_string()));
         }
-        if !self.rooms.contains(room) {
+        let newly = !self.rooms.contains(room);
+        if newly {
             if self.rooms.len() >= config.max_rooms_per_connection {
                 return Err(JoinError::TooManyRooms(config.max_rooms_per_connection));
             }
@@ -161,7 +168,16 @@ impl Conn {
                 .await?;
             self.rooms.insert(room);
         }
-        Ok(self.node.broker().position(room).await?)
+        match self.node.broker().position(room).await {
+            Ok(position) => Ok(position),
+            Err(e) => {
+                // A join the client is told failed must not deliver anything.
+                if newly {
+                    self.leave(room).await;
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Leaves a room. Returns whether the connection was in it.
@@ -186,6 +202,21 @@ impl Conn {
         }
         self.identity = identity;
         Ok(self.identity.expires_at)
+    }
+
+    /// Leaves the rooms the current permissions no longer allow (after a
+    /// refresh with narrower claims); returns them.
+    pub async fn leave_forbidden_rooms(&mut self) -> Vec<Arc<str>> {
+        let gone: Vec<Arc<str>> = self
+            .rooms
+            .iter()
+            .filter(|r| !self.identity.permissions.can_join(r))
+            .cloned()
+            .collect();
+        for room in &gone {
+            self.leave(room).await;
+        }
+        gone
     }
 
     /// Publishes JSON text `data` to a room, as this connection's user, if

@@ -69,7 +69,7 @@ pub(crate) struct Inner {
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
     stats: Arc<Stats>,
-    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) endpoints: Vec<Arc<Endpoint>>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
     sessions: TaskTracker,
     conns: DashMap<ConnId, Arc<Outbox>>,
@@ -159,7 +159,7 @@ impl NodeBuilder {
                 hub,
                 broker,
                 stats,
-                endpoints: self.endpoints,
+                endpoints: self.endpoints.into_iter().map(Arc::new).collect(),
                 authenticator: self.authenticator,
                 sessions: TaskTracker::new(),
                 conns: DashMap::new(),
@@ -215,7 +215,7 @@ impl Node {
     }
 
     /// The registered endpoints.
-    pub fn endpoints(&self) -> &[Endpoint] {
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.inner.endpoints
     }
 

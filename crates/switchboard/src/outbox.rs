@@ -130,6 +130,16 @@ impl Outbox {
         self.state.lock().close.is_some()
     }
 
+    /// The close request, if it is for a slow consumer: such a close must
+    /// not wait for queued writes that will never drain.
+    pub fn slow_consumer_close(&self) -> Option<CloseRequest> {
+        self.state
+            .lock()
+            .close
+            .clone()
+            .filter(|c| c.code == CloseCode::SLOW_CONSUMER)
+    }
+
     /// Frames currently queued.
     pub fn len(&self) -> usize {
         self.state.lock().frames.len()

@@ -117,7 +117,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
     /// Reports a close request once everything queued before it is written.
     fn drained_close(&mut self, cx: &mut Context<'_>, conn: &Conn) -> Option<Event> {
         if !self.writing.is_empty() {
-            return None;
+            // A slow consumer's writes may never drain: close it now.
+            return conn.outbox.slow_consumer_close().map(Event::CloseRequested);
         }
         match conn.outbox.poll_drain(cx, &mut self.writing, 0) {
             Poll::Ready(Drained::Close(req)) => Some(Event::CloseRequested(req)),
@@ -238,16 +239,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
     }
 }
 
-/// Runs one connection from open to close.
-pub(crate) async fn run<IO>(io: IO, mut conn: Conn, endpoint: Endpoint)
+/// Runs one connection from open to close. `read_ahead` holds bytes the HTTP
+/// layer read past the handshake (frames a client sent without waiting).
+pub(crate) async fn run<IO>(io: IO, read_ahead: &[u8], mut conn: Conn, endpoint: Arc<Endpoint>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let node = conn.node.clone();
-    let config = node.config().clone();
+    let config = node.config();
     node.register_conn(conn.id, &conn.outbox);
     tracing::info!(
-        conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path,
+        conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
         "connected"
     );
     let mut transport = Transport {
@@ -261,7 +263,10 @@ where
         armed_expiry: None,
     };
     transport.arm_expiry(conn.identity.expires_at);
-    let disconnect = match subscribe_identity(&mut conn, &endpoint).await {
+    if !read_ahead.is_empty() {
+        transport.decoder.push(read_ahead);
+    }
+    let disconnect = match Box::pin(subscribe_identity(&mut conn, &endpoint)).await {
         Ok(()) => {
             if endpoint.welcome {
                 let _ = conn.send_frame(&ServerFrame::Welcome(Welcome {
@@ -276,7 +281,7 @@ where
         }
         Err(reason) => {
             let code = CloseCode::TRY_AGAIN_LATER;
-            transport.close(&conn, code, &reason, false).await;
+            Box::pin(transport.close(&conn, code, &reason, false)).await;
             Disconnect {
                 code: Some(code.0),
                 reason,
@@ -285,7 +290,9 @@ where
         }
     };
     drop(transport);
-    leave_everything(&mut conn, &endpoint).await;
+    // Rare, large futures are boxed so that they do not inflate the
+    // session's state machine, which every idle connection carries.
+    Box::pin(leave_everything(&mut conn, &endpoint)).await;
     node.unregister_conn(conn.id);
     endpoint.handler.on_close(&mut conn, &disconnect).await;
     tracing::info!(
@@ -332,7 +339,8 @@ async fn drive<IO>(t: &mut Transport<IO>, conn: &mut Conn, endpoint: &Endpoint) 
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let config = conn.node.config().clone();
+    let node = conn.node.clone();
+    let config = node.config();
     let handler = endpoint.handler.clone();
     let mut throttle = config
         .message_rate
@@ -350,7 +358,7 @@ where
             Err(inbound) => {
                 match throttle
                     .as_mut()
-                    .map_or(Verdict::Allow, |th| th.check(&config, Instant::now()))
+                    .map_or(Verdict::Allow, |th| th.check(config, Instant::now()))
                 {
                     Verdict::Allow => {
                         handler.on_message(conn, inbound).await;
@@ -358,9 +366,16 @@ where
                     }
                     Verdict::Drop => {
                         if endpoint.welcome {
+                            let id = match &inbound {
+                                Inbound::Text(t) => std::str::from_utf8(t)
+                                    .ok()
+                                    .and_then(|t| switchboard_protocol::client::parse(t).ok())
+                                    .and_then(|f| f.id()),
+                                Inbound::Binary(_) => None,
+                            };
                             crate::handlers::send_error(
                                 conn,
-                                None,
+                                id,
                                 switchboard_protocol::ErrorCode::RateLimited,
                                 "too many messages; this one was dropped",
                             );
@@ -369,7 +384,7 @@ where
                     Verdict::Close => {
                         let code = CloseCode::RATE_LIMITED;
                         let reason = "message rate limit exceeded repeatedly";
-                        t.close(conn, code, reason, false).await;
+                        Box::pin(t.close(conn, code, reason, false)).await;
                         return Disconnect {
                             code: Some(code.0),
                             reason: reason.into(),
@@ -385,7 +400,7 @@ where
             Event::Expired => {
                 let code = CloseCode::TOKEN_EXPIRED;
                 let reason = "credentials expired; refresh them and reconnect";
-                t.close(conn, code, reason, false).await;
+                Box::pin(t.close(conn, code, reason, false)).await;
                 return Disconnect {
                     code: Some(code.0),
                     reason: reason.into(),
@@ -408,9 +423,9 @@ where
                 let reason = close.map(|c| c.reason).unwrap_or_default();
                 t.writing.push_back(frame::encode_close(code, ""));
                 let grace = CLOSE_GRACE.min(config.heartbeat_timeout);
-                let _ = t.flush_within(conn, grace).await;
-                let _ = tokio::time::timeout(grace, tokio::io::AsyncWriteExt::shutdown(&mut t.io))
-                    .await;
+                let _ = Box::pin(t.flush_within(conn, grace)).await;
+                let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut t.io);
+                let _ = Box::pin(tokio::time::timeout(grace, shutdown)).await;
                 return Disconnect {
                     code: Some(code),
                     reason,
@@ -419,7 +434,7 @@ where
             }
             Event::CloseRequested(req) => {
                 let discard = req.code == CloseCode::SLOW_CONSUMER;
-                t.close(conn, req.code, &req.reason, discard).await;
+                Box::pin(t.close(conn, req.code, &req.reason, discard)).await;
                 return Disconnect {
                     code: Some(req.code.0),
                     reason: req.reason,
@@ -436,7 +451,7 @@ where
                 t.discard_unwritten();
                 t.writing.push_back(frame::encode_close(code.0, reason));
                 // The peer is presumed dead: one short attempt, no handshake.
-                let _ = t.flush_within(conn, Duration::from_millis(100)).await;
+                let _ = Box::pin(t.flush_within(conn, Duration::from_millis(100))).await;
                 return Disconnect {
                     code: Some(code.0),
                     reason: reason.into(),
@@ -461,7 +476,7 @@ where
             Event::Decode(e) => {
                 let code = CloseCode(e.close_code());
                 let reason = e.to_string();
-                t.close(conn, code, &reason, false).await;
+                Box::pin(t.close(conn, code, &reason, false)).await;
                 return Disconnect {
                     code: Some(code.0),
                     reason,
@@ -528,16 +543,16 @@ impl Throttle {
 pub(crate) fn new_conn(
     node: &crate::node::Node,
     identity: crate::auth::Identity,
-    endpoint: &Endpoint,
+    endpoint: &Arc<Endpoint>,
     remote: Option<std::net::SocketAddr>,
-    subprotocol: Option<String>,
+    subprotocol: Option<usize>,
     extensions: http::Extensions,
 ) -> Conn {
     let config = node.config();
     Conn {
         id: node.next_conn_id(),
         identity,
-        path: Arc::from(endpoint.path.as_str()),
+        endpoint: endpoint.clone(),
         remote,
         subprotocol,
         outbox: Arc::new(crate::outbox::Outbox::new(
@@ -573,14 +588,18 @@ mod tests {
 
     /// A session over an in-memory pipe, with a real client on the other end.
     async fn open(endpoint: Endpoint) -> Opened {
-        let node = Node::builder().endpoint(endpoint.clone()).build().unwrap();
+        let endpoint = Arc::new(endpoint);
+        let node = Node::builder()
+            .endpoint((*endpoint).clone())
+            .build()
+            .unwrap();
         open_on(node, endpoint, Identity::guest()).await
     }
 
-    async fn open_on(node: Node, endpoint: Endpoint, identity: Identity) -> Opened {
+    async fn open_on(node: Node, endpoint: Arc<Endpoint>, identity: Identity) -> Opened {
         let (server_io, client_io) = tokio::io::duplex(64 * 1024);
         let conn = new_conn(&node, identity, &endpoint, None, None, Default::default());
-        let task = tokio::spawn(run(server_io, conn, endpoint));
+        let task = tokio::spawn(async move { run(server_io, &[], conn, endpoint).await });
         let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         (node, client, task)
     }
@@ -715,7 +734,7 @@ mod tests {
             .authenticator(jwt)
             .build()
             .unwrap();
-        open_on(node, endpoint, identity).await
+        open_on(node, Arc::new(endpoint), identity).await
     }
 
     /// Reads (answering pings) until a close frame; returns its code and the
@@ -737,9 +756,9 @@ mod tests {
         assert_eq!(next_json(&mut ws).await["user"], "ana");
         let (code, after) = close_code(&mut ws).await;
         assert_eq!(code, 4004);
-        // Expiry has one-second resolution (JWT `exp`).
+        // exp plus the 5 s leeway; exp has one-second resolution.
         assert!(
-            after > Duration::from_secs(88) && after <= Duration::from_secs(91),
+            after > Duration::from_secs(93) && after <= Duration::from_secs(96),
             "{after:?}"
         );
     }
@@ -785,6 +804,36 @@ mod tests {
         assert_eq!(next_json(&mut ws).await["code"], "forbidden");
         let (code, after) = close_code(&mut ws).await;
         assert_eq!(code, 4004);
-        assert!(after <= Duration::from_secs(91), "{after:?}");
+        assert!(after <= Duration::from_secs(96), "{after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_admitted_within_the_leeway_lives_until_the_leeway_ends() {
+        use crate::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
+        let endpoint = Endpoint::chat("/chat");
+        let jwt = JwtAuthenticator::new(JwtConfig::new(JwtKey::Hs256(SECRET.to_vec()))).unwrap();
+        // Expired two seconds ago, within the default 5 s leeway.
+        let exp = std::time::SystemTime::now() - Duration::from_secs(2);
+        let exp = exp.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({ "sub": "ana", "exp": exp }),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        let identity = jwt.verify(&token).unwrap();
+        let node = Node::builder()
+            .endpoint(endpoint.clone())
+            .authenticator(jwt)
+            .build()
+            .unwrap();
+        let (_node, mut ws, _task) = open_on(node, Arc::new(endpoint), identity).await;
+        assert_eq!(next_json(&mut ws).await["type"], "welcome");
+        let (code, after) = close_code(&mut ws).await;
+        assert_eq!(code, 4004);
+        assert!(
+            after >= Duration::from_secs(1) && after <= Duration::from_secs(4),
+            "{after:?}"
+        );
     }
 }

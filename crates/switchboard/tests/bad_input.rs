@@ -93,6 +93,14 @@ async fn bad_frames_get_error_frames_and_the_connection_stays_open() {
     expect_error(&mut c, "42", "bad_json", None, "JSON object").await;
     expect_error(
         &mut c,
+        r#"{"type":"join","room":"a","type":"leave"}"#,
+        "bad_json",
+        None,
+        "duplicate field",
+    )
+    .await;
+    expect_error(
+        &mut c,
         r#"{"room":"lobby","id":1}"#,
         "missing_field",
         Some(1),

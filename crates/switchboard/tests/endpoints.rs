@@ -178,6 +178,12 @@ async fn notifications_receive_user_messages_and_broadcasts_and_refuse_input() {
         (e["code"].as_str(), e["id"].as_u64()),
         (Some("read_only"), Some(9))
     );
+    n.send(json!({"type":"subscribe","id":5})).await;
+    let e = n.next_json().await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("read_only"), Some(5))
+    );
     n.send_text("anything at all").await;
     assert_eq!(n.next_json().await["code"], "read_only");
     // Still open and still receiving.

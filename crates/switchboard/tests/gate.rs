@@ -176,6 +176,13 @@ async fn bad_tokens_get_401_before_any_handshake() {
         ("no exp", hs256(&no_exp), "required claim"),
         ("alg none", alg_none, ""),
     ];
+    // The scheme is case-insensitive for tokens too.
+    let mut req = server.ws("/ws/chat").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("bearer {}", hs256(&good("ana"))).parse().unwrap(),
+    );
+    assert!(try_upgrade(req).await.is_ok());
     for (name, token, reason) in cases {
         let (status, body) = try_upgrade(with_query(&server, "/ws/chat", &token))
             .await
@@ -195,11 +202,13 @@ async fn bad_tokens_get_401_before_any_handshake() {
             .unwrap()
             .contains("missing token")
     );
-    assert_eq!(
-        server.node.stats().snapshot().connections_total,
-        0,
-        "no session was created"
-    );
+    // Only the lower-case bearer connection became a session.
+    let node = server.node.clone();
+    eventually("one session", || {
+        node.stats().snapshot().connections_total == 1
+    })
+    .await;
+    assert_eq!(node.stats().snapshot().rejected_upgrades, 10);
 }
 
 #[tokio::test]
@@ -408,7 +417,45 @@ async fn refresh_over_the_socket_checks_the_token_and_the_user() {
 }
 
 fn now_plus(claims: &Value) -> u64 {
-    claims["exp"].as_u64().unwrap()
+    // The connection lives until exp plus the leeway (5 s by default).
+    claims["exp"].as_u64().unwrap() + 5
+}
+
+#[tokio::test]
+async fn a_refresh_with_narrower_rooms_leaves_the_rooms_it_no_longer_allows() {
+    let server = hs_server().await;
+    let mut wide = good("ana");
+    wide["rooms"] = json!(["a", "b"]);
+    let mut ws = try_upgrade(with_query(&server, "/ws/chat", &hs256(&wide)))
+        .await
+        .unwrap();
+    welcome_user(&mut ws).await;
+    for room in ["a", "b"] {
+        ws.send(Message::text(
+            json!({"type":"join","room":room}).to_string(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(next_json(&mut ws).await["type"], "joined");
+    }
+    let mut narrow = good("ana");
+    narrow["rooms"] = json!(["a"]);
+    ws.send(Message::text(
+        json!({"type":"refresh","token":hs256(&narrow),"id":4}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await, json!({"type":"left","room":"b"}));
+    assert_eq!(next_json(&mut ws).await["type"], "refreshed");
+    let (status, _) = server
+        .post("/api/rooms/b/messages", r#"{"data":"gone"}"#)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = server
+        .post("/api/rooms/a/messages", r#"{"data":"still here"}"#)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(next_json(&mut ws).await["data"], "still here");
 }
 
 fn origin_req(server: &TestServer, origin: Option<&str>) -> Request<()> {

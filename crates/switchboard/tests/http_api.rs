@@ -137,6 +137,8 @@ async fn without_a_key_only_loopback_callers_are_served() {
 struct Switchable {
     inner: MemoryBroker,
     down: Arc<AtomicBool>,
+    /// Whether `position` fails too while down (publish always does).
+    fail_position: bool,
 }
 
 #[async_trait::async_trait]
@@ -157,6 +159,9 @@ impl Broker for Switchable {
         self.inner.unsubscribe(topic).await
     }
     async fn position(&self, room: &str) -> Result<Position, BrokerError> {
+        if self.fail_position && self.down.load(Ordering::SeqCst) {
+            return Err(BrokerError::Unavailable("connection refused".into()));
+        }
         self.inner.position(room).await
     }
     fn health(&self) -> BrokerHealth {
@@ -175,6 +180,7 @@ async fn a_publish_the_broker_refused_is_reported_as_failed_never_delivered() {
     let broker = Switchable {
         inner: MemoryBroker::new(),
         down: down.clone(),
+        fail_position: false,
     };
     let server = TestServer::start_with(Node::builder().default_endpoints().broker(broker)).await;
     let mut a = connect(&server.ws("/ws/chat")).await;
@@ -223,4 +229,91 @@ async fn a_publish_the_broker_refused_is_reported_as_failed_never_delivered() {
         (m["data"].as_str(), m["offset"].as_u64()),
         (Some("back"), Some(1))
     );
+}
+
+#[tokio::test]
+async fn ipv4_mapped_loopback_is_loopback_and_relayed_requests_are_not() {
+    let node = Node::builder().default_endpoints().build().unwrap();
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:5555".parse().unwrap();
+    assert_eq!(
+        node.router()
+            .oneshot(api_request(mapped))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A reverse proxy on the same host relays the world's requests: they
+    // carry forwarding headers and are not loopback callers.
+    let local: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+    ] {
+        let mut req = api_request(local);
+        req.headers_mut().insert(name, value.parse().unwrap());
+        assert_eq!(
+            node.router().oneshot(req).await.unwrap().status(),
+            403,
+            "{name}"
+        );
+    }
+    // Behind a trusted proxy the forwarded client decides.
+    let config = Config::builder()
+        .trusted_proxies(vec!["127.0.0.1".parse().unwrap()])
+        .build()
+        .unwrap();
+    let node = Node::builder().config(config).build().unwrap();
+    let mut req = api_request(local);
+    req.headers_mut()
+        .insert("x-forwarded-for", "127.0.0.1".parse().unwrap());
+    assert_eq!(node.router().oneshot(req).await.unwrap().status(), 200);
+    let mut req = api_request(local);
+    req.headers_mut()
+        .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    assert_eq!(node.router().oneshot(req).await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let config = Config::builder().api_key(KEY).build().unwrap();
+    let server = TestServer::start(config).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let resp = reqwest::Client::new()
+            .post(server.http("/api/broadcast"))
+            .header("authorization", format!("{scheme} {KEY}"))
+            .body(r#"{"data":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn a_join_that_failed_delivers_nothing() {
+    let down = Arc::new(AtomicBool::new(false));
+    let broker = Switchable {
+        inner: MemoryBroker::new(),
+        down: down.clone(),
+        fail_position: true,
+    };
+    let server = TestServer::start_with(Node::builder().default_endpoints().broker(broker)).await;
+    let mut a = connect(&server.ws("/ws/chat")).await;
+    down.store(true, Ordering::SeqCst);
+    a.send(json!({"type":"join","room":"r","id":1})).await;
+    let e = a.next_json().await;
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_u64()),
+        (Some("unavailable"), Some(1))
+    );
+    down.store(false, Ordering::SeqCst);
+    let (status, _) = server
+        .post("/api/rooms/r/messages", r#"{"data":"not for a"}"#)
+        .await;
+    assert_eq!(status, 200);
+    a.expect_silence(std::time::Duration::from_millis(200))
+        .await;
+    assert_eq!(server.node.hub().count(&Topic::Room("r".into())), 0);
 }

@@ -104,6 +104,7 @@ pub struct JwtAuthenticator {
     validation: Validation,
     cookie_name: String,
     require_room_claims: bool,
+    leeway: u64,
 }
 
 impl std::fmt::Debug for JwtAuthenticator {
@@ -163,6 +164,7 @@ impl JwtAuthenticator {
             validation,
             cookie_name: config.cookie_name,
             require_room_claims: config.require_room_claims,
+            leeway: config.leeway.as_secs(),
         })
     }
 
@@ -190,16 +192,18 @@ impl JwtAuthenticator {
         Ok(Identity {
             user: sub.into(),
             guest: false,
-            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp)),
+            // The same leeway that admitted the token keeps it alive, so a token
+            // accepted within the leeway is not closed on arrival.
+            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp + self.leeway)),
             permissions,
         })
     }
 
     fn token<'a>(&self, parts: &'a http::request::Parts) -> Option<std::borrow::Cow<'a, str>> {
         if let Some(v) = parts.headers.get(http::header::AUTHORIZATION)
-            && let Some(t) = v.to_str().ok().and_then(|v| v.strip_prefix("Bearer "))
+            && let Some(t) = v.to_str().ok().and_then(super::bearer_token)
         {
-            return Some(t.trim().into());
+            return Some(t.into());
         }
         if let Some(query) = parts.uri.query()
             && let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query)

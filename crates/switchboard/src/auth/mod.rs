@@ -125,3 +125,13 @@ impl Authenticator for Guests {
         true
     }
 }
+
+/// The credentials of an `Authorization: Bearer <token>` header value. The
+/// scheme is case-insensitive (RFC 9110 section 11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

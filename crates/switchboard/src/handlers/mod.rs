@@ -39,6 +39,14 @@ pub(crate) fn send_error(
 pub(crate) async fn refresh(conn: &mut Conn, token: &str, id: Option<u64>) {
     match conn.refresh(token).await {
         Ok(expires_at) => {
+            // Narrower claims take effect at once: leave what they no longer
+            // allow, and say so.
+            for room in conn.leave_forbidden_rooms().await {
+                let _ = conn.send_frame(&ServerFrame::Left(switchboard_protocol::server::Left {
+                    room: room.to_string(),
+                    id: None,
+                }));
+            }
             let expires_at = expires_at
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs());

@@ -15,13 +15,17 @@ pub struct Notifications;
 #[async_trait]
 impl Handler for Notifications {
     async fn on_message(&self, conn: &mut Conn, message: Inbound) {
-        let frame = message.as_text().and_then(|t| client::parse(t).ok());
-        if let Some(ClientFrame::Refresh { token, id }) = &frame {
+        let parsed = message.as_text().map(client::parse);
+        if let Some(Ok(ClientFrame::Refresh { token, id })) = &parsed {
             return super::refresh(conn, token, *id).await;
         }
         // Echo the id back when the frame had one, so a client library can
         // fail the matching request.
-        let id = frame.and_then(|f| f.id());
+        let id = match parsed {
+            Some(Ok(frame)) => frame.id(),
+            Some(Err(e)) => e.id,
+            None => None,
+        };
         send_error(
             conn,
             id,

@@ -13,7 +13,9 @@
 //! `Authorization: Bearer <key>`; without one, only loopback callers are
 //! served.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::gate::client_ip::{canonical, client_ip};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -80,8 +82,7 @@ fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Resu
             let presented = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
+                .and_then(crate::auth::bearer_token);
             match presented {
                 Some(p) if constant_time_eq(p.as_bytes(), key.as_bytes()) => Ok(()),
                 Some(_) => Err(unauthorized("invalid API key")),
@@ -90,8 +91,8 @@ fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Resu
                 )),
             }
         }
-        None => match peer {
-            Some(addr) if addr.ip().is_loopback() => Ok(()),
+        None => match peer.map(|p| api_client_ip(node, headers, p.ip())) {
+            Some(ip) if ip.is_loopback() => Ok(()),
             Some(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -104,6 +105,23 @@ fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Resu
             )),
         },
     }
+}
+
+/// The caller's address for the loopback rule. A request relayed by a proxy
+/// (it carries forwarding headers) counts as loopback only if the trusted
+/// proxies resolve its client to a loopback address: a reverse proxy on the
+/// same host must not open the API to the world.
+fn api_client_ip(node: &Node, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let relayed = forwarded.is_some()
+        || headers.contains_key("forwarded")
+        || headers.contains_key("x-real-ip");
+    let ip = client_ip(peer, forwarded, &node.config().trusted_proxies);
+    if relayed && ip == canonical(peer) {
+        // The proxy is not trusted, so the real client is unknown.
+        return IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    }
+    ip
 }
 
 fn unauthorized(message: &str) -> ApiError {

@@ -25,6 +25,7 @@ use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
+use tokio::net::TcpStream;
 
 use super::api::error_response;
 use crate::gate::caps::CapExceeded;
@@ -97,16 +98,16 @@ fn too_many(e: CapExceeded) -> Response {
     resp
 }
 
-/// Picks the first subprotocol the client offers that the endpoint accepts.
-fn negotiate(headers: &HeaderMap, accepted: &[String]) -> Option<String> {
+/// Picks the first subprotocol the client offers that the endpoint accepts;
+/// returns its index in `accepted`.
+fn negotiate(headers: &HeaderMap, accepted: &[String]) -> Option<usize> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find(|offered| accepted.iter().any(|a| a == offered))
-        .map(str::to_string)
+        .find_map(|offered| accepted.iter().position(|a| a == offered))
 }
 
 /// The upgrade handler of every endpoint.
@@ -205,24 +206,29 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
         );
     };
     let subprotocol = negotiate(&parts.headers, &endpoint.subprotocols);
-    let mut extensions = std::mem::take(&mut parts.extensions);
-    extensions.remove::<ConnectInfo<SocketAddr>>();
+    // The request (its headers, URI and extensions) is dropped here: its
+    // parts share hyper's read buffer, which must not outlive the handshake.
+    let extensions = http::Extensions::new();
     drop(body);
 
-    let conn = session::new_conn(
-        &node,
-        identity,
-        &endpoint,
-        remote,
-        subprotocol.clone(),
-        extensions,
-    );
+    let conn = session::new_conn(&node, identity, &endpoint, remote, subprotocol, extensions);
     node.sessions().spawn(async move {
         // The cap slot is held for the life of the session.
         let _reservation = reservation;
-        match on_upgrade.await {
-            Ok(upgraded) => session::run(TokioIo::new(upgraded), conn, endpoint).await,
-            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
+        };
+        // Take the TCP stream back from hyper when we can: the bytes hyper
+        // read ahead share its 8-16 KiB read buffer, which would otherwise
+        // stay allocated for the life of the connection.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let read_ahead = parts.read_buf.to_vec();
+                drop(parts.read_buf);
+                session::run(parts.io.into_inner(), &read_ahead, conn, endpoint).await
+            }
+            Err(upgraded) => session::run(TokioIo::new(upgraded), &[], conn, endpoint).await,
         }
     });
 
@@ -235,7 +241,8 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    if let Some(p) = subprotocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
+    let selected = subprotocol.and_then(|i| node.endpoints()[index].subprotocols.get(i));
+    if let Some(p) = selected.and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
     resp
@@ -306,7 +313,7 @@ mod tests {
             HeaderValue::from_static("chat, switchboard.v1"),
         );
         let accepted = vec!["switchboard.v1".to_string()];
-        assert_eq!(negotiate(&h, &accepted).as_deref(), Some("switchboard.v1"));
+        assert_eq!(negotiate(&h, &accepted), Some(0));
         assert_eq!(negotiate(&h, &[]), None);
         assert_eq!(negotiate(&HeaderMap::new(), &accepted), None);
     }
