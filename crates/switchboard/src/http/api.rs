@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::gate::client_ip::{canonical, client_ip};
+use crate::gate::client_ip::client_ip;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -116,12 +116,13 @@ fn api_client_ip(node: &Node, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
     let relayed = forwarded.is_some()
         || headers.contains_key("forwarded")
         || headers.contains_key("x-real-ip");
-    let ip = client_ip(peer, forwarded, &node.config().trusted_proxies);
-    if relayed && ip == canonical(peer) {
+    let trusted = &node.config().trusted_proxies;
+    let peer_trusted = trusted.iter().any(|net| net.contains(peer));
+    if relayed && !peer_trusted {
         // The proxy is not trusted, so the real client is unknown.
         return IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     }
-    ip
+    client_ip(peer, forwarded, trusted)
 }
 
 fn unauthorized(message: &str) -> ApiError {
