@@ -39,6 +39,7 @@ pub struct Hub {
     rooms: DashMap<Arc<str>, Members>,
     users: DashMap<Arc<str>, Members>,
     broadcast: DashMap<ConnId, Arc<Outbox>>,
+    presence: DashMap<Arc<str>, Members>,
     stripes: Box<[tokio::sync::Mutex<()>]>,
     broker: Arc<dyn Broker>,
     stats: Arc<Stats>,
@@ -50,6 +51,7 @@ impl Hub {
             rooms: DashMap::new(),
             users: DashMap::new(),
             broadcast: DashMap::new(),
+            presence: DashMap::new(),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             broker,
             stats,
@@ -79,6 +81,7 @@ impl Hub {
             Topic::Broadcast => {
                 self.broadcast.insert(conn, outbox.clone());
             }
+            Topic::Presence(name) => insert(&self.presence, name, conn, outbox),
         }
         Ok(())
     }
@@ -91,6 +94,7 @@ impl Hub {
             Topic::Room(name) => remove(&self.rooms, name, conn),
             Topic::User(name) => remove(&self.users, name, conn),
             Topic::Broadcast => self.broadcast.remove(&conn).is_some(),
+            Topic::Presence(name) => remove(&self.presence, name, conn),
         };
         // Deliveries for a topic with no members are dropped on arrival, so
         // a failed unsubscribe costs traffic, not safety.
@@ -109,6 +113,7 @@ impl Hub {
             Topic::Room(name) => self.rooms.get(name).map_or(0, |m| m.len()),
             Topic::User(name) => self.users.get(name).map_or(0, |m| m.len()),
             Topic::Broadcast => self.broadcast.len(),
+            Topic::Presence(name) => self.presence.get(name).map_or(0, |m| m.len()),
         }
     }
 
@@ -160,6 +165,7 @@ pub(crate) fn encode_delivery(d: &Delivery) -> Bytes {
         Topic::Room(room) => Target::Room(room),
         Topic::User(user) => Target::User(user),
         Topic::Broadcast => Target::Broadcast,
+        Topic::Presence(room) => Target::Room(room),
     };
     // The data was validated as JSON where it entered the system, and it is
     // UTF-8 because it came from a JSON text.
@@ -200,6 +206,11 @@ impl DeliveryHandler for Hub {
                     self.stats
                         .deliveries
                         .fetch_add(delivered, Ordering::Relaxed);
+                }
+            }
+            Topic::Presence(name) => {
+                if let Some(members) = self.presence.get(name) {
+                    self.push_all(&encode_delivery(d), members.values());
                 }
             }
         }

@@ -261,8 +261,10 @@ impl Node {
         from: Option<Arc<str>>,
     ) -> Result<Receipt, PublishError> {
         match &topic {
-            Topic::Room(room) => validate_room(room, self.inner.config.max_room_name_len)
-                .map_err(PublishError::InvalidRoom)?,
+            Topic::Room(room) | Topic::Presence(room) => {
+                validate_room(room, self.inner.config.max_room_name_len)
+                    .map_err(PublishError::InvalidRoom)?
+            }
             Topic::User(user) => validate_user(user).map_err(PublishError::InvalidUser)?,
             Topic::Broadcast => {}
         }

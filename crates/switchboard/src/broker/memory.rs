@@ -4,37 +4,89 @@
 //! [`MemoryBroker::linked`]); they then behave like nodes sharing one Redis,
 //! which lets multi-node behaviour be tested without any service.
 //!
+//! # Delivery
+//!
 //! Delivery is synchronous: `publish` hands the message to every subscribed
 //! node's hub before it returns, under the room's lock, so offsets and
 //! delivery order always agree.
+//!
+//! # History and memory
+//!
+//! Each room keeps its last [`MemoryConfig::history_count`] messages (default
+//! 1000) that are at most [`MemoryConfig::history_age`] old (default 10
+//! minutes), in a ring buffer trimmed on every publish and every recovery.
+//!
+//! Memory stays bounded: a room's state (offset sequence, epoch, history) is
+//! forgotten once no node subscribes to it and it was last used (published
+//! to, read with `position` or `recover`) more than `history_age` ago, so
+//! its newest message is older than that too. Forgetting is safe because epochs
+//! are per room: the next publish starts a new epoch, and a client holding
+//! an old position gets [`Recovery::Gap`](super::Recovery::Gap), which its
+//! history could not have filled anyway. The sweep piggybacks on broker calls
+//! (there is no background task) and runs at most once every
+//! `max(history_age / 2, 100 ms)`.
+//!
+//! Presence lives in the bus. Dropping a [`MemoryBroker`] removes its
+//! node's subscriptions and presence entries, as a dead node's would expire.
 
-use std::collections::HashSet;
+mod room;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
+use tokio::time::Instant;
 
+use self::room::RoomState;
 use super::{
-    Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, Position, Publication, Receipt,
-    Topic,
+    Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, Position, PresenceEntry,
+    Publication, Receipt, Recovery, Topic,
 };
 
-/// State shared by every node linked to one bus.
-#[derive(Default)]
-pub struct MemoryBus {
-    /// One offset sequence per room. The mutex is held while a room message
-    /// is delivered, which keeps delivery in offset order.
-    rooms: DashMap<Arc<str>, Arc<Mutex<RoomSeq>>>,
-    nodes: RwLock<Vec<Arc<NodeEntry>>>,
+/// Settings of the in-memory broker. Every field states its default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// The most messages a room retains for recovery. Default: 1000. Zero
+    /// keeps no history: every recovery reports a gap.
+    pub history_count: usize,
+    /// How long a message is retained for recovery. Default: 10 minutes.
+    pub history_age: Duration,
 }
 
-struct RoomSeq {
-    last: u64,
-    epoch: Arc<str>,
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            history_count: 1000,
+            history_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// State shared by every node linked to one bus.
+pub struct MemoryBus {
+    config: MemoryConfig,
+    /// One offset sequence and history per room. The mutex is held while a
+    /// room message is delivered, which keeps delivery in offset order.
+    rooms: DashMap<Arc<str>, Arc<Mutex<RoomState>>>,
+    nodes: RwLock<Vec<Arc<NodeEntry>>>,
+    /// Room → connection id → who and on which node.
+    presence: DashMap<Arc<str>, HashMap<Arc<str>, Present>>,
+    next_node: AtomicU64,
+    /// When the next eviction sweep is due; `try_lock` keeps sweeps single.
+    next_sweep: Mutex<Instant>,
+}
+
+struct Present {
+    user: Arc<str>,
+    node: u64,
 }
 
 struct NodeEntry {
+    id: u64,
     handler: OnceLock<Arc<dyn DeliveryHandler>>,
     topics: RwLock<HashSet<Topic>>,
 }
@@ -50,24 +102,63 @@ impl NodeEntry {
 }
 
 impl MemoryBus {
-    /// A new, empty bus.
+    /// A new, empty bus with the default [`MemoryConfig`].
     pub fn new() -> Arc<Self> {
-        Arc::new(MemoryBus::default())
+        Self::with_config(MemoryConfig::default())
     }
 
-    fn room(&self, room: &str) -> Arc<Mutex<RoomSeq>> {
+    /// A new, empty bus.
+    pub fn with_config(config: MemoryConfig) -> Arc<Self> {
+        Arc::new(MemoryBus {
+            config,
+            rooms: DashMap::new(),
+            nodes: RwLock::new(Vec::new()),
+            presence: DashMap::new(),
+            next_node: AtomicU64::new(1),
+            next_sweep: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// The bus's settings.
+    pub fn config(&self) -> &MemoryConfig {
+        &self.config
+    }
+
+    /// Restarts `room`'s offset sequence with a new epoch and drops its
+    /// history, as a broker restart would; subscriptions stay. Meant for
+    /// tests (the conformance suite's epoch check) and operators.
+    pub fn restart_room(&self, room: &str) {
+        let state = self.rooms.get(room).map(|r| r.clone());
+        if let Some(state) = state {
+            state.lock().restart();
+        }
+    }
+
+    /// Rooms whose state the bus holds (for tests and metrics).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    fn room(&self, room: &str) -> Arc<Mutex<RoomState>> {
         if let Some(r) = self.rooms.get(room) {
             return r.clone();
         }
         self.rooms
             .entry(Arc::from(room))
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(RoomSeq {
-                    last: 0,
-                    epoch: new_epoch(),
-                }))
-            })
+            .or_insert_with(|| Arc::new(Mutex::new(RoomState::new(Instant::now()))))
             .clone()
+    }
+
+    /// Runs `f` on the room's state under its lock, creating the state if
+    /// needed and retrying if a sweep evicted it in between.
+    fn with_room<T>(&self, room: &str, f: impl FnOnce(&mut RoomState) -> T) -> T {
+        loop {
+            let state = self.room(room);
+            let mut state = state.lock();
+            if !state.evicted {
+                return f(&mut state);
+            }
+        }
     }
 
     fn deliver(&self, delivery: &Delivery) {
@@ -75,10 +166,37 @@ impl MemoryBus {
             node.deliver_if_subscribed(delivery);
         }
     }
-}
 
-fn new_epoch() -> Arc<str> {
-    Arc::from(format!("{:016x}", rand::random::<u64>()))
+    /// Forgets idle rooms, at most once per sweep interval. Never called
+    /// with a room lock held (the sweep takes map locks, then room locks).
+    fn maybe_sweep(&self, now: Instant) {
+        let Some(mut next) = self.next_sweep.try_lock() else {
+            return;
+        };
+        if now < *next {
+            return;
+        }
+        let age = self.config.history_age;
+        *next = now + (age / 2).max(Duration::from_millis(100));
+        self.rooms.retain(|_, state| {
+            let mut state = state.lock();
+            state.evicted = state.idle(now, age);
+            !state.evicted
+        });
+    }
+
+    fn forget_node(&self, entry: &NodeEntry) {
+        self.nodes.write().retain(|n| n.id != entry.id);
+        for topic in entry.topics.read().iter() {
+            if let Topic::Room(room) = topic {
+                self.with_room(room, |s| s.subscribers = s.subscribers.saturating_sub(1));
+            }
+        }
+        self.presence.retain(|_, conns| {
+            conns.retain(|_, p| p.node != entry.id);
+            !conns.is_empty()
+        });
+    }
 }
 
 /// One node's handle on a [`MemoryBus`].
@@ -93,9 +211,15 @@ impl MemoryBroker {
         Self::linked(&MemoryBus::new())
     }
 
+    /// A single-node broker with the given settings.
+    pub fn with_config(config: MemoryConfig) -> Self {
+        Self::linked(&MemoryBus::with_config(config))
+    }
+
     /// A broker on a shared bus, for several nodes in one process.
     pub fn linked(bus: &Arc<MemoryBus>) -> Self {
         let entry = Arc::new(NodeEntry {
+            id: bus.next_node.fetch_add(1, Ordering::Relaxed),
             handler: OnceLock::new(),
             topics: RwLock::new(HashSet::new()),
         });
@@ -104,6 +228,11 @@ impl MemoryBroker {
             bus: bus.clone(),
             entry,
         }
+    }
+
+    /// The bus this broker is on.
+    pub fn bus(&self) -> &Arc<MemoryBus> {
+        &self.bus
     }
 }
 
@@ -115,10 +244,7 @@ impl Default for MemoryBroker {
 
 impl Drop for MemoryBroker {
     fn drop(&mut self) {
-        self.bus
-            .nodes
-            .write()
-            .retain(|n| !Arc::ptr_eq(n, &self.entry));
+        self.bus.forget_node(&self.entry);
     }
 }
 
@@ -133,56 +259,62 @@ impl Broker for MemoryBroker {
         if self.entry.handler.get().is_none() {
             return Err(BrokerError::NotAttached);
         }
-        match &p.topic {
+        let now = Instant::now();
+        let mut delivery = Delivery {
+            topic: p.topic,
+            offset: None,
+            data: p.data,
+            from: p.from,
+        };
+        let receipt = match &delivery.topic {
             Topic::Room(room) => {
-                let seq = self.bus.room(room);
-                let mut seq = seq.lock();
-                seq.last += 1;
-                let delivery = Delivery {
-                    topic: p.topic,
-                    offset: Some(seq.last),
-                    data: p.data,
-                    from: p.from,
-                };
-                self.bus.deliver(&delivery);
-                Ok(Receipt {
-                    offset: Some(seq.last),
-                    epoch: Some(seq.epoch.clone()),
+                let room = room.clone();
+                self.bus.with_room(&room, |seq| {
+                    seq.append(&mut delivery, now, &self.bus.config);
+                    self.bus.deliver(&delivery);
+                    Receipt {
+                        offset: delivery.offset,
+                        epoch: Some(seq.epoch.clone()),
+                    }
                 })
             }
-            Topic::User(_) | Topic::Broadcast => {
-                let delivery = Delivery {
-                    topic: p.topic,
-                    offset: None,
-                    data: p.data,
-                    from: p.from,
-                };
+            Topic::User(_) | Topic::Broadcast | Topic::Presence(_) => {
                 self.bus.deliver(&delivery);
-                Ok(Receipt {
+                Receipt {
                     offset: None,
                     epoch: None,
-                })
+                }
             }
-        }
+        };
+        self.bus.maybe_sweep(now);
+        Ok(receipt)
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
-        self.entry.topics.write().insert(topic.clone());
+        let added = self.entry.topics.write().insert(topic.clone());
+        if added && let Topic::Room(room) = topic {
+            self.bus.with_room(room, |s| s.subscribers += 1);
+        }
         Ok(())
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
-        self.entry.topics.write().remove(topic);
+        let removed = self.entry.topics.write().remove(topic);
+        if removed && let Topic::Room(room) = topic {
+            self.bus
+                .with_room(room, |s| s.subscribers = s.subscribers.saturating_sub(1));
+        }
         Ok(())
     }
 
     async fn position(&self, room: &str) -> Result<Position, BrokerError> {
-        let seq = self.bus.room(room);
-        let seq = seq.lock();
-        Ok(Position {
-            offset: seq.last,
-            epoch: seq.epoch.clone(),
-        })
+        let now = Instant::now();
+        let position = self.bus.with_room(room, |s| {
+            s.touch(now);
+            s.position()
+        });
+        self.bus.maybe_sweep(now);
+        Ok(position)
     }
 
     fn health(&self) -> BrokerHealth {
@@ -191,5 +323,49 @@ impl Broker for MemoryBroker {
             connected: true,
             detail: None,
         }
+    }
+
+    async fn recover(&self, room: &str, since: &Position) -> Result<Recovery, BrokerError> {
+        let now = Instant::now();
+        let age = self.bus.config.history_age;
+        let recovery = self.bus.with_room(room, |s| s.recover(since, now, age));
+        self.bus.maybe_sweep(now);
+        Ok(recovery)
+    }
+
+    async fn presence_add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
+        let present = Present {
+            user: Arc::from(user),
+            node: self.entry.id,
+        };
+        self.bus
+            .presence
+            .entry(Arc::from(room))
+            .or_default()
+            .insert(Arc::from(conn), present);
+        Ok(())
+    }
+
+    async fn presence_remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
+        if let Some(mut conns) = self.bus.presence.get_mut(room) {
+            conns.remove(conn);
+        }
+        self.bus
+            .presence
+            .remove_if(room, |_, conns| conns.is_empty());
+        Ok(())
+    }
+
+    async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+        let mut users: BTreeMap<Arc<str>, u32> = BTreeMap::new();
+        if let Some(conns) = self.bus.presence.get(room) {
+            for p in conns.values() {
+                *users.entry(p.user.clone()).or_default() += 1;
+            }
+        }
+        Ok(users
+            .into_iter()
+            .map(|(user, connections)| PresenceEntry { user, connections })
+            .collect())
     }
 }

@@ -10,16 +10,36 @@
 //! # Guarantees a broker must give
 //!
 //! - `publish` returns `Ok` only once the message was accepted for delivery
-//!   (and, for rooms, given its offset). An `Err` means it was not delivered
-//!   anywhere, and callers report it as failed.
+//!   (and, for rooms, given its offset and stored in the room's history). An
+//!   `Err` means it was not delivered anywhere, and callers report it as
+//!   failed.
+//! - `subscribe` returns `Ok` only once the subscription is in force: every
+//!   message published after it returned reaches this node.
+//! - Each subscribed node receives each message once; a node that is not
+//!   subscribed receives nothing.
 //! - Room offsets are assigned in one sequence per room, starting at 1, and a
-//!   node receives one room's deliveries in offset order.
+//!   node receives one room's deliveries in offset order. Messages of one
+//!   publisher that awaits each publish arrive in the order published.
 //! - The epoch returned with a position changes whenever a room's offset
 //!   sequence restarts, so offsets from different epochs are never compared.
+//! - Live delivery is at most once: a node that loses its connection to the
+//!   broker misses what was published meanwhile. Rooms make up for it with a
+//!   bounded history: [`Broker::recover`] returns what a client missed, or
+//!   says plainly ([`Recovery::Gap`]) that it cannot.
+//! - Presence ([`Broker::presence`]) is the union of every live node's
+//!   entries; a node that dies without cleaning up loses its entries after a
+//!   bounded time.
+//!
+//! Only [`Topic::Room`] gets offsets and history. Join/leave events go to
+//! [`Topic::Presence`] of the room and are delivered like user messages.
 //!
 //! Implementations: [`memory::MemoryBroker`] (the default; one process, or
-//! several nodes linked in one process for tests).
+//! several nodes linked in one process for tests) and, in the
+//! `switchboard-redis` crate, a Redis broker. With the `conformance` feature,
+//! [`conformance`] holds the checks every implementation must pass.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod memory;
 
 use std::sync::Arc;
@@ -37,6 +57,8 @@ pub enum Topic {
     User(Arc<str>),
     /// Every connection that accepts broadcasts, on every node.
     Broadcast,
+    /// Join and leave events of one room. No offsets, no history.
+    Presence(Arc<str>),
 }
 
 /// A message handed to [`Broker::publish`].
@@ -52,7 +74,7 @@ pub struct Publication {
 }
 
 /// A message a broker hands to a subscribed node.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
     /// Where it goes.
     pub topic: Topic,
@@ -80,6 +102,44 @@ pub struct Position {
     pub offset: u64,
     /// The sequence's epoch.
     pub epoch: Arc<str>,
+}
+
+/// What [`Broker::recover`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Every message after the given position, in offset order, up to and
+    /// including `position.offset`: nothing is missing.
+    Recovered {
+        /// The messages with offsets `since.offset + 1 ..= position.offset`.
+        messages: Vec<Delivery>,
+        /// The room's position when the history was read.
+        position: Position,
+    },
+    /// The messages cannot all be returned: the epoch changed, or the history
+    /// no longer reaches back that far (trimmed by count or by age). The
+    /// client must resynchronise some other way.
+    Gap {
+        /// The room's current position, to continue from.
+        position: Position,
+    },
+}
+
+impl Recovery {
+    /// The room's position reported with either outcome.
+    pub fn position(&self) -> &Position {
+        match self {
+            Recovery::Recovered { position, .. } | Recovery::Gap { position } => position,
+        }
+    }
+}
+
+/// One user present in a room, across every node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceEntry {
+    /// The user id.
+    pub user: Arc<str>,
+    /// How many of the user's connections are in the room, on all nodes.
+    pub connections: u32,
 }
 
 /// A broker's state, shown by `/health`.
@@ -116,26 +176,88 @@ pub trait DeliveryHandler: Send + Sync + 'static {
 }
 
 /// The seam between nodes. Small on purpose: see the module docs for the
-/// guarantees.
+/// guarantees. History and presence are default methods so that a broker
+/// without them (a test double, say) stays a handful of methods; both
+/// brokers of this project implement them.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Connects the broker to the node's hub. Called once, by the node,
     /// before any other method.
     fn attach(&self, handler: Arc<dyn DeliveryHandler>);
 
-    /// Publishes a message: assigns a room offset, delivers to every
-    /// subscribed node, and only then returns `Ok`.
+    /// Publishes a message. Returns `Ok` once the broker accepted it: a room
+    /// message has its offset and is in the room's history, and the message
+    /// is on its way to every node subscribed at that moment. The in-memory
+    /// broker has handed it to every handler before it returns; across a
+    /// network (Redis) a node's handler, the publisher's own included, may
+    /// see it just after `publish` returned.
     async fn publish(&self, publication: Publication) -> Result<Receipt, BrokerError>;
 
-    /// Starts delivering `topic` to this node.
+    /// Starts delivering `topic` to this node. Returns once the subscription
+    /// is in force: everything published after that reaches this node.
     async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError>;
 
     /// Stops delivering `topic` to this node.
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError>;
 
-    /// Where a room's offset sequence stands.
+    /// Where a room's offset sequence stands. A room nobody published to has
+    /// offset 0 and an epoch that its first message will carry.
     async fn position(&self, room: &str) -> Result<Position, BrokerError>;
 
     /// The broker's state.
     fn health(&self) -> BrokerHealth;
+
+    /// The retained messages of `room` after `since`.
+    ///
+    /// Returns [`Recovery::Recovered`] with every message whose offset is
+    /// greater than `since.offset`, in offset order, when `since.epoch` is
+    /// the room's current epoch and the history still holds offset
+    /// `since.offset + 1` (or nothing was published since:
+    /// `since.offset` is the current offset). Otherwise [`Recovery::Gap`]:
+    /// the epoch changed, `since.offset` is ahead of the room, or the
+    /// history was trimmed (by count or by age) past it.
+    ///
+    /// The returned position is the room's position when the history was
+    /// read, and the messages reach at least up to it. A caller that
+    /// subscribes first and recovers second therefore misses nothing: it
+    /// drops live deliveries with offsets at or below `position.offset`.
+    ///
+    /// Default: a broker without history always reports a gap.
+    async fn recover(&self, room: &str, since: &Position) -> Result<Recovery, BrokerError> {
+        let _ = since;
+        Ok(Recovery::Gap {
+            position: self.position(room).await?,
+        })
+    }
+
+    /// Records that connection `conn` (a cluster-unique id, `<node>-<n>`) of
+    /// `user` is in `room`. Adding the same connection again is harmless.
+    ///
+    /// Default: presence is not supported ([`BrokerError::Refused`]).
+    async fn presence_add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
+        let _ = (room, conn, user);
+        Err(no_presence())
+    }
+
+    /// Forgets connection `conn` in `room`. Removing an absent connection is
+    /// harmless.
+    ///
+    /// Default: presence is not supported ([`BrokerError::Refused`]).
+    async fn presence_remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
+        let _ = (room, conn);
+        Err(no_presence())
+    }
+
+    /// Who is in `room`, on every live node: one entry per user, sorted by
+    /// user id.
+    ///
+    /// Default: presence is not supported ([`BrokerError::Refused`]).
+    async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+        let _ = room;
+        Err(no_presence())
+    }
+}
+
+fn no_presence() -> BrokerError {
+    BrokerError::Refused("presence is not supported by this broker".into())
 }

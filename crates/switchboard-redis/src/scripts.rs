@@ -1,0 +1,172 @@
+//! The Lua scripts. Each runs atomically in Redis; the client sends
+//! `EVALSHA` and falls back to loading the script when Redis answers
+//! `NOSCRIPT` (after a restart, say).
+//!
+//! Times come from Redis (`TIME`), never from a node, so nodes with skewed
+//! clocks agree on ages and expiries. Every script that may create a room's
+//! epoch also deletes the room's history: history from an earlier epoch is
+//! never served under a new one.
+
+use redis::Script;
+
+/// `now_ms()`; `trim_age(key, cutoff)` drops history entries older than
+/// `cutoff`; `epoch(seq_key, hist_key, candidate, ttl)` creates the epoch
+/// if absent and keeps the sequence alive for `ttl` ms.
+const PRELUDE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function trim_age(key, cutoff)
+  while true do
+    local head = redis.call('LINDEX', key, 0)
+    if not head then return end
+    local ts = tonumber(string.match(head, '^(%d+) '))
+    if ts and ts >= cutoff then return end
+    redis.call('LPOP', key)
+  end
+end
+local function epoch(seq_key, hist_key, candidate, ttl)
+  if redis.call('HSETNX', seq_key, 'epoch', candidate) == 1 then
+    redis.call('DEL', hist_key)
+  end
+  redis.call('PEXPIRE', seq_key, ttl)
+  return redis.call('HGET', seq_key, 'epoch')
+end
+local function refresh_members(members_key, nodes_key, ttl, instance)
+  redis.call('PEXPIRE', members_key, ttl)
+  redis.call('ZADD', nodes_key, now_ms() + tonumber(ttl), instance)
+  redis.call('PEXPIRE', nodes_key, ttl)
+end
+"#;
+
+/// Room publish. KEYS: seq, hist. ARGV: channel, tail, epoch candidate,
+/// history count, history age (ms), room ttl (ms). Returns
+/// `{offset, epoch}`.
+const PUBLISH_ROOM: &str = r#"
+local e = epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[6])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local payload = '1r' .. string.format('%d', seq) .. ':' .. ARGV[2]
+local count = tonumber(ARGV[4])
+if count > 0 then
+  local now = now_ms()
+  redis.call('RPUSH', KEYS[2], string.format('%d', now) .. ' ' .. payload)
+  redis.call('LTRIM', KEYS[2], -count, -1)
+  trim_age(KEYS[2], now - tonumber(ARGV[5]))
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
+end
+redis.call('PUBLISH', ARGV[1], payload)
+return {seq, e}
+"#;
+
+/// Room position. KEYS: seq, hist. ARGV: epoch candidate, room ttl (ms).
+/// Returns `{offset, epoch}`.
+const POSITION: &str = r#"
+local e = epoch(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return {tonumber(redis.call('HGET', KEYS[1], 'seq') or '0'), e}
+"#;
+
+/// Recovery. KEYS: seq, hist. ARGV: since epoch, since offset, epoch
+/// candidate, history age (ms), room ttl (ms). Returns
+/// `{found, offset, epoch, entries}` where `found` is 1 for recovered
+/// (entries are the history items after `since`) and 0 for a gap.
+const RECOVER: &str = r#"
+local e = epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[5])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local since = tonumber(ARGV[2])
+if e ~= ARGV[1] or since > seq then return {0, seq, e} end
+if since == seq then return {1, seq, e, {}} end
+trim_age(KEYS[2], now_ms() - tonumber(ARGV[4]))
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head then return {0, seq, e} end
+local first = tonumber(string.match(head, '^%d+ 1r(%d+):'))
+if not first or since + 1 < first then return {0, seq, e} end
+return {1, seq, e, redis.call('LRANGE', KEYS[2], since + 1 - first, -1)}
+"#;
+
+/// Adds one presence entry. KEYS: members, member-nodes. ARGV: conn, user,
+/// ttl (ms), instance.
+const PRESENCE_ADD: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+refresh_members(KEYS[1], KEYS[2], ARGV[3], ARGV[4])
+return 1
+"#;
+
+/// Removes one presence entry. KEYS: members, member-nodes. ARGV: conn,
+/// instance.
+const PRESENCE_REMOVE: &str = r#"
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 1
+"#;
+
+/// Keeps a node's entries alive. KEYS: members, member-nodes. ARGV: ttl
+/// (ms), instance. Returns 0 when the entries are gone (expired, or Redis
+/// restarted) and must be written again.
+const PRESENCE_TOUCH: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+refresh_members(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+return 1
+"#;
+
+/// Rewrites a node's entries of one room. KEYS: members, member-nodes.
+/// ARGV: ttl (ms), instance, then conn, user pairs.
+const PRESENCE_WRITE: &str = r#"
+redis.call('DEL', KEYS[1])
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if #ARGV > 2 then
+  refresh_members(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+else
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 1
+"#;
+
+/// Reads a room's presence. KEYS: member-nodes. ARGV: members key prefix
+/// and suffix around the instance id. Drops expired nodes from the index
+/// and returns the user of every connection of every live node. (It reads
+/// keys it was not passed, which a Redis Cluster would refuse.)
+const PRESENCE_READ: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms())
+local out = {}
+for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  for _, user in ipairs(redis.call('HVALS', ARGV[1] .. node .. ARGV[2])) do
+    out[#out + 1] = user
+  end
+end
+return out
+"#;
+
+/// The loaded scripts.
+pub(crate) struct Scripts {
+    pub(crate) publish_room: Script,
+    pub(crate) position: Script,
+    pub(crate) recover: Script,
+    pub(crate) presence_add: Script,
+    pub(crate) presence_remove: Script,
+    pub(crate) presence_touch: Script,
+    pub(crate) presence_write: Script,
+    pub(crate) presence_read: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        let s = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
+        Scripts {
+            publish_room: s(PUBLISH_ROOM),
+            position: s(POSITION),
+            recover: s(RECOVER),
+            presence_add: s(PRESENCE_ADD),
+            presence_remove: s(PRESENCE_REMOVE),
+            presence_touch: s(PRESENCE_TOUCH),
+            presence_write: s(PRESENCE_WRITE),
+            presence_read: s(PRESENCE_READ),
+        }
+    }
+}
