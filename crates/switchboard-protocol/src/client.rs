@@ -27,6 +27,21 @@ pub enum ClientFrame<'a> {
         /// Asks for the `joined` reply to carry this id.
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+        /// Recover what was published after this position (a reconnecting
+        /// client's last offset and the room's epoch).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<Since<'a>>,
+        /// Also receive `presence_event` frames when members join and leave.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        presence: bool,
+    },
+    /// Ask who is in a room.
+    Presence {
+        /// The room.
+        room: Cow<'a, str>,
+        /// Asks for the reply to carry this id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
     },
     /// Leave a room.
     Leave {
@@ -63,7 +78,21 @@ impl PartialEq for ClientFrame<'_> {
     fn eq(&self, other: &Self) -> bool {
         use ClientFrame::*;
         match (self, other) {
-            (Join { room: a, id: x }, Join { room: b, id: y })
+            (
+                Join {
+                    room: a,
+                    id: x,
+                    since: s,
+                    presence: p,
+                },
+                Join {
+                    room: b,
+                    id: y,
+                    since: t,
+                    presence: q,
+                },
+            ) => a == b && x == y && s == t && p == q,
+            (Presence { room: a, id: x }, Presence { room: b, id: y })
             | (Leave { room: a, id: x }, Leave { room: b, id: y })
             | (Refresh { token: a, id: x }, Refresh { token: b, id: y }) => a == b && x == y,
             (
@@ -88,6 +117,7 @@ impl ClientFrame<'_> {
     pub fn kind(&self) -> &'static str {
         match self {
             ClientFrame::Join { .. } => "join",
+            ClientFrame::Presence { .. } => "presence",
             ClientFrame::Leave { .. } => "leave",
             ClientFrame::Publish { .. } => "publish",
             ClientFrame::Refresh { .. } => "refresh",
@@ -99,6 +129,7 @@ impl ClientFrame<'_> {
         match self {
             ClientFrame::Join { id, .. }
             | ClientFrame::Leave { id, .. }
+            | ClientFrame::Presence { id, .. }
             | ClientFrame::Publish { id, .. }
             | ClientFrame::Refresh { id, .. } => *id,
         }
@@ -150,6 +181,30 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     token: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    presence: Option<&'a RawValue>,
+}
+
+/// A position in a room's offset sequence, sent by a reconnecting client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since<'a> {
+    /// The last offset the client received.
+    pub offset: u64,
+    /// The epoch that offset belongs to (from `joined`).
+    #[serde(borrow)]
+    pub epoch: Cow<'a, str>,
+}
+
+fn since<'a>(raw: &'a RawValue, id: Option<u64>) -> Result<Since<'a>, FrameError> {
+    serde_json::from_str::<Since<'a>>(raw.get()).map_err(|_| {
+        FrameError::new(
+            id,
+            ErrorCode::InvalidField,
+            "field \"since\" must be {\"offset\": <integer>, \"epoch\": <string>}",
+        )
+    })
 }
 
 /// Maps a present field (even `null`) to `Some`, so "missing" and "null" differ.
@@ -208,6 +263,21 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
     };
     match kind.as_ref() {
         "join" => Ok(ClientFrame::Join {
+            room: room(env.room, id)?,
+            id,
+            since: env.since.map(|raw| since(raw, id)).transpose()?,
+            presence: match env.presence {
+                None => false,
+                Some(raw) => serde_json::from_str::<bool>(raw.get()).map_err(|_| {
+                    FrameError::new(
+                        id,
+                        ErrorCode::InvalidField,
+                        "field \"presence\" must be a boolean",
+                    )
+                })?,
+            },
+        }),
+        "presence" => Ok(ClientFrame::Presence {
             room: room(env.room, id)?,
             id,
         }),
@@ -283,7 +353,9 @@ mod tests {
             f,
             ClientFrame::Join {
                 room: "lobby".into(),
-                id: Some(7)
+                id: Some(7),
+                since: None,
+                presence: false
             }
         );
         let f = parse(r#"{"type":"refresh","token":"abc","id":3}"#).unwrap();
@@ -314,6 +386,42 @@ mod tests {
     }
 
     #[test]
+    fn join_since_and_presence() {
+        let f = parse(
+            r#"{"type":"join","room":"r","since":{"offset":4,"epoch":"e1"},"presence":true}"#,
+        )
+        .unwrap();
+        let since = Some(Since {
+            offset: 4,
+            epoch: "e1".into(),
+        });
+        assert_eq!(
+            f,
+            ClientFrame::Join {
+                room: "r".into(),
+                id: None,
+                since,
+                presence: true
+            }
+        );
+        let e = err(r#"{"type":"join","room":"r","since":{"offset":-1,"epoch":"e"},"id":3}"#);
+        assert_eq!((e.code, e.id), (ErrorCode::InvalidField, Some(3)));
+        assert!(e.message.contains("since"));
+        let e = err(r#"{"type":"join","room":"r","since":4}"#);
+        assert_eq!(e.code, ErrorCode::InvalidField);
+        let e = err(r#"{"type":"join","room":"r","presence":"yes"}"#);
+        assert!(e.message.contains("presence"));
+        let f = parse(r#"{"type":"presence","room":"r","id":9}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Presence {
+                room: "r".into(),
+                id: Some(9)
+            }
+        );
+    }
+
+    #[test]
     fn null_data_is_a_payload_not_a_missing_field() {
         match parse(r#"{"type":"publish","room":"r","data":null}"#).unwrap() {
             ClientFrame::Publish { data, .. } => assert_eq!(data.get(), "null"),
@@ -328,7 +436,9 @@ mod tests {
             f,
             ClientFrame::Join {
                 room: "lobby".into(),
-                id: None
+                id: None,
+                since: None,
+                presence: false
             }
         );
     }

@@ -30,6 +30,10 @@ pub enum ServerFrame {
     Error(ErrorFrame),
     /// Reply to `refresh`: the new credentials are in force.
     Refreshed(Refreshed),
+    /// Reply to `presence`: who is in a room.
+    Presence(Presence),
+    /// A member joined or left a room whose events the client asked for.
+    PresenceEvent(PresenceEvent),
 }
 
 impl ServerFrame {
@@ -52,6 +56,8 @@ impl ServerFrame {
             "ack" => ServerFrame::Ack(serde_json::from_str(text)?),
             "error" => ServerFrame::Error(serde_json::from_str(text)?),
             "refreshed" => ServerFrame::Refreshed(serde_json::from_str(text)?),
+            "presence" => ServerFrame::Presence(serde_json::from_str(text)?),
+            "presence_event" => ServerFrame::PresenceEvent(serde_json::from_str(text)?),
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "unknown frame type {other:?}"
@@ -98,6 +104,42 @@ pub struct Joined {
     /// Identifies the room's offset sequence. When it changes, offsets
     /// restarted and older ones mean nothing.
     pub epoch: String,
+    /// Present when the `join` asked to recover (`since`): `true` when every
+    /// message after `since` was replayed before this frame; `false` when the
+    /// history no longer covers the gap (or the epoch changed) and nothing
+    /// was replayed, so the client should reload the room's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+}
+
+/// The `presence` frame, the reply to `presence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The room.
+    pub room: String,
+    /// The `id` of the request, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// Who is in the room, on every node, sorted by user.
+    pub members: Vec<PresenceMember>,
+}
+
+/// One user in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceMember {
+    /// The user id.
+    pub user: String,
+    /// How many of the user's connections are in the room.
+    pub connections: u32,
+}
+
+/// The `presence_event` frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PresenceEvent {
+    /// The room.
+    pub room: String,
+    /// `{"event":"join"|"leave","user":..,"conn":..}`.
+    pub data: Box<RawValue>,
 }
 
 /// The `left` frame, the reply to `leave`.
@@ -175,6 +217,8 @@ pub enum Target<'a> {
     User(&'a str),
     /// Everyone.
     Broadcast,
+    /// Join and leave events of a room (a `presence_event` frame).
+    Presence(&'a str),
 }
 
 /// The borrowed `message` frame the server encodes once per fan-out.
@@ -195,8 +239,15 @@ impl MessageOut<'_> {
     /// Writes the frame's JSON text. Key order is fixed: `type`, the target,
     /// `offset`, `from`, `data`.
     pub fn write_to<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b"{\"type\":\"message\",")?;
         match self.target {
+            Target::Presence(_) => w.write_all(b"{\"type\":\"presence_event\",")?,
+            _ => w.write_all(b"{\"type\":\"message\",")?,
+        }
+        match self.target {
+            Target::Presence(room) => {
+                w.write_all(b"\"room\":")?;
+                serde_json::to_writer(&mut *w, room)?;
+            }
             Target::Room(room) => {
                 w.write_all(b"\"room\":")?;
                 serde_json::to_writer(&mut *w, room)?;

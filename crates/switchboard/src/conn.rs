@@ -4,7 +4,7 @@
 //! call. Everything sent through it goes into the connection's bounded
 //! [`Outbox`], in order with the messages fan-out queues there.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,9 +15,10 @@ use switchboard_protocol::{CloseCode, NameError, validate_room};
 use std::time::SystemTime;
 
 use crate::auth::{Identity, Rejection};
-use crate::broker::{BrokerError, Position, Receipt, Topic};
+use crate::broker::{BrokerError, Position, PresenceEntry, Receipt, Recovery, Topic};
 use crate::endpoint::Endpoint;
 use crate::hub::ConnId;
+use crate::hub::encode_delivery;
 use crate::node::{Node, PublishError};
 use crate::outbox::{Outbox, PushError};
 use crate::ws::{OpCode, frame};
@@ -32,7 +33,9 @@ pub struct Conn {
     pub(crate) subprotocol: Option<usize>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) node: Node,
-    pub(crate) rooms: HashSet<Arc<str>>,
+    /// Rooms joined; the flag says whether this connection also receives
+    /// the room's presence events.
+    pub(crate) rooms: HashMap<Arc<str>, bool>,
     pub(crate) extensions: http::Extensions,
 }
 
@@ -117,7 +120,7 @@ impl Conn {
 
     /// The rooms this connection is in.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
-        self.rooms.iter().map(|r| &**r)
+        self.rooms.keys().map(|r| &**r)
     }
 
     /// Queues a text message.
@@ -156,17 +159,16 @@ impl Conn {
         if !self.identity.permissions.can_join(room) {
             return Err(JoinError::Forbidden(room.to_string()));
         }
-        let newly = !self.rooms.contains(room);
+        let newly = !self.rooms.contains_key(room);
         if newly {
-            if self.rooms.len() >= config.max_rooms_per_connection {
-                return Err(JoinError::TooManyRooms(config.max_rooms_per_connection));
-            }
+            self.check_room_limit()?;
             let room: Arc<str> = Arc::from(room);
             self.node
                 .hub()
                 .add(Topic::Room(room.clone()), self.id, &self.outbox)
                 .await?;
-            self.rooms.insert(room);
+            self.rooms.insert(room.clone(), false);
+            self.announce(&room, "join").await;
         }
         match self.node.broker().position(room).await {
             Ok(position) => Ok(position),
@@ -180,11 +182,129 @@ impl Conn {
         }
     }
 
+    fn check_room_limit(&self) -> Result<(), JoinError> {
+        let max = self.node.config().max_rooms_per_connection;
+        if self.rooms.len() >= max {
+            Err(JoinError::TooManyRooms(max))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Joins a room and recovers what was published there after `since`.
+    /// Queues, in this order and with nothing in between: the missed
+    /// messages, the `joined` reply (`recovered: true`, or `false` when the
+    /// history no longer covers the gap and nothing was replayed), then live
+    /// messages, without duplicates at the seam. Already being in the room
+    /// makes it a plain join.
+    pub(crate) async fn join_recovering(
+        &mut self,
+        room: &str,
+        since: &Position,
+        id: Option<u64>,
+    ) -> Result<(), JoinError> {
+        validate_room(room, self.node.config().max_room_name_len)?;
+        if !self.identity.permissions.can_join(room) {
+            return Err(JoinError::Forbidden(room.to_string()));
+        }
+        if self.rooms.contains_key(room) {
+            let position = self.join(room).await?;
+            let _ = self.send_encoded(joined_frame(room, id, &position, None));
+            return Ok(());
+        }
+        self.check_room_limit()?;
+        let room: Arc<str> = Arc::from(room);
+        let hub = self.node.hub();
+        hub.add_recovering(&room, self.id, &self.outbox).await?;
+        self.rooms.insert(room.clone(), false);
+        let (mut prelude, position, recovered) =
+            match self.node.broker().recover(&room, since).await {
+                Ok(Recovery::Recovered { messages, position }) => (
+                    messages.iter().map(encode_delivery).collect(),
+                    position,
+                    true,
+                ),
+                Ok(Recovery::Gap { position }) => (Vec::new(), position, false),
+                Err(e) => {
+                    hub.finish_recovery(&room, self.id, Vec::new(), u64::MAX);
+                    self.leave(&room).await;
+                    return Err(e.into());
+                }
+            };
+        prelude.push(joined_frame(&room, id, &position, Some(recovered)));
+        hub.finish_recovery(&room, self.id, prelude, position.offset);
+        self.announce(&room, "join").await;
+        Ok(())
+    }
+
+    /// Starts (or stops) delivering a joined room's presence events to this
+    /// connection.
+    pub(crate) async fn watch_presence(&mut self, room: &str) -> Result<(), JoinError> {
+        match self.rooms.get(room) {
+            Some(true) | None => Ok(()),
+            Some(false) => {
+                let topic = Topic::Presence(Arc::from(room));
+                self.node.hub().add(topic, self.id, &self.outbox).await?;
+                if let Some(flag) = self.rooms.get_mut(room) {
+                    *flag = true;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Records this connection in the room's presence and tells the room's
+    /// presence watchers. Best effort: presence never fails a join or leave.
+    async fn announce(&self, room: &Arc<str>, event: &str) {
+        let broker = self.node.broker();
+        let conn = self.id();
+        let result = match event {
+            "join" => broker.presence_add(room, &conn, &self.identity.user).await,
+            _ => broker.presence_remove(room, &conn).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(room = %room, error = %e, "presence not recorded");
+        }
+        let data =
+            serde_json::json!({ "event": event, "user": &*self.identity.user, "conn": conn });
+        let topic = Topic::Presence(room.clone());
+        if let Err(e) = self
+            .node
+            .publish_json(topic, data.to_string().into(), None)
+            .await
+        {
+            tracing::debug!(room = %room, error = %e, "presence event not published");
+        }
+    }
+
+    /// Who is in a room, on every node.
+    pub async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, JoinError> {
+        validate_room(room, self.node.config().max_room_name_len)?;
+        if !self.identity.permissions.can_join(room) {
+            return Err(JoinError::Forbidden(room.to_string()));
+        }
+        Ok(self.node.broker().presence(room).await?)
+    }
+
     /// Leaves a room. Returns whether the connection was in it.
     pub async fn leave(&mut self, room: &str) -> bool {
-        match self.rooms.take(room) {
-            Some(room) => self.node.hub().remove(Topic::Room(room), self.id).await,
-            None => false,
+        let Some((room, watching)) = self.rooms.remove_entry(room) else {
+            return false;
+        };
+        let hub = self.node.hub();
+        if watching {
+            hub.remove(Topic::Presence(room.clone()), self.id).await;
+        }
+        let removed = hub.remove(Topic::Room(room.clone()), self.id).await;
+        self.announce(&room, "leave").await;
+        removed
+    }
+
+    /// Leaves every room (when the connection ends).
+    pub(crate) async fn leave_all(&mut self) {
+        let rooms: Vec<Arc<str>> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            self.leave(&room).await;
         }
     }
 
@@ -209,7 +329,7 @@ impl Conn {
     pub async fn leave_forbidden_rooms(&mut self) -> Vec<Arc<str>> {
         let gone: Vec<Arc<str>> = self
             .rooms
-            .iter()
+            .keys()
             .filter(|r| !self.identity.permissions.can_join(r))
             .cloned()
             .collect();
@@ -236,4 +356,21 @@ impl Conn {
             )
             .await
     }
+}
+
+/// The `joined` frame.
+fn joined_frame(
+    room: &str,
+    id: Option<u64>,
+    position: &Position,
+    recovered: Option<bool>,
+) -> Bytes {
+    let frame = ServerFrame::Joined(switchboard_protocol::server::Joined {
+        room: room.to_string(),
+        id,
+        offset: position.offset,
+        epoch: position.epoch.to_string(),
+        recovered,
+    });
+    frame::encode(OpCode::Text, frame.to_json().as_bytes())
 }

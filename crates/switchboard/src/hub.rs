@@ -30,13 +30,34 @@ pub type ConnId = u64;
 
 type Members = HashMap<ConnId, Arc<Outbox>>;
 
+/// A room's local members. Members that are recovering history do not take
+/// live deliveries yet: those are held (with their offsets) until the replay
+/// is queued, so that the client sees replay, then live, with no gap and no
+/// duplicate at the seam.
+#[derive(Default)]
+struct RoomMembers {
+    live: Members,
+    recovering: parking_lot::Mutex<HashMap<ConnId, Recovering>>,
+}
+
+struct Recovering {
+    outbox: Arc<Outbox>,
+    held: Vec<(u64, Bytes)>,
+}
+
+impl RoomMembers {
+    fn len(&self) -> usize {
+        self.live.len() + self.recovering.lock().len()
+    }
+}
+
 /// Number of stripes of the subscription lock. Unrelated topics that share a
 /// stripe only wait for each other while one of them changes membership.
 const STRIPES: usize = 64;
 
 /// Local membership and fan-out. See the module docs.
 pub struct Hub {
-    rooms: DashMap<Arc<str>, Members>,
+    rooms: DashMap<Arc<str>, RoomMembers>,
     users: DashMap<Arc<str>, Members>,
     broadcast: DashMap<ConnId, Arc<Outbox>>,
     presence: DashMap<Arc<str>, Members>,
@@ -76,7 +97,13 @@ impl Hub {
             self.broker.subscribe(&topic).await?;
         }
         match &topic {
-            Topic::Room(name) => insert(&self.rooms, name, conn, outbox),
+            Topic::Room(name) => {
+                self.rooms
+                    .entry(name.clone())
+                    .or_default()
+                    .live
+                    .insert(conn, outbox.clone());
+            }
             Topic::User(name) => insert(&self.users, name, conn, outbox),
             Topic::Broadcast => {
                 self.broadcast.insert(conn, outbox.clone());
@@ -91,7 +118,17 @@ impl Hub {
     pub(crate) async fn remove(&self, topic: Topic, conn: ConnId) -> bool {
         let _guard = self.stripe(&topic).lock().await;
         let removed = match &topic {
-            Topic::Room(name) => remove(&self.rooms, name, conn),
+            Topic::Room(name) => {
+                let removed = match self.rooms.get_mut(&**name) {
+                    Some(mut m) => {
+                        let live = m.live.remove(&conn).is_some();
+                        live | m.recovering.get_mut().remove(&conn).is_some()
+                    }
+                    None => false,
+                };
+                self.rooms.remove_if(&**name, |_, m| m.len() == 0);
+                removed
+            }
             Topic::User(name) => remove(&self.users, name, conn),
             Topic::Broadcast => self.broadcast.remove(&conn).is_some(),
             Topic::Presence(name) => remove(&self.presence, name, conn),
@@ -105,6 +142,61 @@ impl Hub {
             tracing::warn!(?topic, error = %e, "unsubscribe failed");
         }
         removed
+    }
+
+    /// Joins a room in the recovering state: live deliveries are held until
+    /// [`Hub::finish_recovery`]. Subscribes the node first if needed.
+    pub(crate) async fn add_recovering(
+        &self,
+        room: &Arc<str>,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+    ) -> Result<(), BrokerError> {
+        let topic = Topic::Room(room.clone());
+        let _guard = self.stripe(&topic).lock().await;
+        if self.count(&topic) == 0 {
+            self.broker.subscribe(&topic).await?;
+        }
+        let entry = self.rooms.entry(room.clone()).or_default();
+        entry.recovering.lock().insert(
+            conn,
+            Recovering {
+                outbox: outbox.clone(),
+                held: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Ends a recovery: queues `prelude` (the replay and the `joined` reply),
+    /// then the live messages held meanwhile whose offset is above `after`,
+    /// and makes the member live. Nothing can be delivered in between: the
+    /// room's entry is locked for writing throughout.
+    pub(crate) fn finish_recovery(
+        &self,
+        room: &str,
+        conn: ConnId,
+        prelude: Vec<Bytes>,
+        after: u64,
+    ) {
+        let Some(mut entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(rec) = entry.recovering.get_mut().remove(&conn) else {
+            return;
+        };
+        let frames = prelude.into_iter().chain(
+            rec.held
+                .into_iter()
+                .filter(|(o, _)| *o > after)
+                .map(|(_, f)| f),
+        );
+        for frame in frames {
+            if rec.outbox.push(frame).is_err() {
+                break;
+            }
+        }
+        entry.live.insert(conn, rec.outbox);
     }
 
     /// Local members of a topic.
@@ -165,7 +257,7 @@ pub(crate) fn encode_delivery(d: &Delivery) -> Bytes {
         Topic::Room(room) => Target::Room(room),
         Topic::User(user) => Target::User(user),
         Topic::Broadcast => Target::Broadcast,
-        Topic::Presence(room) => Target::Room(room),
+        Topic::Presence(room) => Target::Presence(room),
     };
     // The data was validated as JSON where it entered the system, and it is
     // UTF-8 because it came from a JSON text.
@@ -187,7 +279,20 @@ impl DeliveryHandler for Hub {
         match &d.topic {
             Topic::Room(name) => {
                 if let Some(members) = self.rooms.get(name) {
-                    self.push_all(&encode_delivery(d), members.values());
+                    let frame = encode_delivery(d);
+                    self.push_all(&frame, members.live.values());
+                    let mut recovering = members.recovering.lock();
+                    for rec in recovering.values_mut() {
+                        // Held frames are bounded like the outbox itself.
+                        if rec.held.len() >= rec.outbox.max_frames() {
+                            rec.outbox.close(
+                                switchboard_protocol::CloseCode::SLOW_CONSUMER,
+                                "slow consumer: too many messages during recovery",
+                            );
+                            continue;
+                        }
+                        rec.held.push((d.offset.unwrap_or(0), frame.clone()));
+                    }
                 }
             }
             Topic::User(name) => {
@@ -214,5 +319,80 @@ impl DeliveryHandler for Hub {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::task::{Context, Poll};
+
+    use futures_util::task::noop_waker;
+
+    use super::*;
+    use crate::broker::memory::MemoryBroker;
+    use crate::outbox::Drained;
+
+    fn delivery(room: &Arc<str>, offset: u64) -> Delivery {
+        Delivery {
+            topic: Topic::Room(room.clone()),
+            offset: Some(offset),
+            data: Bytes::from(offset.to_string()),
+            from: None,
+        }
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<Bytes> {
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = VecDeque::new();
+        while let Poll::Ready(Drained::Frames(_)) = outbox.poll_drain(&mut cx, &mut out, 100) {}
+        out.into_iter().collect()
+    }
+
+    #[tokio::test]
+    async fn recovery_holds_live_messages_and_releases_only_those_after_the_replay() {
+        let hub = Hub::new(Arc::new(MemoryBroker::new()), Arc::default());
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        hub.add_recovering(&room, 1, &outbox).await.unwrap();
+        // Live messages arrive while the replay is being read: held.
+        hub.deliver(&delivery(&room, 5));
+        hub.deliver(&delivery(&room, 6));
+        assert!(drain(&outbox).is_empty());
+        // The replay ends at 5: 5 must not come twice, 6 must come after.
+        let prelude = vec![
+            Bytes::from_static(b"replay-4"),
+            Bytes::from_static(b"replay-5"),
+        ];
+        hub.finish_recovery("r", 1, prelude, 5);
+        hub.deliver(&delivery(&room, 7));
+        let frames = drain(&outbox);
+        assert_eq!(frames.len(), 4);
+        assert_eq!(&frames[0][..], b"replay-4");
+        assert_eq!(&frames[1][..], b"replay-5");
+        assert!(
+            frames[2].ends_with(b"\"offset\":6,\"data\":6}"),
+            "{:?}",
+            frames[2]
+        );
+        assert!(
+            frames[3].ends_with(b"\"offset\":7,\"data\":7}"),
+            "{:?}",
+            frames[3]
+        );
+        assert_eq!(hub.count(&Topic::Room(room.clone())), 1);
+    }
+
+    #[tokio::test]
+    async fn a_recovering_member_counts_and_leaves_like_any_other() {
+        let hub = Hub::new(Arc::new(MemoryBroker::new()), Arc::default());
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        hub.add_recovering(&room, 1, &outbox).await.unwrap();
+        assert_eq!(hub.count(&Topic::Room(room.clone())), 1);
+        assert!(hub.remove(Topic::Room(room.clone()), 1).await);
+        assert_eq!(hub.count(&Topic::Room(room)), 0);
+        assert_eq!(hub.room_count(), 0);
     }
 }

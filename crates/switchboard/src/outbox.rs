@@ -140,6 +140,11 @@ impl Outbox {
             .filter(|c| c.code == CloseCode::SLOW_CONSUMER)
     }
 
+    /// The most frames the queue holds.
+    pub fn max_frames(&self) -> usize {
+        self.max_frames
+    }
+
     /// Frames currently queued.
     pub fn len(&self) -> usize {
         self.state.lock().frames.len()

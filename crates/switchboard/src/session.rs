@@ -322,10 +322,9 @@ async fn subscribe_identity(conn: &mut Conn, endpoint: &Endpoint) -> Result<(), 
 
 /// Leaves every room and index, at once, whatever ended the connection.
 async fn leave_everything(conn: &mut Conn, endpoint: &Endpoint) {
-    let hub = conn.node.hub();
-    for room in conn.rooms.drain() {
-        hub.remove(Topic::Room(room), conn.id).await;
-    }
+    conn.leave_all().await;
+    let node = conn.node.clone();
+    let hub = node.hub();
     if endpoint.user_messages {
         hub.remove(Topic::User(conn.identity.user.clone()), conn.id)
             .await;

@@ -1,17 +1,25 @@
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::sync::Arc;
 use switchboard_protocol::client::{self, ClientFrame};
-use switchboard_protocol::server::{Ack, Joined, Left, ServerFrame};
+
+use switchboard_protocol::client::Since;
+use switchboard_protocol::server::{Ack, Joined, Left, Presence, PresenceMember, ServerFrame};
 use switchboard_protocol::{CloseCode, ErrorCode};
 
 use super::send_error;
+use crate::broker::Position;
 use crate::conn::{Conn, JoinError};
 use crate::endpoint::{Handler, Inbound};
 use crate::node::PublishError;
 
 /// Chat rooms over the Switchboard protocol.
 ///
-/// - `join` answers `joined` with the room's current offset and epoch.
+/// - `join` answers `joined` with the room's current offset and epoch; with
+///   `since`, it first replays what the client missed (see
+///   `Conn::join_recovering`); with `presence: true`, the connection also
+///   receives the room's `presence_event` frames.
+/// - `presence` answers who is in a room, across nodes.
 /// - `leave` answers `left`, or `not_joined` for a room the connection is
 ///   not in.
 /// - `publish` goes to the broker; with an `id`, the client gets `ack` (with
@@ -43,7 +51,13 @@ impl Handler for Chat {
             Err(e) => return send_error(conn, e.id, e.code, e.message),
         };
         match frame {
-            ClientFrame::Join { room, id } => join(conn, &room, id).await,
+            ClientFrame::Join {
+                room,
+                id,
+                since,
+                presence,
+            } => join(conn, &room, id, since, presence).await,
+            ClientFrame::Presence { room, id } => presence(conn, &room, id).await,
             ClientFrame::Leave { room, id } => leave(conn, &room, id).await,
             ClientFrame::Refresh { token, id } => super::refresh(conn, &token, id).await,
             ClientFrame::Publish { room, data, id } => {
@@ -56,26 +70,71 @@ impl Handler for Chat {
     }
 }
 
-async fn join(conn: &mut Conn, room: &str, id: Option<u64>) {
-    match conn.join(room).await {
-        Ok(pos) => {
+async fn join(
+    conn: &mut Conn,
+    room: &str,
+    id: Option<u64>,
+    since: Option<Since<'_>>,
+    presence: bool,
+) {
+    let result = match since {
+        Some(since) => {
+            let since = Position {
+                offset: since.offset,
+                epoch: Arc::from(&*since.epoch),
+            };
+            conn.join_recovering(room, &since, id).await
+        }
+        None => conn.join(room).await.map(|pos| {
             let _ = conn.send_frame(&ServerFrame::Joined(Joined {
                 room: room.to_string(),
                 id,
                 offset: pos.offset,
                 epoch: pos.epoch.to_string(),
+                recovered: None,
             }));
-        }
-        Err(JoinError::InvalidRoom(e)) => {
+        }),
+    };
+    let result = match result {
+        Ok(()) if presence => conn.watch_presence(room).await,
+        other => other,
+    };
+    if let Err(e) = result {
+        join_error(conn, id, e);
+    }
+}
+
+fn join_error(conn: &Conn, id: Option<u64>, e: JoinError) {
+    match e {
+        JoinError::InvalidRoom(e) => {
             send_error(conn, id, ErrorCode::InvalidRoom, format!("room name {e}"))
         }
-        Err(e @ JoinError::TooManyRooms(_)) => {
+        e @ JoinError::TooManyRooms(_) => {
             send_error(conn, id, ErrorCode::TooManyRooms, e.to_string())
         }
-        Err(e @ JoinError::Forbidden(_)) => {
-            send_error(conn, id, ErrorCode::Forbidden, e.to_string())
+        e @ JoinError::Forbidden(_) => send_error(conn, id, ErrorCode::Forbidden, e.to_string()),
+        JoinError::Broker(e) => send_error(conn, id, ErrorCode::Unavailable, e.to_string()),
+    }
+}
+
+async fn presence(conn: &mut Conn, room: &str, id: Option<u64>) {
+    match conn.presence(room).await {
+        Ok(entries) => {
+            let members = entries
+                .into_iter()
+                .map(|e| PresenceMember {
+                    user: e.user.to_string(),
+                    connections: e.connections,
+                })
+                .collect();
+            let frame = Presence {
+                room: room.to_string(),
+                id,
+                members,
+            };
+            let _ = conn.send_frame(&ServerFrame::Presence(frame));
         }
-        Err(JoinError::Broker(e)) => send_error(conn, id, ErrorCode::Unavailable, e.to_string()),
+        Err(e) => join_error(conn, id, e),
     }
 }
 
