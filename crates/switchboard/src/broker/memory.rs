@@ -21,7 +21,7 @@
 //! to, read with `position` or `recover`) more than `history_age` ago, so
 //! its newest message is older than that too. Forgetting is safe because epochs
 //! are per room: the next publish starts a new epoch, and a client holding
-//! an old position gets [`Recovery::Gap`](super::Recovery::Gap), which its
+//! an old position gets [`Recovery::Gap`], which its
 //! history could not have filled anyway. The sweep piggybacks on broker calls
 //! (there is no background task) and runs at most once every
 //! `max(history_age / 2, 100 ms)`.

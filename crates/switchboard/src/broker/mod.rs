@@ -36,7 +36,7 @@
 //! Implementations: [`memory::MemoryBroker`] (the default; one process, or
 //! several nodes linked in one process for tests) and, in the
 //! `switchboard-redis` crate, a Redis broker. With the `conformance` feature,
-//! [`conformance`] holds the checks every implementation must pass.
+//! `conformance` (behind the cargo feature of that name) holds the checks every implementation must pass.
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
