@@ -13,8 +13,8 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -62,7 +62,9 @@ pub struct Hub {
     broadcast: DashMap<ConnId, Arc<Outbox>>,
     presence: DashMap<Arc<str>, Members>,
     stripes: Box<[tokio::sync::Mutex<()>]>,
-    broker: Arc<dyn Broker>,
+    /// Weak: the broker holds the hub (as its delivery handler), so a strong
+    /// reference back would keep both alive after the node is dropped.
+    broker: Weak<dyn Broker>,
     stats: Arc<Stats>,
 }
 
@@ -74,9 +76,13 @@ impl Hub {
             broadcast: DashMap::new(),
             presence: DashMap::new(),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
-            broker,
+            broker: Arc::downgrade(&broker),
             stats,
         }
+    }
+
+    fn broker(&self) -> Result<Arc<dyn Broker>, BrokerError> {
+        self.broker.upgrade().ok_or(BrokerError::NotAttached)
     }
 
     fn stripe(&self, topic: &Topic) -> &tokio::sync::Mutex<()> {
@@ -94,7 +100,7 @@ impl Hub {
     ) -> Result<(), BrokerError> {
         let _guard = self.stripe(&topic).lock().await;
         if self.count(&topic) == 0 {
-            self.broker.subscribe(&topic).await?;
+            self.broker()?.subscribe(&topic).await?;
         }
         match &topic {
             Topic::Room(name) => {
@@ -137,7 +143,8 @@ impl Hub {
         // a failed unsubscribe costs traffic, not safety.
         if removed
             && self.count(&topic) == 0
-            && let Err(e) = self.broker.unsubscribe(&topic).await
+            && let Ok(broker) = self.broker()
+            && let Err(e) = broker.unsubscribe(&topic).await
         {
             tracing::warn!(?topic, error = %e, "unsubscribe failed");
         }
@@ -155,7 +162,7 @@ impl Hub {
         let topic = Topic::Room(room.clone());
         let _guard = self.stripe(&topic).lock().await;
         if self.count(&topic) == 0 {
-            self.broker.subscribe(&topic).await?;
+            self.broker()?.subscribe(&topic).await?;
         }
         let entry = self.rooms.entry(room.clone()).or_default();
         entry.recovering.lock().insert(
@@ -352,7 +359,8 @@ mod tests {
 
     #[tokio::test]
     async fn recovery_holds_live_messages_and_releases_only_those_after_the_replay() {
-        let hub = Hub::new(Arc::new(MemoryBroker::new()), Arc::default());
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+        let hub = Hub::new(broker.clone(), Arc::default());
         let room: Arc<str> = Arc::from("r");
         let outbox = Arc::new(Outbox::new(100, 1 << 20));
         hub.add_recovering(&room, 1, &outbox).await.unwrap();
@@ -386,7 +394,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_recovering_member_counts_and_leaves_like_any_other() {
-        let hub = Hub::new(Arc::new(MemoryBroker::new()), Arc::default());
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+        let hub = Hub::new(broker.clone(), Arc::default());
         let room: Arc<str> = Arc::from("r");
         let outbox = Arc::new(Outbox::new(100, 1 << 20));
         hub.add_recovering(&room, 1, &outbox).await.unwrap();

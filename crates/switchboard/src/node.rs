@@ -354,3 +354,19 @@ impl Node {
 fn raw_bytes(data: &RawValue) -> Bytes {
     Bytes::copy_from_slice(data.get().as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_node_frees_its_broker_and_hub() {
+        let node = Node::builder().default_endpoints().build().unwrap();
+        let broker = Arc::downgrade(node.broker());
+        drop(node);
+        assert!(
+            broker.upgrade().is_none(),
+            "no reference cycle keeps the broker alive"
+        );
+    }
+}

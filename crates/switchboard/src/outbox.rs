@@ -131,8 +131,10 @@ impl Outbox {
     }
 
     /// The close request, if it is for a slow consumer: such a close must
-    /// not wait for queued writes that will never drain.
-    pub fn slow_consumer_close(&self) -> Option<CloseRequest> {
+    /// not wait for queued writes that will never drain. Registers the
+    /// waker, so that the owner is woken when one arrives later.
+    pub fn poll_slow_consumer_close(&self, cx: &mut Context<'_>) -> Option<CloseRequest> {
+        self.waker.register(cx.waker());
         self.state
             .lock()
             .close

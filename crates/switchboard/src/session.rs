@@ -118,7 +118,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
     fn drained_close(&mut self, cx: &mut Context<'_>, conn: &Conn) -> Option<Event> {
         if !self.writing.is_empty() {
             // A slow consumer's writes may never drain: close it now.
-            return conn.outbox.slow_consumer_close().map(Event::CloseRequested);
+            return conn
+                .outbox
+                .poll_slow_consumer_close(cx)
+                .map(Event::CloseRequested);
         }
         match conn.outbox.poll_drain(cx, &mut self.writing, 0) {
             Poll::Ready(Drained::Close(req)) => Some(Event::CloseRequested(req)),
@@ -834,5 +837,36 @@ mod tests {
             after >= Duration::from_secs(1) && after <= Duration::from_secs(4),
             "{after:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_consumer_with_a_blocked_socket_is_closed_at_once() {
+        let (node, ws, task) = open(Endpoint::echo("/echo")).await;
+        while node.connection_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let outbox = node.inner_conn_outboxes().pop().unwrap();
+        let start = Instant::now();
+        // The client reads nothing: the pipe fills, then the write batch,
+        // then the queue, which overflows.
+        let frame = frame::encode(OpCode::Binary, &[0u8; 1024]);
+        let mut overflowed = false;
+        for _ in 0..2000 {
+            if outbox.push(frame.clone()).is_err() {
+                overflowed = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(overflowed);
+        task.await.unwrap();
+        // Bounded by the close grace (5 s), not by the 30 s heartbeat.
+        assert!(
+            start.elapsed() <= Duration::from_secs(6),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(node.connection_count(), 0);
+        drop(ws);
     }
 }

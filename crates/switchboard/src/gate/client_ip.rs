@@ -67,6 +67,32 @@ impl FromStr for IpNet {
     }
 }
 
+/// The client named by a trusted peer's `X-Forwarded-For`: `None` when the
+/// peer is not trusted or the header names no valid address.
+pub fn forwarded_client(
+    peer: IpAddr,
+    forwarded_for: Option<&str>,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = canonical(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(peer) {
+        return None;
+    }
+    let mut client = None;
+    for hop in forwarded_for?.rsplit(',') {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        let ip = canonical(ip);
+        client = Some(ip);
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
+}
+
 /// Resolves the client address of a request that arrived from `peer`.
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);

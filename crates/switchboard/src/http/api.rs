@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::gate::client_ip::client_ip;
+use crate::gate::client_ip::{canonical, forwarded_client};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -116,13 +116,13 @@ fn api_client_ip(node: &Node, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
     let relayed = forwarded.is_some()
         || headers.contains_key("forwarded")
         || headers.contains_key("x-real-ip");
-    let trusted = &node.config().trusted_proxies;
-    let peer_trusted = trusted.iter().any(|net| net.contains(peer));
-    if relayed && !peer_trusted {
-        // The proxy is not trusted, so the real client is unknown.
-        return IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    if !relayed {
+        return canonical(peer);
     }
-    client_ip(peer, forwarded, trusted)
+    // Relayed: only a trusted proxy's X-Forwarded-For with a valid address
+    // names the client; otherwise the real client is unknown.
+    forwarded_client(peer, forwarded, &node.config().trusted_proxies)
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
 fn unauthorized(message: &str) -> ApiError {
