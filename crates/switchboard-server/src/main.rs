@@ -5,13 +5,61 @@
 mod settings;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use clap::Parser;
 use switchboard::Node;
+use switchboard::broker::memory::MemoryBroker;
+use switchboard::broker::{
+    Broker, BrokerError, BrokerHealth, DeliveryHandler, Position, PresenceEntry, Publication,
+    Receipt, Recovery, Topic,
+};
+use switchboard_redis::RedisBroker;
 use tracing_subscriber::EnvFilter;
 
-use settings::Args;
+use settings::{Args, BrokerChoice};
+
+/// The Redis broker, shared between the node (which owns a `Box<dyn
+/// Broker>` of it) and `main`, which closes it after the node shut down.
+/// Every method of [`Broker`] is forwarded, default methods included, so
+/// that none silently falls back to its default.
+struct SharedRedis(Arc<RedisBroker>);
+
+#[async_trait]
+impl Broker for SharedRedis {
+    fn attach(&self, handler: Arc<dyn DeliveryHandler>) {
+        self.0.attach(handler)
+    }
+    async fn publish(&self, publication: Publication) -> Result<Receipt, BrokerError> {
+        self.0.publish(publication).await
+    }
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.0.subscribe(topic).await
+    }
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.0.unsubscribe(topic).await
+    }
+    async fn position(&self, room: &str) -> Result<Position, BrokerError> {
+        self.0.position(room).await
+    }
+    fn health(&self) -> BrokerHealth {
+        self.0.health()
+    }
+    async fn recover(&self, room: &str, since: &Position) -> Result<Recovery, BrokerError> {
+        self.0.recover(room, since).await
+    }
+    async fn presence_add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
+        self.0.presence_add(room, conn, user).await
+    }
+    async fn presence_remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
+        self.0.presence_remove(room, conn).await
+    }
+    async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+        self.0.presence(room).await
+    }
+}
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -46,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse_from(settings::args_with_config_file()?);
     let config = args.engine_config()?;
+    let choice = args.broker_choice()?;
     let mut builder = Node::builder().config(config).default_endpoints();
     match args.authenticator()? {
         Some(jwt) => builder = builder.authenticator(jwt),
@@ -54,7 +103,28 @@ async fn main() -> anyhow::Result<()> {
              guest user (set SWITCHBOARD_JWT_SECRET or --jwt-public-key to require tokens)"
         ),
     }
+    let mut redis = None;
+    match &choice {
+        BrokerChoice::Memory => {
+            builder = builder.broker(MemoryBroker::with_config(args.memory_config()?));
+        }
+        BrokerChoice::Redis(url) => {
+            let broker = RedisBroker::connect(url, args.redis_config()?)
+                .await
+                .with_context(|| format!("cannot use the broker {}", choice.describe()))?;
+            let broker = Arc::new(broker);
+            builder = builder.broker(SharedRedis(broker.clone()));
+            redis = Some(broker);
+        }
+    }
     let node = builder.build()?;
+    tracing::info!(
+        node = node.id(),
+        history_count = args.history_count,
+        history_age_s = args.history_age,
+        "broker: {}",
+        choice.describe()
+    );
     if node.config().api_key.is_none() {
         tracing::warn!(
             "no API key configured: the HTTP publish API accepts only loopback callers \
@@ -78,6 +148,13 @@ async fn main() -> anyhow::Result<()> {
         switchboard::axum::routing::get(|| async { switchboard::axum::response::Html(INDEX) }),
     );
     switchboard::serve(listener, app, node, shutdown_signal()).await?;
+    if let Some(redis) = redis {
+        // The node has closed its connections: take its presence entries out
+        // of Redis now rather than letting them expire.
+        if let Err(e) = redis.close().await {
+            tracing::warn!(error = %e, "could not remove this node's presence entries from redis");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -162,6 +162,62 @@ pub struct Args {
     /// Seconds a graceful shutdown waits for connections to close.
     #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value_t = 10.0)]
     pub shutdown_timeout: f64,
+
+    /// Where messages travel between nodes: `memory` (this process only) or
+    /// `redis://[user:password@]host:port[/db]` (every node on that Redis).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_BROKER",
+        default_value = "memory",
+        hide_env_values = true
+    )]
+    pub broker: String,
+
+    /// Messages each room keeps for recovery after a reconnect (0: none).
+    #[arg(long, env = "SWITCHBOARD_HISTORY_COUNT", default_value_t = 1000)]
+    pub history_count: usize,
+
+    /// Seconds a room message stays recoverable.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_AGE", default_value_t = 600.0)]
+    pub history_age: f64,
+}
+
+/// The broker chosen with `--broker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// The built-in in-memory broker: one process.
+    Memory,
+    /// A Redis server shared by every node; the URL as given.
+    Redis(String),
+}
+
+impl BrokerChoice {
+    /// How the broker is named in logs: a Redis URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            BrokerChoice::Memory => "memory (this process only)".to_string(),
+            BrokerChoice::Redis(url) => format!("redis at {}", redact_url(url)),
+        }
+    }
+}
+
+/// `url` with the password (and a user without one) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{user}:***"),
+                None => "***".to_string(),
+            };
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -213,6 +269,48 @@ impl Args {
             b = b.api_key(key);
         }
         Ok(b.build()?)
+    }
+
+    /// The broker `--broker` names.
+    pub fn broker_choice(&self) -> anyhow::Result<BrokerChoice> {
+        let value = self.broker.trim();
+        if value.eq_ignore_ascii_case("memory") {
+            return Ok(BrokerChoice::Memory);
+        }
+        let schemes = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        if schemes.iter().any(|s| value.starts_with(s)) {
+            return Ok(BrokerChoice::Redis(value.to_string()));
+        }
+        bail!(
+            "--broker must be `memory` or a Redis URL like redis://127.0.0.1:6379, not {:?}",
+            redact_url(value)
+        )
+    }
+
+    /// How long room messages stay recoverable.
+    pub fn history_age(&self) -> anyhow::Result<Duration> {
+        seconds("history-age", self.history_age)
+    }
+
+    /// The Redis broker's settings: the defaults with the history flags.
+    pub fn redis_config(&self) -> anyhow::Result<switchboard_redis::RedisConfig> {
+        let defaults = switchboard_redis::RedisConfig::default();
+        let history_age = self.history_age()?;
+        Ok(switchboard_redis::RedisConfig {
+            history_count: self.history_count,
+            history_age,
+            // A room's sequence must outlive its history.
+            room_ttl: defaults.room_ttl.max(history_age),
+            ..defaults
+        })
+    }
+
+    /// The in-memory broker's settings.
+    pub fn memory_config(&self) -> anyhow::Result<switchboard::broker::memory::MemoryConfig> {
+        Ok(switchboard::broker::memory::MemoryConfig {
+            history_count: self.history_count,
+            history_age: self.history_age()?,
+        })
     }
 
     /// The JWT authenticator, when a secret or public key is configured.
@@ -294,4 +392,56 @@ pub fn args_with_config_file() -> anyhow::Result<Vec<String>> {
     }
     args.extend(extra);
     Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["switchboard"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).expect("valid flags")
+    }
+
+    #[test]
+    fn broker_flag_takes_memory_or_a_redis_url() {
+        assert_eq!(args(&[]).broker_choice().unwrap(), BrokerChoice::Memory);
+        assert_eq!(
+            args(&["--broker", "redis://10.0.0.5:6379/2"])
+                .broker_choice()
+                .unwrap(),
+            BrokerChoice::Redis("redis://10.0.0.5:6379/2".into())
+        );
+        let err = args(&["--broker", "nats://x:y@host"])
+            .broker_choice()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory"), "{err}");
+        assert!(!err.contains(":y@"), "the password leaked: {err}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(
+            redact_url("redis://ana:s3cret@h:1/0"),
+            "redis://ana:***@h:1/0"
+        );
+        assert_eq!(redact_url("redis://s3cret@h:1"), "redis://***@h:1");
+        assert_eq!(redact_url("redis://:p@w@h"), "redis://:***@h");
+    }
+
+    #[test]
+    fn history_flags_reach_both_brokers() {
+        let a = args(&["--history-count", "10", "--history-age", "1200"]);
+        let redis = a.redis_config().unwrap();
+        assert_eq!(redis.history_count, 10);
+        assert_eq!(redis.history_age, Duration::from_secs(1200));
+        assert!(redis.validate().is_ok(), "room_ttl follows history_age");
+        let memory = a.memory_config().unwrap();
+        assert_eq!(memory.history_count, 10);
+        assert_eq!(memory.history_age, Duration::from_secs(1200));
+        assert!(args(&["--history-age=-1"]).redis_config().is_err());
+    }
 }

@@ -1,0 +1,773 @@
+//! A real cluster for the multi-node tests: a `redis-server`, several
+//! `switchboard` processes on it, and optionally a real nginx in front, all
+//! on free loopback ports and all killed when the [`Cluster`] is dropped,
+//! also when the test panics. Plus a WebSocket client that waits on frames
+//! with deadlines and an HTTP helper.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The longest a test waits for any one thing.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A port nobody listens on right now. Redis and nginx cannot be told to
+/// pick one themselves and report it, so the kernel picks it here.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A fresh directory for one cluster's files (nginx config and logs).
+fn temp_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-multinode-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the cluster's temp dir");
+    dir
+}
+
+/// Sends `sig` (`-TERM`, `-KILL`, …) to a process.
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits up to `timeout` for a child to exit.
+fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Polls `check` every 20 ms until it returns `Some`; panics after
+/// `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "waited {timeout:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------- redis
+
+/// A `redis-server` of the test's own, without persistence; killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub fn start() -> Redis {
+        let mut redis = Redis {
+            child: None,
+            port: free_port(),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// The URL the nodes connect to.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL: its clients get no goodbye).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): the multi-node tests need it on PATH; \
+                     install it with `apt-get install redis-server` (scripts/test does)"
+                )
+            });
+        self.child = Some(child);
+        let start = Instant::now();
+        while !self.answers_ping() {
+            assert!(start.elapsed() < DEADLINE, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------- nodes
+
+/// One `switchboard` process; killed on drop.
+pub struct Node {
+    child: Child,
+    /// The port it listens on (from its log).
+    pub port: u16,
+    /// Its node id (from `/health`), the prefix of its connection ids.
+    pub id: String,
+    /// Everything it logged so far, stdout and stderr.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts the binary with `args` and waits for the log line that names
+    /// its port, then asks `/health` for its id.
+    pub async fn start(args: &[String]) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .env_remove("PORT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SWITCHBOARD_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn switchboard");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        // Keep draining both pipes, so the child never blocks on a full one
+        // and its log is there to print when a test fails.
+        let out_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    let _ = port_tx.send(digits.parse::<u16>().expect("port in the log line"));
+                }
+                out_log.lock().unwrap().push(line);
+            }
+        });
+        let err_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                err_log.lock().unwrap().push(line);
+            }
+        });
+        let port = match port_rx.recv_timeout(DEADLINE) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "switchboard {args:?} did not start:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let mut node = Node {
+            child,
+            port,
+            id: String::new(),
+            log,
+        };
+        let health = node.health().await;
+        node.id = health["node"].as_str().expect("node id").to_string();
+        node
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `ws://127.0.0.1:<port>`.
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// The node's `/health` document.
+    pub async fn health(&self) -> Value {
+        let (status, body) = get(&format!("{}/health", self.http())).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until `/health` reports `status`.
+    pub async fn wait_status(&self, status: &str, timeout: Duration) -> Value {
+        eventually(
+            &format!("node {} to report {status:?}", self.id),
+            timeout,
+            || async {
+                let health = self.health().await;
+                (health["status"] == status).then_some(health)
+            },
+        )
+        .await
+    }
+
+    /// Sends SIGTERM: a graceful shutdown.
+    pub fn sigterm(&self) {
+        signal(self.child.id(), "-TERM");
+    }
+
+    /// Waits for the process to exit (blocking: let clients take their
+    /// close frames first, or the node waits for their replies).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        assert!(
+            wait_exit(&mut self.child, Duration::from_secs(20)),
+            "node {} did not exit after SIGTERM",
+            self.id
+        );
+        self.child.wait().expect("exit status")
+    }
+
+    /// The log as one string.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let log = self.log.lock().unwrap();
+        log[log.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- nginx
+
+/// The nginx configuration of the tests, copied into `docs/deploy.md`.
+/// `{{PREFIX}}` is the directory of nginx's files, `{{PORT}}` the port it
+/// listens on, `{{SERVERS}}` one `server` line per node.
+pub const NGINX_CONF: &str = r#"# Switchboard behind nginx: plain round-robin over every node, no sticky
+# sessions (a client that reconnects to another node recovers from the
+# broker's history there).
+worker_processes auto;
+error_log {{PREFIX}}/error.log warn;
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    # $uri, not $request: a query string may carry ?token=<JWT>, which must
+    # not end up in the logs.
+    log_format switchboard '$remote_addr [$time_local] "$request_method $uri" '
+                           '$status $body_bytes_sent $request_time '
+                           'upstream=$upstream_addr';
+    access_log {{PREFIX}}/access.log switchboard;
+
+    client_body_temp_path {{PREFIX}}/client_body_temp;
+    proxy_temp_path {{PREFIX}}/proxy_temp;
+    fastcgi_temp_path {{PREFIX}}/fastcgi_temp;
+    uwsgi_temp_path {{PREFIX}}/uwsgi_temp;
+    scgi_temp_path {{PREFIX}}/scgi_temp;
+
+    # "Connection: upgrade" for WebSocket handshakes, "close" otherwise.
+    map $http_upgrade $connection_upgrade {
+        default upgrade;
+        ''      close;
+    }
+
+    upstream switchboard {
+        # Default round-robin; the zone shares its state between workers.
+        zone switchboard 64k;
+{{SERVERS}}
+    }
+
+    server {
+        listen 127.0.0.1:{{PORT}};
+
+        location / {
+            proxy_pass http://switchboard;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            # The Host as the client sent it, port included: the default
+            # same-origin check compares it with the page's Origin.
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            # Longer than the heartbeat interval plus its timeout (30 s + 10 s
+            # by default): the server's pings keep a quiet socket busy.
+            proxy_read_timeout 120s;
+            proxy_send_timeout 120s;
+            # A draining node refuses new upgrades with 503: try the next.
+            proxy_next_upstream error timeout http_503;
+        }
+    }
+}
+"#;
+
+/// The nginx binary: on PATH, or in /usr/sbin for users without it on PATH.
+fn nginx_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("nginx"))
+        .find(|p| p.is_file());
+    on_path
+        .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()))
+        .unwrap_or_else(|| {
+            panic!(
+                "nginx not found: the multi-node tests run a real nginx; \
+                 install it with `apt-get install nginx` (scripts/test does)"
+            )
+        })
+}
+
+/// A real nginx with its own config and files in a temp dir; stopped on
+/// drop.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    /// Writes the config for `upstreams` into `dir` and starts nginx in the
+    /// foreground, waiting until it accepts connections.
+    pub fn start(dir: &Path, upstreams: &[u16]) -> Nginx {
+        let binary = nginx_binary();
+        let port = free_port();
+        let servers: Vec<String> = upstreams
+            .iter()
+            .map(|p| format!("        server 127.0.0.1:{p};"))
+            .collect();
+        let prefix = dir.to_str().expect("utf-8 temp dir");
+        let conf = NGINX_CONF
+            .replace("{{PREFIX}}", prefix)
+            .replace("{{PORT}}", &port.to_string())
+            .replace("{{SERVERS}}", &servers.join("\n"));
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let stderr = std::fs::File::create(dir.join("nginx.stderr")).expect("nginx.stderr");
+        let child = Command::new(&binary)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf_path)
+            // Until it has read the config, nginx logs to the error log it
+            // was built with (/var/log/nginx); keep it in the temp dir.
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-g")
+            .arg(format!("daemon off; pid {prefix}/nginx.pid;"))
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut nginx = Nginx {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!("nginx exited with {status}:\n{}", nginx.logs());
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "nginx did not listen:\n{}",
+                nginx.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.port)
+    }
+
+    /// The access log as written so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!(
+            "--- stderr\n{}--- error.log\n{}",
+            read("nginx.stderr"),
+            read("error.log")
+        )
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM is nginx's fast shutdown: the master stops its workers and
+        // exits. A KILL would leave the workers running.
+        signal(self.child.id(), "-TERM");
+        if !wait_exit(&mut self.child, Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- cluster
+
+/// Redis, the nodes, and nginx when asked for. Fields drop in order: nginx,
+/// then the nodes, then Redis.
+pub struct Cluster {
+    pub nginx: Option<Nginx>,
+    pub nodes: Vec<Node>,
+    pub redis: Redis,
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// `n` nodes on one Redis, each started with the standard multi-node
+    /// flags and `extra` ones, behind nginx if `with_nginx`.
+    pub async fn start(n: usize, extra: &[&str], with_nginx: bool) -> Cluster {
+        let dir = temp_dir();
+        let redis = Redis::start();
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let mut args: Vec<String> = [
+                "--port",
+                "0",
+                "--broker",
+                &redis.url(),
+                "--upgrade-rate",
+                "0",
+                "--trusted-proxies",
+                "127.0.0.1",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            nodes.push(Node::start(&args).await);
+        }
+        let ids: std::collections::HashSet<_> = nodes.iter().map(|n| n.id.clone()).collect();
+        assert_eq!(ids.len(), n, "node ids must differ");
+        let nginx = with_nginx.then(|| {
+            let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+            Nginx::start(&dir, &ports)
+        });
+        Cluster {
+            nginx,
+            nodes,
+            redis,
+            dir,
+        }
+    }
+
+    pub fn nginx(&self) -> &Nginx {
+        self.nginx.as_ref().expect("a cluster with nginx")
+    }
+
+    /// The node with this id.
+    pub fn node(&self, id: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                eprintln!(
+                    "--- log of node {} (port {}):\n{}",
+                    node.id,
+                    node.port,
+                    node.log_tail(60)
+                );
+            }
+            if let Some(nginx) = &self.nginx {
+                eprintln!("--- nginx:\n{}", nginx.logs());
+            }
+        }
+        // The processes go first (field drops run after this), then the files.
+        self.nginx.take();
+        self.nodes.clear();
+        self.redis.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ---------------------------------------------------------------- HTTP
+
+/// A GET; the status and the body as JSON.
+pub async fn get(url: &str) -> (u16, Value) {
+    let resp = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// A POST with a JSON body; the status and the body as JSON.
+pub async fn post(url: &str, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Publishes `data` to `room` through the HTTP API at `base`; panics unless
+/// it is accepted. Returns the offset.
+pub async fn publish_api(base: &str, room: &str, data: Value) -> u64 {
+    let (status, body) = post(
+        &format!("{base}/api/rooms/{room}/messages"),
+        &json!({ "data": data }),
+    )
+    .await;
+    assert_eq!(status, 200, "publish to {room} through {base}: {body}");
+    body["offset"].as_u64().expect("offset in the reply")
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket client of the chat protocol. Frames that arrive while it
+/// waits for another kind are kept, in order, for later.
+pub struct Client {
+    ws: Ws,
+    buffered: VecDeque<Value>,
+    /// The user id from `welcome`.
+    pub user: String,
+    /// The connection id from `welcome`.
+    pub conn: String,
+    /// The node it landed on: the prefix of `conn`.
+    pub node: String,
+}
+
+impl Client {
+    /// Connects to `url` (`ws://…/ws/chat`) and reads `welcome`.
+    pub async fn connect(url: &str) -> Client {
+        Client::connect_with(url, None).await
+    }
+
+    /// Connects with `Authorization: Bearer <token>`.
+    pub async fn connect_with(url: &str, token: Option<&str>) -> Client {
+        let mut req = url.into_client_request().expect("ws url");
+        if let Some(token) = token {
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+        }
+        let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req))
+            .await
+            .unwrap_or_else(|_| panic!("connecting to {url} timed out"))
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let mut client = Client {
+            ws,
+            buffered: VecDeque::new(),
+            user: String::new(),
+            conn: String::new(),
+            node: String::new(),
+        };
+        let welcome = client.read().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        client.user = welcome["user"].as_str().expect("user").to_string();
+        client.conn = welcome["conn"].as_str().expect("conn").to_string();
+        client.node = client
+            .conn
+            .split('-')
+            .next()
+            .expect("node prefix")
+            .to_string();
+        client
+    }
+
+    /// Sends one JSON frame.
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send a frame");
+    }
+
+    /// The next frame off the socket (panics on close or after the deadline).
+    async fn read(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "conn {}: no frame within {DEADLINE:?} (buffered: {:?})",
+                        self.conn, self.buffered
+                    )
+                });
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return serde_json::from_str(&text).expect("a JSON frame");
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("conn {}: expected a frame, got {other:?}", self.conn),
+            }
+        }
+    }
+
+    /// The first frame, buffered or new, that `matches`; the others stay
+    /// buffered in order.
+    pub async fn expect(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.buffered.iter().position(&matches) {
+            return self.buffered.remove(i).expect("index in range");
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "conn {}: no {what} (buffered: {:?})",
+                self.conn,
+                self.buffered
+            );
+            let frame = self.read().await;
+            if matches(&frame) {
+                return frame;
+            }
+            self.buffered.push_back(frame);
+        }
+    }
+
+    /// The next `message` frame (room, user or broadcast).
+    pub async fn message(&mut self) -> Value {
+        self.expect("message", |f| f["type"] == "message").await
+    }
+
+    /// The reply (any frame with this `id` that is not a `message`).
+    pub async fn reply(&mut self, id: u64) -> Value {
+        self.expect(&format!("reply to id {id}"), |f| {
+            f["type"] != "message" && f["id"] == id
+        })
+        .await
+    }
+
+    /// Joins `room` and returns the `joined` reply.
+    pub async fn join(&mut self, room: &str, id: u64) -> Value {
+        self.send(json!({"type": "join", "room": room, "id": id}))
+            .await;
+        let reply = self.reply(id).await;
+        assert_eq!(reply["type"], "joined", "{reply}");
+        reply
+    }
+
+    /// Publishes and returns the reply (`ack` or `error`).
+    pub async fn publish(&mut self, room: &str, data: Value, id: u64) -> Value {
+        self.send(json!({"type": "publish", "room": room, "data": data, "id": id}))
+            .await;
+        self.reply(id).await
+    }
+
+    /// Frames received but not yet taken.
+    pub fn buffered(&self) -> &VecDeque<Value> {
+        &self.buffered
+    }
+
+    /// Waits for the server's close frame, skipping other frames; returns
+    /// its code.
+    pub async fn closed(&mut self) -> u16 {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("conn {}: no close frame within {DEADLINE:?}", self.conn),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    // Keep reading: that sends tungstenite's reply to the
+                    // close frame, which the server waits for.
+                    let _ = tokio::time::timeout_at(deadline, async {
+                        while let Some(Ok(_)) = self.ws.next().await {}
+                    })
+                    .await;
+                    return frame.map_or(1005, |f| u16::from(f.code));
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(other) => panic!("conn {}: expected a close frame, got {other:?}", self.conn),
+            }
+        }
+    }
+
+    /// Closes the connection and waits for the server's close frame.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(DEADLINE, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
