@@ -94,7 +94,10 @@ pub fn routes() -> Router {
         .route("/demo.js", get(|h: HeaderMap| serve(&DEMO_JS, h)))
         .route("/demo.css", get(|h: HeaderMap| serve(&DEMO_CSS, h)))
         .route("/switchboard.js", get(|h: HeaderMap| serve(&CLIENT_JS, h)))
-        .route("/switchboard.d.ts", get(|h: HeaderMap| serve(&CLIENT_DTS, h)))
+        .route(
+            "/switchboard.d.ts",
+            get(|h: HeaderMap| serve(&CLIENT_DTS, h)),
+        )
 }
 
 async fn serve(asset: &'static Asset, request: HeaderMap) -> Response {
@@ -166,7 +169,11 @@ mod tests {
             ("/demo.js", &DEMO_JS, "/switchboard.js"),
             ("/demo.css", &DEMO_CSS, "--accent"),
             ("/switchboard.js", &CLIENT_JS, "export class Switchboard"),
-            ("/switchboard.d.ts", &CLIENT_DTS, "export declare class Switchboard"),
+            (
+                "/switchboard.d.ts",
+                &CLIENT_DTS,
+                "export declare class Switchboard",
+            ),
         ] {
             let res = http.get(format!("{base}{path}")).send().await.expect(path);
             assert_eq!(res.status(), 200, "{path}");
@@ -188,7 +195,11 @@ mod tests {
             assert_eq!(res.headers()[header::ETAG], asset.etag);
             assert!(res.text().await.expect("body").is_empty());
         }
-        let res = http.get(format!("{base}/nope.js")).send().await.expect("get");
+        let res = http
+            .get(format!("{base}/nope.js"))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(res.status(), 404);
     }
 }

@@ -2,6 +2,7 @@
 //! port, configured from the command line, the environment and an optional
 //! TOML file (in that order of precedence).
 
+mod assets;
 mod settings;
 
 use std::net::SocketAddr;
@@ -83,8 +84,6 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; closing connections with 1001 (going away)");
 }
 
-const INDEX: &str = include_str!("index.html");
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -143,10 +142,7 @@ async fn main() -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         paths.join(", ")
     );
-    let app = node.router().route(
-        "/",
-        switchboard::axum::routing::get(|| async { switchboard::axum::response::Html(INDEX) }),
-    );
+    let app = node.router().merge(assets::routes());
     switchboard::serve(listener, app, node, shutdown_signal()).await?;
     if let Some(redis) = redis {
         // The node has closed its connections: take its presence entries out

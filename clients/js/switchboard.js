@@ -1,0 +1,598 @@
+// switchboard.js: the Switchboard client for browsers and Node 20+.
+//
+// One dependency-free ES module. It speaks the `switchboard.v1` protocol
+// (docs/protocol.md) over a plain WebSocket, reconnects with exponential
+// backoff and full jitter, rejoins its rooms and recovers what it missed, and
+// buffers publishes while it is disconnected.
+//
+//   import { Switchboard } from "/switchboard.js";
+//   const sb = new Switchboard("/ws/chat");
+//   sb.on("room:lobby", (m) => console.log(m.from, m.data));
+//   sb.connect();
+//   sb.join("lobby");
+//   await sb.publish("lobby", { text: "hi" });
+//
+// Node 20 has no global WebSocket: pass one, for example
+// `new Switchboard(url, { WebSocket: (await import("ws")).WebSocket })`.
+//
+// Layout of this file: the pure policy functions (close codes, backoff), the
+// error type, then the Switchboard class: public API, connection lifecycle,
+// frame handling, room restore and the publish buffer.
+
+export const PROTOCOL = "switchboard.v1";
+
+/** The defaults of every option; each is documented in switchboard.d.ts. */
+export const DEFAULTS = Object.freeze({
+  backoff: Object.freeze({ base: 500, cap: 30000 }),
+  goingAwayJitter: 1000,
+  stableAfter: 10000,
+  publishBuffer: 256,
+  ackTimeout: 10000,
+});
+
+/**
+ * What to do after a close with `code`, as `CloseCode::policy` in
+ * crates/switchboard-protocol/src/close.rs says:
+ * "immediately" (1001, 1012), "refresh" (4004), "never" (1000, 1002, 1003,
+ * 1007, 4400-4499) or "backoff" (anything else, 1006 included).
+ */
+export function closePolicy(code) {
+  if (code === 1001 || code === 1012) return "immediately";
+  if (code === 4004) return "refresh";
+  if (code === 1000 || code === 1002 || code === 1003 || code === 1007) return "never";
+  if (code >= 4400 && code <= 4499) return "never";
+  return "backoff";
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (0 for the first retry):
+ * exponential backoff with full jitter, random(0, min(cap, base * 2^attempt)).
+ * `random` returns a number in [0, 1), like Math.random.
+ */
+export function backoffDelay(attempt, { base = DEFAULTS.backoff.base, cap = DEFAULTS.backoff.cap } = {}, random = Math.random) {
+  const ceiling = Math.min(cap, base * 2 ** Math.min(attempt, 52));
+  return Math.floor(random() * ceiling);
+}
+
+/**
+ * A request the server refused (an `error` frame: `code` is the protocol's
+ * error code), or one the client gave up on: `timeout`, `disconnected`
+ * (the connection dropped before the reply), `buffer_full`, `closed`,
+ * `stopped` or `not_connected`.
+ */
+export class SwitchboardError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "SwitchboardError";
+    this.code = code;
+  }
+}
+
+/** The events a Switchboard dispatches: `event.detail` holds the payload. */
+export class SwitchboardEvent extends Event {
+  constructor(type, detail) {
+    super(type);
+    this.detail = detail;
+  }
+}
+
+const OPEN = 1;
+
+export class Switchboard extends EventTarget {
+  /**
+   * @param {string} url  ws:// or wss:// URL of an endpoint; in a browser a
+   *   path such as "/ws/chat" or an http(s) URL is resolved against the page.
+   * @param {object} [options]  see switchboard.d.ts
+   */
+  constructor(url, options = {}) {
+    super();
+    this.url = url;
+    this.options = {
+      ...DEFAULTS,
+      ...options,
+      backoff: { ...DEFAULTS.backoff, ...(options.backoff || {}) },
+    };
+    this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    if (typeof this._WebSocket !== "function") {
+      throw new TypeError(
+        "no WebSocket implementation: pass { WebSocket } (for example from the `ws` package) on Node < 22",
+      );
+    }
+    this._wsUrl(); // throws now on a URL that cannot be resolved
+    this._random = options.random || Math.random;
+    this._token = options.token ?? null;
+    this._state = "idle";
+    this._ws = null;
+    this._ready = false; // welcome received and rooms restored on this socket
+    this._attempt = 0; // consecutive failed attempts, for the backoff exponent
+    this._timer = null; // reconnect timer
+    this._stableTimer = null;
+    this._awaitingToken = false;
+    this._nextId = 1;
+    this._pending = new Map(); // id -> { kind, room, resolve, reject, timer }
+    this._outbox = []; // publishes waiting for a connection
+    this._rooms = new Map(); // name -> room state (see _roomState)
+    this._listeners = new Map(); // name -> Map(fn -> wrapper)
+    this.user = null;
+    this.conn = null;
+  }
+
+  /** "idle", "connecting", "connected", "disconnected", "reconnecting" or "stopped". */
+  get state() {
+    return this._state;
+  }
+
+  /** The rooms this client is in (or will rejoin), by name. */
+  get rooms() {
+    return [...this._rooms.keys()];
+  }
+
+  // ---- events ----
+
+  /** Calls `fn(detail, event)` for each `name` event; returns an unsubscribe function. */
+  on(name, fn) {
+    let byFn = this._listeners.get(name);
+    if (!byFn) this._listeners.set(name, (byFn = new Map()));
+    if (!byFn.has(fn)) {
+      const wrapper = (event) => fn(event.detail, event);
+      byFn.set(fn, wrapper);
+      this.addEventListener(name, wrapper);
+    }
+    return () => this.off(name, fn);
+  }
+
+  /** Removes a listener added with `on`. */
+  off(name, fn) {
+    const wrapper = this._listeners.get(name)?.get(fn);
+    if (wrapper) {
+      this.removeEventListener(name, wrapper);
+      this._listeners.get(name).delete(fn);
+    }
+  }
+
+  _emit(name, detail) {
+    this.dispatchEvent(new SwitchboardEvent(name, detail));
+  }
+
+  _setState(state, detail = {}) {
+    this._state = state;
+    this._emit("state", { state, ...detail });
+  }
+
+  // ---- public API ----
+
+  /** Opens the connection (and keeps it open until `close()` or a terminal close code). */
+  connect() {
+    if (this._ws || this._timer) return this;
+    this._awaitingToken = false;
+    this._open();
+    return this;
+  }
+
+  /** Closes the connection for good: no reconnect. Pending requests and buffered publishes are rejected with `closed`. */
+  close() {
+    this._stop("closed by client", undefined, "closed");
+    return this;
+  }
+
+  /**
+   * Joins `room`, now or as soon as the client is connected, and rejoins it
+   * after every reconnect. With `presence: true` the client also receives the
+   * room's `presence` events. Resolves with `{room, offset, epoch}` at the
+   * first `joined`; rejects with a SwitchboardError (the room is then
+   * forgotten). A rejection nobody handles is not reported as unhandled.
+   */
+  join(room, { presence = false } = {}) {
+    const existing = this._rooms.get(room);
+    if (existing && existing.status === "joined" && existing.presence === presence) {
+      return Promise.resolve({ room, offset: existing.offset, epoch: existing.epoch });
+    }
+    const state = existing || this._roomState(room);
+    state.presence = presence;
+    this._rooms.set(room, state);
+    const promise = new Promise((resolve, reject) => state.waiters.push({ resolve, reject }));
+    promise.catch(() => {});
+    if (this._ready && (!existing || existing.status === "joined")) this._sendJoin(state, false);
+    return promise;
+  }
+
+  /** Leaves `room` and stops rejoining it. Resolves once the server confirmed (at once when disconnected). */
+  leave(room) {
+    const state = this._rooms.get(room);
+    if (!state) return Promise.resolve();
+    this._rooms.delete(room);
+    for (const w of state.waiters) w.reject(new SwitchboardError("left", `left room ${room} before it was joined`));
+    state.waiters = [];
+    if (!this._ready) return Promise.resolve();
+    const promise = this._request({ type: "leave", room }, "leave").then(() => undefined);
+    promise.catch(() => {});
+    return promise;
+  }
+
+  /**
+   * Publishes `data` (any JSON value) to `room`. Resolves with `{offset}` once
+   * the server acknowledged it. While disconnected the publish waits in a
+   * bounded buffer (`publishBuffer`) and is sent after the rooms are rejoined.
+   * Rejects with the server's error code, or with `timeout`, `disconnected`
+   * (the connection dropped before the ack: the message may or may not have
+   * been published), `buffer_full`, `closed` or `stopped`.
+   */
+  publish(room, data) {
+    if (this._state === "stopped") {
+      return Promise.reject(new SwitchboardError("stopped", "the client is stopped; call connect() first"));
+    }
+    return new Promise((resolve, reject) => {
+      const item = { room, data, resolve, reject };
+      if (this._ready && this._ws?.readyState === OPEN) return this._sendPublish(item);
+      if (this._outbox.length >= this.options.publishBuffer) {
+        return reject(new SwitchboardError("buffer_full", `publish buffer full (${this.options.publishBuffer} messages waiting for a connection)`));
+      }
+      this._outbox.push(item);
+    });
+  }
+
+  /** Who is in `room`: resolves with `[{user, connections}]`. Needs a connection. */
+  presence(room) {
+    if (!this._ready) return Promise.reject(new SwitchboardError("not_connected", "not connected"));
+    return this._request({ type: "presence", room }, "presence").then((f) => f.members);
+  }
+
+  /**
+   * Replaces the token. Connected: sends `refresh` and resolves with the
+   * `refreshed` frame (rejects with `unauthorized`/`forbidden`). Waiting after
+   * a 4004 close: reconnects with the new token. Otherwise the token is used
+   * at the next connect.
+   */
+  setToken(token) {
+    this._token = token;
+    if (this._awaitingToken) {
+      this._awaitingToken = false;
+      this._attempt = 0;
+      this._open();
+      return Promise.resolve(null);
+    }
+    if (this._ready) return this._request({ type: "refresh", token }, "refresh");
+    return Promise.resolve(null);
+  }
+
+  // ---- connection lifecycle ----
+
+  _wsUrl() {
+    const base = globalThis.location?.href;
+    const u = new URL(this.url, base);
+    if (u.protocol === "http:") u.protocol = "ws:";
+    else if (u.protocol === "https:") u.protocol = "wss:";
+    if (this._token) u.searchParams.set("token", this._token);
+    return u.toString();
+  }
+
+  _open() {
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._setState("connecting", { attempt: this._attempt });
+    let ws;
+    try {
+      ws = new this._WebSocket(this._wsUrl(), PROTOCOL);
+    } catch (e) {
+      // A malformed URL is a programming error: nothing to retry.
+      this._stop(`cannot connect: ${e.message}`, undefined, "stopped");
+      return;
+    }
+    this._ws = ws;
+    ws.onmessage = (ev) => {
+      if (this._ws === ws) this._onFrame(ev.data);
+    };
+    ws.onclose = (ev) => {
+      if (this._ws === ws) this._onClose(ev.code, ev.reason || "");
+    };
+    ws.onerror = () => {}; // a close event follows
+  }
+
+  _onClose(code, reason) {
+    this._ws = null;
+    this._ready = false;
+    clearTimeout(this._stableTimer);
+    this._stableTimer = null;
+    this._failRequests("disconnected", `connection closed (${code}${reason ? " " + reason : ""}) before the reply`);
+    for (const room of this._rooms.values()) room.status = "pending";
+    this._setState("disconnected", { code, reason });
+    const policy = closePolicy(code);
+    if (policy === "never") {
+      this._stop(`closed by the server: ${code}${reason ? " " + reason : ""}`, code, "stopped");
+    } else if (policy === "refresh") {
+      this._awaitingToken = true;
+      this._emit("tokenexpired", { code, reason });
+    } else {
+      // A going-away close is not a failure: it does not raise the backoff.
+      let delay;
+      if (policy === "immediately") delay = Math.floor(this._random() * this.options.goingAwayJitter);
+      else delay = backoffDelay(this._attempt++, this.options.backoff, this._random);
+      this._setState("reconnecting", { attempt: this._attempt + (policy === "immediately" ? 1 : 0), delay, code });
+      this._timer = setTimeout(() => {
+        this._timer = null;
+        this._open();
+      }, delay);
+    }
+  }
+
+  _stop(reason, code, rejectCode) {
+    clearTimeout(this._timer);
+    clearTimeout(this._stableTimer);
+    this._timer = this._stableTimer = null;
+    this._awaitingToken = false;
+    const ws = this._ws;
+    this._ws = null;
+    this._ready = false;
+    if (ws) {
+      try {
+        ws.close(1000);
+      } catch {
+        // already closing
+      }
+    }
+    this._failRequests(rejectCode, reason);
+    const outbox = this._outbox;
+    this._outbox = [];
+    for (const item of outbox) item.reject(new SwitchboardError(rejectCode, reason));
+    for (const room of this._rooms.values()) {
+      room.status = "pending";
+      for (const w of room.waiters) w.reject(new SwitchboardError(rejectCode, reason));
+      room.waiters = [];
+    }
+    if (this._state !== "stopped") this._setState("stopped", code === undefined ? { reason } : { reason, code });
+  }
+
+  _failRequests(code, message) {
+    const pending = this._pending;
+    this._pending = new Map();
+    for (const p of pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new SwitchboardError(code, message));
+    }
+  }
+
+  _send(frame) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Sends `frame` with a fresh id; resolves with the matching reply frame. */
+  _request(frame, kind, extra = {}) {
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this._pending.delete(id)) {
+          reject(new SwitchboardError("timeout", `no reply to ${frame.type} within ${this.options.ackTimeout} ms`));
+        }
+      }, this.options.ackTimeout);
+      this._pending.set(id, { kind, resolve, reject, timer, ...extra });
+      if (!this._send({ ...frame, id })) {
+        clearTimeout(timer);
+        this._pending.delete(id);
+        reject(new SwitchboardError("not_connected", "not connected"));
+      }
+    });
+  }
+
+  _settle(id, frame, error) {
+    const p = this._pending.get(id);
+    if (!p) return null;
+    this._pending.delete(id);
+    clearTimeout(p.timer);
+    if (error) p.reject(new SwitchboardError(frame.code, frame.message));
+    else p.resolve(frame);
+    return p;
+  }
+
+  // ---- frames from the server ----
+
+  _onFrame(text) {
+    let f;
+    try {
+      f = JSON.parse(typeof text === "string" ? text : String(text));
+    } catch {
+      return; // the server only sends JSON text; ignore anything else
+    }
+    switch (f.type) {
+      case "welcome":
+        return this._onWelcome(f);
+      case "message":
+        return this._onMessage(f);
+      case "joined":
+        return this._onJoined(f);
+      case "left":
+        return this._onLeft(f);
+      case "ack":
+        return void this._settle(f.id, { offset: f.offset });
+      case "presence":
+        return void this._settle(f.id, f);
+      case "refreshed":
+        return void this._settle(f.id, f);
+      case "presence_event":
+        return this._emit("presence", { room: f.room, ...(f.data || {}) });
+      case "error":
+        return this._onError(f);
+      default:
+        return; // newer servers may send frames this client does not know
+    }
+  }
+
+  _onWelcome(f) {
+    this.user = f.user;
+    this.conn = f.conn;
+    this._ready = true;
+    this._emit("welcome", { user: f.user, conn: f.conn, heartbeatMs: f.heartbeat_ms });
+    this._stableTimer = setTimeout(() => {
+      this._stableTimer = null;
+      this._attempt = 0;
+    }, this.options.stableAfter);
+    // Frames are handled in order: the rooms are rejoined before any
+    // buffered publish reaches the server.
+    for (const room of this._rooms.values()) this._sendJoin(room, true);
+    const outbox = this._outbox;
+    this._outbox = [];
+    for (const item of outbox) this._sendPublish(item);
+    this._setState("connected", { user: f.user, conn: f.conn });
+  }
+
+  _sendPublish(item) {
+    this._request({ type: "publish", room: item.room, data: item.data }, "publish").then(item.resolve, item.reject);
+  }
+
+  _onError(f) {
+    const p = this._settle(f.id, f, true);
+    if (p && p.kind === "join") {
+      const room = this._rooms.get(p.room);
+      if (room && room.joinId === f.id) {
+        this._rooms.delete(p.room);
+        for (const w of room.waiters) w.reject(new SwitchboardError(f.code, f.message));
+        room.waiters = [];
+        this._emit("error", { code: f.code, message: f.message, room: p.room });
+      }
+    } else if (!p) {
+      this._emit("error", { code: f.code, message: f.message, id: f.id });
+    }
+  }
+
+  // ---- rooms: join, restore, recovery and dedupe ----
+  //
+  // Each room keeps the epoch and the last offset this client delivered.
+  // Messages that arrive before `joined` are held until it tells their epoch:
+  // on a rejoin they are the server's replay of what was missed. Delivered
+  // messages are deduplicated by offset within an epoch.
+  //
+  // When a rejoin finds a new epoch (the broker restarted or forgot the
+  // room), everything in the new epoch is newer than what this client saw;
+  // the server answers `recovered: false` and replays nothing, so the client
+  // asks for the new epoch from its start: `leave`, then `join` with
+  // `since: {offset: 0, epoch: <new>}` (the "catch-up"). Live messages
+  // between the two are dropped: the replay contains them.
+
+  _roomState(name) {
+    return {
+      name,
+      presence: false,
+      epoch: null, // of the last offset delivered; null before the first `joined`
+      offset: 0, // the last offset delivered (or the join position)
+      status: "pending", // "pending" (join sent) | "joined" | "catchup" (leave sent)
+      held: [], // messages that arrived before `joined`
+      replaying: false, // the pending join carries `since`: held messages are replays
+      catchup: false, // a catch-up join is in progress
+      catchupDone: false, // one recovery failure per rejoin is reported
+      joinId: null,
+      waiters: [], // join() promises
+    };
+  }
+
+  _sendJoin(room, restoring, since = undefined) {
+    const frame = { type: "join", room: room.name };
+    if (since) frame.since = since;
+    else if (restoring && room.epoch !== null) frame.since = { offset: room.offset, epoch: room.epoch };
+    if (room.presence) frame.presence = true;
+    if (restoring) room.catchupDone = room.catchup = false;
+    if (room.status !== "joined") {
+      room.status = "pending";
+      room.held = [];
+      room.replaying = Boolean(frame.since);
+    }
+    const request = this._request(frame, "join", { room: room.name });
+    room.joinId = this._nextId - 1;
+    request.catch((e) => {
+      // Error frames are handled in _onError; a disconnect rejoins later.
+      if (e.code === "timeout" && this._rooms.get(room.name) === room) {
+        for (const w of room.waiters) w.reject(e);
+        room.waiters = [];
+      }
+    });
+  }
+
+  _onJoined(f) {
+    if (f.id !== undefined) this._settle(f.id, f);
+    const room = this._rooms.get(f.room);
+    if (!room || room.status === "catchup") return;
+    const previous = { epoch: room.epoch, offset: room.offset };
+    const sameEpoch = room.epoch === f.epoch;
+    const held = room.held;
+    let last = sameEpoch ? room.offset : 0;
+    room.held = [];
+    room.epoch = f.epoch;
+    room.status = "joined";
+    for (const m of held) {
+      if (typeof m.offset !== "number" || m.offset > last) {
+        if (typeof m.offset === "number") last = room.offset = m.offset;
+        this._deliver(m, room.replaying);
+      }
+    }
+    room.offset = Math.max(last, f.offset);
+    room.replaying = false;
+    if (f.recovered === false && !room.catchupDone) {
+      room.catchupDone = true;
+      this._emit("recoveryfailed", { room: f.room, epoch: previous.epoch, offset: previous.offset, newEpoch: f.epoch });
+      if (!sameEpoch && held.length === 0 && f.offset > 0) {
+        // Catch up on the new epoch (see above); `joined` is reported once
+        // the catch-up's own `joined` arrives.
+        room.offset = 0;
+        room.catchup = true;
+        room.status = "pending";
+        this._send({ type: "leave", room: f.room });
+        this._sendJoin(room, false, { offset: 0, epoch: f.epoch });
+        room.status = "catchup";
+        return;
+      }
+    }
+    const info = { room: f.room, offset: f.offset, epoch: f.epoch };
+    if (room.catchup) info.recovered = false;
+    else if (f.recovered !== undefined) info.recovered = f.recovered;
+    room.catchup = false;
+    for (const w of room.waiters) w.resolve(info);
+    room.waiters = [];
+    this._emit("joined", info);
+  }
+
+  _onLeft(f) {
+    if (f.id !== undefined && this._settle(f.id, f)) return;
+    const room = this._rooms.get(f.room);
+    if (!room) return;
+    if (room.status === "catchup") {
+      // The catch-up's leave: its join follows; hold what it replays.
+      room.status = "pending";
+      room.held = [];
+      room.replaying = true;
+      return;
+    }
+    // The server made us leave (a refreshed token no longer allows the room).
+    this._rooms.delete(f.room);
+    this._emit("left", { room: f.room });
+  }
+
+  _onMessage(f) {
+    if (f.room === undefined) return this._deliver(f, false);
+    const room = this._rooms.get(f.room);
+    if (!room) return; // left meanwhile
+    if (room.status === "pending") room.held.push(f);
+    else if (room.status === "joined") {
+      if (typeof f.offset !== "number") return this._deliver(f, false);
+      if (f.offset <= room.offset) return; // a duplicate
+      room.offset = f.offset;
+      this._deliver(f, false);
+    }
+    // "catchup": the replay that follows contains it.
+  }
+
+  _deliver(f, replayed) {
+    const detail = { data: f.data };
+    if (f.room !== undefined) {
+      detail.room = f.room;
+      detail.offset = f.offset;
+      if (f.from !== undefined) detail.from = f.from;
+      if (replayed) detail.replayed = true;
+    } else if (f.user !== undefined) detail.user = f.user;
+    else if (f.broadcast) detail.broadcast = true;
+    this._emit("message", detail);
+    if (detail.room !== undefined) this._emit(`room:${detail.room}`, detail);
+  }
+}
+
+export default Switchboard;
