@@ -1,0 +1,289 @@
+//! [`Client`]: the cheap, cloneable handle. Each method sends a command to
+//! the connection task and, where there is an answer, awaits it on a
+//! oneshot channel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::value::RawValue;
+use switchboard_protocol::server::PresenceMember;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::error::{PublishError, RequestError, ServerError};
+use crate::event::{ConnectionState, Event, Events, RoomMessages, StopReason};
+
+/// What the task answers a join with.
+pub(crate) type JoinReply = oneshot::Sender<Result<Joined, RequestError>>;
+/// What the task answers a publish with.
+pub(crate) type PublishReply = oneshot::Sender<Result<Ack, PublishError>>;
+
+/// A request from a handle to the connection task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Join {
+        room: String,
+        presence: bool,
+        reply: JoinReply,
+    },
+    Leave {
+        room: String,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    Presence {
+        room: String,
+        reply: oneshot::Sender<Result<Vec<PresenceMember>, RequestError>>,
+    },
+    Publish {
+        room: String,
+        data: Box<RawValue>,
+        reply: PublishReply,
+    },
+    SetToken {
+        token: String,
+        /// `Some` for [`Client::refresh`], which waits for the server.
+        reply: Option<oneshot::Sender<Result<Option<u64>, RequestError>>>,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The server accepted a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The offset the room gave the message (absent only from servers that
+    /// do not report it).
+    pub offset: Option<u64>,
+}
+
+/// The client is in a room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    /// The room.
+    pub room: String,
+    /// The room's offset when the join took effect: messages with larger
+    /// offsets will be delivered.
+    pub offset: u64,
+    /// The room's offset sequence (see `docs/protocol.md`).
+    pub epoch: String,
+}
+
+/// A handle to a Switchboard connection. Cheap to clone; every clone talks
+/// to the same connection task. When the last handle is dropped, the
+/// connection is closed as by [`Client::close`].
+///
+/// # Cancel safety
+///
+/// Dropping a [`publish`](Client::publish) future before the publish was
+/// sent withdraws it (a buffered publish whose caller went away is skipped);
+/// once sent it cannot be withdrawn. Dropping a [`join`](Client::join)
+/// future does not undo the join: the room stays in the set the client
+/// keeps joined until [`leave`](Client::leave).
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    events: broadcast::WeakSender<Event>,
+    state: watch::Receiver<ConnectionState>,
+    buffered: Arc<AtomicUsize>,
+}
+
+impl Client {
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        events: broadcast::WeakSender<Event>,
+        state: watch::Receiver<ConnectionState>,
+        buffered: Arc<AtomicUsize>,
+    ) -> Self {
+        Client {
+            commands,
+            events,
+            state,
+            buffered,
+        }
+    }
+
+    /// Publishes `data` to `room` and waits for the server's `ack`.
+    ///
+    /// While the client is disconnected the publish waits in a bounded
+    /// buffer and is sent after the next connection rejoined its rooms;
+    /// the ack timeout starts when it is sent. See [`PublishError`] for
+    /// each failure. The client does not need to be in the room.
+    pub async fn publish(
+        &self,
+        room: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Result<Ack, PublishError> {
+        // Serializing a `Value` cannot fail (its map keys are strings), but
+        // say so plainly if it ever does.
+        let raw = serde_json::value::to_raw_value(&data).map_err(|e| {
+            PublishError::Rejected(ServerError {
+                code: "bad_json".into(),
+                message: format!("the payload could not be encoded: {e}"),
+            })
+        })?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Publish {
+            room: room.into(),
+            data: raw,
+            reply,
+        };
+        if self.commands.send(cmd).await.is_err() {
+            return Err(PublishError::Stopped(self.stop_reason()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(PublishError::Stopped(self.stop_reason())))
+    }
+
+    /// Joins `room` and keeps it joined across reconnects, recovering what
+    /// it missed while disconnected. Resolves once the server confirmed the
+    /// join; while disconnected, once the next connection joined it. A
+    /// room already joined resolves at once.
+    pub async fn join(&self, room: impl Into<String>) -> Result<Joined, RequestError> {
+        self.join_inner(room.into(), false).await
+    }
+
+    /// Like [`join`](Client::join), and also delivers the room's
+    /// [`Event::Presence`] events (members joining and leaving).
+    pub async fn join_with_presence(
+        &self,
+        room: impl Into<String>,
+    ) -> Result<Joined, RequestError> {
+        self.join_inner(room.into(), true).await
+    }
+
+    async fn join_inner(&self, room: String, presence: bool) -> Result<Joined, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::Join {
+            room,
+            presence,
+            reply,
+        })
+        .await?;
+        rx.await
+            .unwrap_or_else(|_| Err(RequestError::Stopped(self.stop_reason())))
+    }
+
+    /// Leaves `room`: it is no longer rejoined after reconnects, and its
+    /// messages stop being delivered at once. Resolves when the server
+    /// confirmed (at once while disconnected, or for a room the client is
+    /// not in).
+    pub async fn leave(&self, room: impl Into<String>) -> Result<(), RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::Leave {
+            room: room.into(),
+            reply,
+        })
+        .await?;
+        rx.await
+            .unwrap_or_else(|_| Err(RequestError::Stopped(self.stop_reason())))
+    }
+
+    /// Who is in `room`, on every node, sorted by user. Needs a live
+    /// connection ([`RequestError::NotConnected`] otherwise).
+    pub async fn presence(
+        &self,
+        room: impl Into<String>,
+    ) -> Result<Vec<PresenceMember>, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::Presence {
+            room: room.into(),
+            reply,
+        })
+        .await?;
+        rx.await
+            .unwrap_or_else(|_| Err(RequestError::Stopped(self.stop_reason())))
+    }
+
+    /// Replaces the credentials used by every later connection attempt. If
+    /// the client is waiting after [`Event::TokenExpired`], it reconnects
+    /// now; if it is connected, it also sends a `refresh` so the open
+    /// connection keeps going (a refusal is reported as
+    /// [`Event::ServerError`]). Use [`refresh`](Client::refresh) to wait for
+    /// the server's answer.
+    pub async fn set_token(&self, token: impl Into<String>) -> Result<(), RequestError> {
+        let token = valid_token(token.into())?;
+        self.request(Command::SetToken { token, reply: None }).await
+    }
+
+    /// Like [`set_token`](Client::set_token), and waits for the server to
+    /// accept the new credentials on the open connection. Returns when they
+    /// expire (Unix seconds, including the server's leeway), if they do.
+    /// [`RequestError::NotConnected`] when there is no connection; the token
+    /// is stored for the next one anyway.
+    pub async fn refresh(&self, token: impl Into<String>) -> Result<Option<u64>, RequestError> {
+        let token = valid_token(token.into())?;
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::SetToken {
+            token,
+            reply: Some(reply),
+        })
+        .await?;
+        rx.await
+            .unwrap_or_else(|_| Err(RequestError::Stopped(self.stop_reason())))
+    }
+
+    /// Closes the connection gracefully and stops the client: a close frame
+    /// (1000) is sent, replies already on their way are still taken in for up
+    /// to the close timeout, then every pending request and buffered publish
+    /// fails with [`StopReason::ClientClosed`]. Returns when the task ended.
+    /// Closing a stopped client does nothing.
+    pub async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.commands.send(Command::Close { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// A new receiver of the client's events, from now on.
+    pub fn events(&self) -> Events {
+        match self.events.upgrade() {
+            Some(tx) => Events::new(tx.subscribe()),
+            // The task is gone: a receiver that reports the end at once.
+            None => Events::new(broadcast::channel(1).1),
+        }
+    }
+
+    /// A new receiver of `room`'s messages only, from now on. It does not
+    /// join the room.
+    pub fn messages(&self, room: impl Into<String>) -> RoomMessages {
+        RoomMessages::new(room.into(), self.events())
+    }
+
+    /// Where the connection stands now.
+    pub fn state(&self) -> ConnectionState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver of the connection state that can wait for changes
+    /// ([`watch::Receiver::changed`], [`watch::Receiver::wait_for`]).
+    pub fn state_changes(&self) -> watch::Receiver<ConnectionState> {
+        self.state.clone()
+    }
+
+    /// How many publishes wait in the buffer for the next connection.
+    pub fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    async fn request(&self, cmd: Command) -> Result<(), RequestError> {
+        self.commands
+            .send(cmd)
+            .await
+            .map_err(|_| RequestError::Stopped(self.stop_reason()))
+    }
+
+    /// Why the task is gone, as it last said.
+    fn stop_reason(&self) -> StopReason {
+        match &*self.state.borrow() {
+            ConnectionState::Stopped { reason } => reason.clone(),
+            _ => StopReason::TaskEnded,
+        }
+    }
+}
+
+/// Checks that a token can travel in an `Authorization` header.
+fn valid_token(token: String) -> Result<String, RequestError> {
+    tokio_tungstenite::tungstenite::http::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map(|_| token)
+        .map_err(|_| RequestError::InvalidToken)
+}

@@ -1,0 +1,116 @@
+//! The Rust client of Switchboard: one WebSocket connection to a Switchboard
+//! endpoint (`/ws/chat` or `/ws/notifications`) that reconnects on its own,
+//! keeps its rooms joined, recovers the messages it missed, and never
+//! delivers one room offset twice.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use serde_json::json;
+//! use switchboard_client::{ClientBuilder, Event};
+//!
+//! let (client, mut events) = ClientBuilder::new("ws://localhost:3000/ws/chat")
+//!     .connect()
+//!     .await?;
+//! client.join("lobby").await?;
+//! let ack = client.publish("lobby", json!({"text": "hi"})).await?;
+//! println!("published at offset {:?}", ack.offset);
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Message(m) => println!("{:?} #{:?}: {}", m.target, m.offset, m.data),
+//!         Event::RecoveryFailed { room } => println!("reload {room}: messages were lost"),
+//!         Event::Stopped { reason } => println!("stopped: {reason}"),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! Dependencies point one way: wire types (`switchboard-protocol`) ← the
+//! protocol state ← the connection task ← the handle.
+//!
+//! - [`builder`]: [`ClientBuilder`]; every setting and its default.
+//! - [`client`]: [`Client`], the cloneable handle; each call is a command to
+//!   the connection task.
+//! - `driver` (private): the connection task's outer loop: connect, decide
+//!   from the close code whether to reconnect, back off, wait for a token,
+//!   or stop; buffer publishes while disconnected.
+//! - `session` (private): one connection's `select!` loop (socket, commands,
+//!   heartbeat silence, request deadlines), written against `Sink + Stream`.
+//! - `connect` (private): the upgrade request and what an HTTP refusal
+//!   means.
+//! - `state` (private): the protocol state with no I/O: rooms and their
+//!   positions, pending requests, the publish buffer; `state::inbound`
+//!   applies server frames (reply matching, dedupe, recovery).
+//! - [`backoff`]: the reconnect delay policy as pure functions.
+//! - [`event`]: [`Event`], the [`Events`] and [`RoomMessages`] streams,
+//!   [`ConnectionState`].
+//! - [`error`]: one error type per operation.
+//!
+//! # Reconnecting
+//!
+//! Every close code carries a policy ([`CloseCode::policy`]):
+//!
+//! | Close | Policy | The client |
+//! | --- | --- | --- |
+//! | 1001, 1012 (server restart, drain) | at once | reconnects after a random delay in `[0, going_away_jitter]` (1 s) |
+//! | 1006 (no close frame), 1009, 1011, 1013, 4000–4099 except 4004, refused or failed connections, HTTP 408, 429, 5xx | backoff | waits a random delay in `[0, min(cap, base · 2^(n−1))]` for attempt `n` (full jitter), at least `Retry-After` |
+//! | 4004 (credentials expired) | refresh | emits [`Event::TokenExpired`] and waits for [`Client::set_token`] |
+//! | 1000, 1002, 1003, 1007, 4400–4499; HTTP 401, 403, 404 and other 4xx at the upgrade | never | stops with [`Event::Stopped`] and the reason |
+//!
+//! The attempt counter starts again at 1 once a connection stayed up for
+//! `stable_after` (10 s).
+//!
+//! # Delivery guarantees
+//!
+//! - **Rooms are restored.** After a reconnect every joined room is joined
+//!   again with `since` = the last offset delivered and the room's epoch. The
+//!   server replays what was missed, in order, before `joined`; if its
+//!   history cannot fill the gap the client emits [`Event::RecoveryFailed`]
+//!   and goes on with live messages (after replaying a new epoch from its
+//!   start, when the room's offsets restarted).
+//! - **At most once per offset.** A room message whose offset is not above
+//!   the last one delivered for that room (in the same epoch) is dropped.
+//! - **Publishes** resolve on the server's `ack` (with the offset) or fail
+//!   with its `error`, or after `ack_timeout`. Made while disconnected, they
+//!   wait (in order, bounded by `publish_buffer`) and are sent after the
+//!   next connection's joins. A publish in flight when the connection drops
+//!   fails with [`PublishError::ConnectionLost`]: it may or may not have been
+//!   published, and it is never sent twice.
+//! - **Events never block the connection**: see [Lagging](event#lagging).
+//!
+//! # Cancel safety
+//!
+//! Every [`Client`] method may be dropped midway. A dropped `publish` that
+//! was still buffered is not sent; once sent it cannot be recalled. A
+//! dropped `join` still joins. [`Events::recv`] and [`RoomMessages::recv`]
+//! lose nothing when dropped.
+//!
+//! # Features
+//!
+//! - `rustls`: `wss://` URLs, with TLS by rustls and the webpki roots. The
+//!   application must install a rustls crypto provider (for example
+//!   `rustls::crypto::ring::default_provider().install_default()`) before
+//!   connecting.
+
+pub mod backoff;
+pub mod builder;
+pub mod client;
+mod connect;
+mod driver;
+pub mod error;
+pub mod event;
+mod session;
+mod state;
+
+pub use builder::ClientBuilder;
+pub use client::{Ack, Client, Joined};
+pub use error::{BuildError, ConnectError, PublishError, RequestError, ServerError};
+pub use event::{
+    ConnectionState, Event, Events, Lagged, Message, PresenceChange, PresenceEvent, RoomMessages,
+    StopReason, Target,
+};
+pub use switchboard_protocol::server::PresenceMember;
+pub use switchboard_protocol::{CloseCode, ErrorCode, ReconnectPolicy};
