@@ -37,6 +37,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the server.
     Internal,
+    /// A code this version of the protocol crate does not know (sent by a
+    /// newer server). Never sent by this server.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -57,6 +61,7 @@ impl ErrorCode {
             ErrorCode::PublishFailed => "publish_failed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
         }
     }
 }
@@ -70,6 +75,16 @@ impl std::fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_from_newer_servers_parse_as_unknown() {
+        let code: ErrorCode = serde_json::from_str("\"brand_new\"").unwrap();
+        assert_eq!(code, ErrorCode::Unknown);
+        let frame = crate::server::ServerFrame::parse(
+            r#"{"type":"error","id":1,"code":"brand_new","message":"x"}"#,
+        );
+        assert!(matches!(frame, Ok(crate::server::ServerFrame::Error(e)) if e.id == Some(1)));
+    }
 
     #[test]
     fn wire_strings_match_serde() {
