@@ -28,7 +28,9 @@ impl ServerError {
     /// The code as a known [`ErrorCode`], or `None` for a code this version
     /// of the protocol does not define.
     pub fn kind(&self) -> Option<ErrorCode> {
-        serde_json::from_value(serde_json::Value::String(self.code.clone())).ok()
+        serde_json::from_value(serde_json::Value::String(self.code.clone()))
+            .ok()
+            .filter(|code| *code != ErrorCode::Unknown)
     }
 }
 

@@ -14,6 +14,17 @@ use crate::client::{Ack, Joined};
 use crate::error::{PublishError, RequestError, ServerError};
 use crate::event::{Event, Message, PresenceChange, PresenceEvent, Target};
 
+/// The `code` string of an error frame, as the server sent it.
+fn raw_code(text: &str) -> String {
+    #[derive(Deserialize)]
+    struct Code {
+        code: String,
+    }
+    serde_json::from_str::<Code>(text)
+        .map(|c| c.code)
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 impl State {
     /// Handles one text frame from the server (after `welcome`).
     pub(crate) fn frame(&mut self, text: &str, now: Instant) {
@@ -40,8 +51,14 @@ impl State {
                 other => self.unexpected("ack", a.id, other),
             },
             ServerFrame::Error(e) => {
+                // A code this version does not know parses as `Unknown`:
+                // keep the server's own string for the application.
+                let code = match e.code {
+                    switchboard_protocol::ErrorCode::Unknown => raw_code(text),
+                    known => known.as_str().to_string(),
+                };
                 let error = ServerError {
-                    code: e.code.as_str().to_string(),
+                    code,
                     message: e.message,
                 };
                 self.on_error(e.id, error);
