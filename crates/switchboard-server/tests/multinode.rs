@@ -380,11 +380,11 @@ async fn a_redis_outage_fails_publishes_loudly_and_heals() {
 
     // The HTTP API: 503 publish_failed, on both nodes (the first call may
     // still be the one that finds the connection gone).
-    for api in [&api0, &api1] {
+    for (i, api) in [&api0, &api1].into_iter().enumerate() {
         let body = eventually("a 503 from the API", DEADLINE, || async {
             let (status, body) = post(
                 &format!("{api}/api/rooms/outage/messages"),
-                &json!({"data": "lost"}),
+                &json!({"data": format!("api-{i}")}),
             )
             .await;
             (status == 503).then_some(body)
@@ -393,10 +393,17 @@ async fn a_redis_outage_fails_publishes_loudly_and_heals() {
         assert_eq!(body["error"]["code"], "publish_failed", "{body}");
     }
     // WebSocket publishes: an error frame, and the connection stays open.
-    let err = a.publish("outage", json!("lost"), 3).await;
+    let err = a.publish("outage", json!("from-a"), 3).await;
     assert_eq!(err["type"], "error", "{err}");
     assert_eq!(err["code"], "publish_failed", "{err}");
-    let err = b.publish("outage", json!("lost"), 3).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("this node's members only"),
+        "{err}"
+    );
+    let err = b.publish("outage", json!("from-b"), 3).await;
     assert_eq!(err["code"], "publish_failed", "{err}");
     // A join that needs a new subscription cannot be completed either.
     b.send(json!({"type": "join", "room": "elsewhere", "id": 4}))
@@ -410,13 +417,28 @@ async fn a_redis_outage_fails_publishes_loudly_and_heals() {
         assert!(health["broker"]["detail"].is_string(), "{health}");
         assert_eq!(health["stats"]["connections"], 1, "{health}");
     }
-    assert!(
-        a.buffered()
+    // Meanwhile each node delivered its own publishes to its own members
+    // only, without offsets (they are in no history); nothing crossed nodes.
+    let local = |frames: &std::collections::VecDeque<serde_json::Value>| -> Vec<String> {
+        frames
             .iter()
-            .chain(b.buffered())
-            .all(|f| f["type"] != "message"),
-        "nothing was delivered while Redis was down"
+            .filter(|f| f["type"] == "message")
+            .inspect(|f| assert!(f.get("offset").is_none(), "{f}"))
+            .map(|f| f["data"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (on_a, on_b) = (local(a.buffered()), local(b.buffered()));
+    assert!(
+        on_a.iter().all(|d| d == "api-0" || d == "from-a"),
+        "{on_a:?}"
     );
+    assert!(
+        on_b.iter().all(|d| d == "api-1" || d == "from-b"),
+        "{on_b:?}"
+    );
+    assert!(on_a.contains(&"from-a".to_string()) && on_b.contains(&"from-b".to_string()));
+    a.clear_buffered();
+    b.clear_buffered();
 
     cluster.redis.restart();
 

@@ -58,6 +58,11 @@ pub struct Config {
     /// Connection caps (total, per IP, per user); zero means none. Over a
     /// cap, upgrades get 429. Default: no caps.
     pub caps: Caps,
+    /// While the broker is unreachable, deliver publishes to this node's own
+    /// members (without an offset; the publisher is still told the publish
+    /// failed, with `publish_failed`). Default: true. With false, nothing is
+    /// delivered anywhere during an outage.
+    pub local_delivery_during_outage: bool,
 }
 
 impl Default for Config {
@@ -81,6 +86,7 @@ impl Default for Config {
             message_rate: None,
             message_rate_strikes: 20,
             caps: Caps::default(),
+            local_delivery_during_outage: true,
         }
     }
 }
@@ -208,6 +214,8 @@ impl ConfigBuilder {
         message_rate_strikes: u32,
         /// Sets [`Config::caps`].
         caps: Caps,
+        /// Sets [`Config::local_delivery_during_outage`].
+        local_delivery_during_outage: bool,
     }
 
     /// Sets [`Config::api_key`].

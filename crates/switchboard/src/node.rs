@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Guests};
 use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, BrokerError, BrokerHealth, Receipt, Topic};
+use crate::broker::{Broker, BrokerError, BrokerHealth, Delivery, Receipt, Topic};
 use crate::config::{Config, ConfigError};
 use crate::endpoint::Endpoint;
 use crate::gate::caps::CapCounter;
@@ -44,6 +44,10 @@ pub enum PublishError {
     /// The broker did not accept the message; it was not delivered.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The broker is unreachable: the message was delivered to this node's
+    /// members only, without an offset, and is not in the room's history.
+    #[error("broker unavailable ({0}); delivered to this node's members only")]
+    LocalOnly(String),
 }
 
 /// The `/health` document.
@@ -271,13 +275,35 @@ impl Node {
         if data.len() > self.inner.config.max_message_size {
             return Err(PublishError::TooLarge(data.len()));
         }
-        let receipt = self
+        let publication = crate::broker::Publication { topic, data, from };
+        let local = self
             .inner
-            .broker
-            .publish(crate::broker::Publication { topic, data, from })
-            .await?;
-        self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
-        Ok(receipt)
+            .config
+            .local_delivery_during_outage
+            .then(|| publication.clone());
+        match self.inner.broker.publish(publication).await {
+            Ok(receipt) => {
+                self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+                Ok(receipt)
+            }
+            Err(BrokerError::Unavailable(reason)) if local.is_some() => {
+                // The broker cannot be reached: this node's members still get
+                // the message (without an offset: it is in no history), and
+                // the caller is told it reached this node only.
+                if let Some(p) = local {
+                    use crate::broker::DeliveryHandler;
+                    let delivery = Delivery {
+                        topic: p.topic,
+                        offset: None,
+                        data: p.data,
+                        from: p.from,
+                    };
+                    self.inner.hub.deliver(&delivery);
+                }
+                Err(PublishError::LocalOnly(reason))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(crate) fn next_conn_id(&self) -> ConnId {

@@ -174,21 +174,87 @@ impl Broker for Switchable {
     }
 }
 
-#[tokio::test]
-async fn a_publish_the_broker_refused_is_reported_as_failed_never_delivered() {
+async fn outage_server(local_delivery: bool) -> (TestServer, Arc<AtomicBool>, Client, Client) {
     let down = Arc::new(AtomicBool::new(false));
     let broker = Switchable {
         inner: MemoryBroker::new(),
         down: down.clone(),
         fail_position: false,
     };
-    let server = TestServer::start_with(Node::builder().default_endpoints().broker(broker)).await;
+    let config = Config::builder()
+        .local_delivery_during_outage(local_delivery)
+        .build()
+        .unwrap();
+    let server = TestServer::start_with(
+        Node::builder()
+            .config(config)
+            .default_endpoints()
+            .broker(broker),
+    )
+    .await;
     let mut a = connect(&server.ws("/ws/chat")).await;
     let mut b = connect(&server.ws("/ws/chat")).await;
     a.join("r").await;
     b.join("r").await;
     down.store(true, Ordering::SeqCst);
+    (server, down, a, b)
+}
 
+#[tokio::test]
+async fn during_a_broker_outage_publishes_fail_loudly_and_reach_this_node_only() {
+    let (server, down, mut a, mut b) = outage_server(true).await;
+    let (status, v) = server
+        .post("/api/rooms/r/messages", r#"{"data":"api"}"#)
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("publish_failed"))
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this node's members only"),
+        "{v}"
+    );
+    // Local members get it, without an offset: it is in no history.
+    for c in [&mut a, &mut b] {
+        assert_eq!(
+            c.next_json().await,
+            json!({"type":"message","room":"r","data":"api"})
+        );
+    }
+    a.send(json!({"type":"publish","room":"r","data":"ws","id":1}))
+        .await;
+    let m = a.next_json().await;
+    assert_eq!((m["data"].as_str(), m.get("offset")), (Some("ws"), None));
+    let e = a.next_json().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].as_u64()),
+        (Some("error"), Some("publish_failed"), Some(1))
+    );
+    assert_eq!(b.next_json().await["data"], "ws");
+    let health: serde_json::Value = reqwest::get(server.http("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "degraded");
+    // Back: offsets resume where the broker left them.
+    down.store(false, Ordering::SeqCst);
+    a.send(json!({"type":"publish","room":"r","data":"back","id":2}))
+        .await;
+    let m = b.next_json().await;
+    assert_eq!(
+        (m["data"].as_str(), m["offset"].as_u64()),
+        (Some("back"), Some(1))
+    );
+}
+
+#[tokio::test]
+async fn with_local_delivery_off_an_outage_delivers_nothing() {
+    let (server, _down, mut a, mut b) = outage_server(false).await;
     let (status, v) = server
         .post("/api/rooms/r/messages", r#"{"data":"lost"}"#)
         .await;
@@ -196,13 +262,19 @@ async fn a_publish_the_broker_refused_is_reported_as_failed_never_delivered() {
         (status, v["error"]["code"].as_str()),
         (503, Some("publish_failed"))
     );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not delivered"),
+        "{v}"
+    );
     let (status, _) = server.post("/api/broadcast", r#"{"data":"lost"}"#).await;
     assert_eq!(status, 503);
     let (status, _) = server
         .post("/api/users/x/messages", r#"{"data":"lost"}"#)
         .await;
     assert_eq!(status, 503);
-
     a.send(json!({"type":"publish","room":"r","data":"lost","id":1}))
         .await;
     let e = a.next_json().await;
@@ -212,23 +284,6 @@ async fn a_publish_the_broker_refused_is_reported_as_failed_never_delivered() {
     );
     b.expect_silence(std::time::Duration::from_millis(200))
         .await;
-
-    let health: serde_json::Value = reqwest::get(server.http("/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["status"], "degraded");
-
-    down.store(false, Ordering::SeqCst);
-    a.send(json!({"type":"publish","room":"r","data":"back","id":2}))
-        .await;
-    let m = b.next_json().await;
-    assert_eq!(
-        (m["data"].as_str(), m["offset"].as_u64()),
-        (Some("back"), Some(1))
-    );
 }
 
 #[tokio::test]

@@ -740,6 +740,11 @@ impl Client {
         &self.buffered
     }
 
+    /// Forgets the frames received but not consumed yet.
+    pub fn clear_buffered(&mut self) {
+        self.buffered.clear();
+    }
+
     /// Waits for the server's close frame, skipping other frames; returns
     /// its code.
     pub async fn closed(&mut self) -> u16 {

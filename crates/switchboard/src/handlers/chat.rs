@@ -184,5 +184,8 @@ async fn publish(conn: &mut Conn, room: &str, data: Bytes, id: Option<u64>) {
             ErrorCode::PublishFailed,
             format!("not delivered: {e}"),
         ),
+        Err(e @ PublishError::LocalOnly(_)) => {
+            send_error(conn, id, ErrorCode::PublishFailed, e.to_string())
+        }
     }
 }

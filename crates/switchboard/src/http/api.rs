@@ -204,6 +204,11 @@ fn publish_error(e: PublishError) -> ApiError {
             "publish_failed",
             format!("not delivered: {e}"),
         ),
+        e @ PublishError::LocalOnly(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "publish_failed",
+            e.to_string(),
+        ),
     }
 }
 
