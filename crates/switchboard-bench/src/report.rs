@@ -1,0 +1,636 @@
+//! Turns the runs recorded by `bench/run` into the side-by-side table, the
+//! results JSON and the chart.
+//!
+//! Input: one JSON object per line, `{"server", "scenario", "label", "rep",
+//! "exit", "result"}`, where `result` is the tool's final JSON line (or
+//! null when it printed none). Each scenario has a fixed list of headline
+//! metrics ([`METRICS`]); a cell is the median over repeats with the spread
+//! (min–max), and each baseline column gets the ratio subject/baseline.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::stats::{median, min_max};
+
+/// One run as `bench/run` records it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Run {
+    /// Server name (`switchboard`, `node-ws`, ...).
+    pub server: String,
+    /// Scenario id (`idle`, `cpu-10k`, ...).
+    pub scenario: String,
+    /// Scenario label for people.
+    #[serde(default)]
+    pub label: String,
+    /// Repeat number.
+    #[serde(default)]
+    pub rep: u32,
+    /// The tool's exit code.
+    #[serde(default)]
+    pub exit: i32,
+    /// Measurements made (more than 1 when a disturbed one was redone).
+    #[serde(default = "one")]
+    pub attempts: u32,
+    /// The tool's final JSON line.
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Which chart a metric is drawn in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chart {
+    /// Server CPU microseconds per delivered message.
+    Cpu,
+    /// Resident memory per connection.
+    Rss,
+}
+
+/// A headline metric of a scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricDef {
+    /// Scenario id.
+    pub scenario: &'static str,
+    /// Metric name.
+    pub name: &'static str,
+    /// JSON pointer into the tool's output.
+    pub pointer: &'static str,
+    /// Unit.
+    pub unit: &'static str,
+    /// Whether smaller values are better.
+    pub lower_is_better: bool,
+    /// Whether a null value counts as zero (e.g. no passing rate).
+    pub null_as_zero: bool,
+    /// Chart it appears in.
+    pub chart: Option<Chart>,
+}
+
+const fn m(
+    scenario: &'static str,
+    name: &'static str,
+    pointer: &'static str,
+    unit: &'static str,
+    lower_is_better: bool,
+    chart: Option<Chart>,
+) -> MetricDef {
+    MetricDef {
+        scenario,
+        name,
+        pointer,
+        unit,
+        lower_is_better,
+        null_as_zero: false,
+        chart,
+    }
+}
+
+/// The headline metrics, in table order.
+pub const METRICS: &[MetricDef] = &[
+    m(
+        "idle",
+        "server RSS per connection",
+        "/results/rss_kib_per_conn",
+        "KiB",
+        true,
+        Some(Chart::Rss),
+    ),
+    m(
+        "cpu-10k",
+        "server CPU per delivery",
+        "/results/server_cpu_us_per_delivery",
+        "µs",
+        true,
+        Some(Chart::Cpu),
+    ),
+    m(
+        "cpu-10k",
+        "p99 latency",
+        "/results/latency_ms/p99_ms",
+        "ms",
+        true,
+        None,
+    ),
+    m(
+        "cpu-10k",
+        "publish rate achieved",
+        "/results/rate_achieved",
+        "msg/s",
+        false,
+        None,
+    ),
+    m(
+        "cpu-1k",
+        "server CPU per delivery",
+        "/results/server_cpu_us_per_delivery",
+        "µs",
+        true,
+        Some(Chart::Cpu),
+    ),
+    m(
+        "cpu-1k",
+        "p99 latency",
+        "/results/latency_ms/p99_ms",
+        "ms",
+        true,
+        None,
+    ),
+    m("fanout-500", "loss", "/results/loss_pct", "%", true, None),
+    m(
+        "fanout-500",
+        "p99 latency",
+        "/results/latency_ms/p99_ms",
+        "ms",
+        true,
+        None,
+    ),
+    m(
+        "fanout-500",
+        "publish rate achieved",
+        "/results/rate_achieved",
+        "msg/s",
+        false,
+        None,
+    ),
+    MetricDef {
+        null_as_zero: true,
+        ..m(
+            "max-rate",
+            "highest passing rate",
+            "/results/max_passing_rate",
+            "msg/s",
+            false,
+            None,
+        )
+    },
+    m(
+        "max-rate",
+        "p99 latency at the first step",
+        "/results/steps/0/latency_ms/p99_ms",
+        "ms",
+        true,
+        None,
+    ),
+    m(
+        "echo",
+        "server CPU per message",
+        "/results/server_cpu_us_per_msg",
+        "µs",
+        true,
+        Some(Chart::Cpu),
+    ),
+    m(
+        "echo",
+        "p99 latency",
+        "/results/latency_ms/p99_ms",
+        "ms",
+        true,
+        None,
+    ),
+    m(
+        "echo",
+        "round trips",
+        "/results/round_trips_per_s",
+        "/s",
+        false,
+        None,
+    ),
+    m("overload", "loss", "/results/loss_pct", "%", true, None),
+    m(
+        "overload",
+        "p99 latency",
+        "/results/latency_ms/p99_ms",
+        "ms",
+        true,
+        None,
+    ),
+    m(
+        "overload",
+        "publish rate achieved",
+        "/results/rate_achieved",
+        "msg/s",
+        false,
+        None,
+    ),
+    m(
+        "overload",
+        "subscribers cut",
+        "/results/subscribers_cut",
+        "",
+        true,
+        None,
+    ),
+    m(
+        "overload",
+        "server RSS growth",
+        "/results/rss_growth_mib",
+        "MiB",
+        true,
+        None,
+    ),
+];
+
+/// One server's figure in a row.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Cell {
+    /// Median over successful repeats.
+    pub median: Option<f64>,
+    /// Smallest value.
+    pub min: Option<f64>,
+    /// Largest value.
+    pub max: Option<f64>,
+    /// Repeats with a value.
+    pub n: usize,
+    /// Repeats that failed (no result or an error).
+    pub errors: usize,
+}
+
+/// One row of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Scenario id.
+    pub scenario: String,
+    /// Scenario label.
+    pub label: String,
+    /// Metric name.
+    pub metric: String,
+    /// Unit.
+    pub unit: String,
+    /// `lower` or `higher`.
+    pub better: &'static str,
+    /// Figures by server.
+    pub cells: BTreeMap<String, Cell>,
+    /// Subject/baseline ratios of the medians, by baseline.
+    pub ratios: BTreeMap<String, Option<f64>>,
+    /// Highest tool CPU % seen in this scenario's runs.
+    pub tool_cpu_pct_max: Option<f64>,
+    /// Highest CPU % used by the rest of the machine in this scenario's runs.
+    pub other_cpu_pct_max: Option<f64>,
+    /// Chart, if any (not serialized).
+    #[serde(skip)]
+    pub chart: Option<Chart>,
+}
+
+/// Parses JSON lines into runs, skipping blank lines.
+pub fn parse_runs(text: &str) -> Result<Vec<Run>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("runs line {}: {e}", i + 1)))
+        .collect()
+}
+
+fn cell_for(runs: &[&Run], def: &MetricDef) -> Cell {
+    let mut vals = Vec::new();
+    let mut errors = 0;
+    for r in runs {
+        let res = r.result.as_ref();
+        let failed = r.exit != 0 || res.is_none_or(|v| v.get("error").is_some());
+        if failed {
+            errors += 1;
+            continue;
+        }
+        match res.and_then(|v| v.pointer(def.pointer)) {
+            Some(Value::Number(n)) => vals.extend(n.as_f64()),
+            Some(Value::Null) | None if def.null_as_zero => vals.push(0.0),
+            _ => errors += 1,
+        }
+    }
+    let mm = min_max(&vals);
+    Cell {
+        median: median(&vals),
+        min: mm.map(|x| x.0),
+        max: mm.map(|x| x.1),
+        n: vals.len(),
+        errors,
+    }
+}
+
+/// The subject/baseline ratio (`None` when a median is missing or the
+/// baseline's is zero).
+pub fn ratio(subject: Option<f64>, baseline: Option<f64>) -> Option<f64> {
+    match (subject, baseline) {
+        (Some(s), Some(b)) if b != 0.0 => Some(s / b),
+        _ => None,
+    }
+}
+
+/// Builds the rows: one per headline metric of each scenario that has runs.
+pub fn build_rows(runs: &[Run], subject: &str, servers: &[String]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for def in METRICS {
+        let in_scenario: Vec<&Run> = runs.iter().filter(|r| r.scenario == def.scenario).collect();
+        if in_scenario.is_empty() {
+            continue;
+        }
+        let label = in_scenario
+            .iter()
+            .find(|r| r.server == subject)
+            .or(in_scenario.first())
+            .map(|r| r.label.clone())
+            .unwrap_or_default();
+        let mut cells = BTreeMap::new();
+        for s in servers {
+            let mine: Vec<&Run> = in_scenario
+                .iter()
+                .copied()
+                .filter(|r| &r.server == s)
+                .collect();
+            if !mine.is_empty() {
+                cells.insert(s.clone(), cell_for(&mine, def));
+            }
+        }
+        let subj = cells.get(subject).and_then(|c| c.median);
+        let ratios = servers
+            .iter()
+            .filter(|s| s.as_str() != subject)
+            .map(|s| (s.clone(), ratio(subj, cells.get(s).and_then(|c| c.median))))
+            .collect();
+        let max_over = |ptr: &str| {
+            in_scenario
+                .iter()
+                .filter_map(|r| r.result.as_ref()?.pointer(ptr)?.as_f64())
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        };
+        let tool_cpu_pct_max = max_over("/results/tool_cpu_pct");
+        let other_cpu_pct_max = max_over("/results/other_cpu_pct");
+        rows.push(Row {
+            scenario: def.scenario.to_string(),
+            label,
+            metric: def.name.to_string(),
+            unit: def.unit.to_string(),
+            better: if def.lower_is_better {
+                "lower"
+            } else {
+                "higher"
+            },
+            cells,
+            ratios,
+            tool_cpu_pct_max,
+            other_cpu_pct_max,
+            chart: def.chart,
+        });
+    }
+    rows
+}
+
+/// Formats a number with precision suited to its size.
+pub fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else if a >= 0.01 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// A table cell: `median (min–max)`, with failed repeats noted.
+pub fn fmt_cell(c: Option<&Cell>) -> String {
+    let Some(c) = c else {
+        return "–".into();
+    };
+    let mut s = match (c.median, c.min, c.max) {
+        (Some(m), Some(lo), Some(hi)) if c.n > 1 && fmt_num(lo) != fmt_num(hi) => {
+            format!("{} ({}–{})", fmt_num(m), fmt_num(lo), fmt_num(hi))
+        }
+        (Some(m), _, _) => fmt_num(m),
+        _ => "error".into(),
+    };
+    if c.errors > 0 && c.median.is_some() {
+        s.push_str(&format!(" [{} failed]", c.errors));
+    }
+    s
+}
+
+/// The table as Markdown.
+pub fn markdown_table(rows: &[Row], subject: &str, servers: &[String]) -> String {
+    let baselines: Vec<&String> = servers.iter().filter(|s| s.as_str() != subject).collect();
+    let mut out = String::new();
+    out.push_str("| scenario | metric | ");
+    for s in servers {
+        out.push_str(&format!("{s} | "));
+    }
+    for b in &baselines {
+        out.push_str(&format!("{subject}/{b} | "));
+    }
+    out.push_str("tool CPU % (max) | other load % (max) |\n|---|---|");
+    for _ in 0..servers.len() + baselines.len() + 2 {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for r in rows {
+        let unit = if r.unit.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", r.unit)
+        };
+        out.push_str(&format!(
+            "| {} | {}{unit} ({} is better) | ",
+            r.label, r.metric, r.better
+        ));
+        for s in servers {
+            out.push_str(&format!("{} | ", fmt_cell(r.cells.get(s))));
+        }
+        for b in &baselines {
+            let txt = r
+                .ratios
+                .get(*b)
+                .copied()
+                .flatten()
+                .map_or("–".to_string(), |v| format!("{}×", fmt_num(v)));
+            out.push_str(&format!("{txt} | "));
+        }
+        let pct = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+        out.push_str(&format!(
+            "{} | {} |\n",
+            pct(r.tool_cpu_pct_max),
+            pct(r.other_cpu_pct_max)
+        ));
+    }
+    out
+}
+
+/// The results document written to `bench/results/*.json`.
+pub fn results_json(
+    rows: &[Row],
+    runs: &[Run],
+    subject: &str,
+    servers: &[String],
+    meta: Value,
+) -> Value {
+    // To keep the file small, parameters are stored once per scenario and
+    // server (they are the same for every repeat), without the URLs (their
+    // ports change on every run).
+    let mut params: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let runs: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            let res = r.result.as_ref();
+            if let Some(p) = res.and_then(|v| v.get("params")) {
+                let mut p = p.clone();
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("url");
+                    o.remove("http_url");
+                }
+                params
+                    .entry(r.scenario.clone())
+                    .or_default()
+                    .entry(r.server.clone())
+                    .or_insert(p);
+            }
+            json!({
+                "server": r.server, "scenario": r.scenario, "rep": r.rep, "exit": r.exit,
+                "attempts": r.attempts,
+                "results": res.and_then(|v| v.get("results")),
+                "error": res.and_then(|v| v.get("error")),
+            })
+        })
+        .collect();
+    json!({
+        "meta": meta,
+        "subject": subject,
+        "servers": servers,
+        "table": rows,
+        "params": params,
+        "runs": runs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(server: &str, scenario: &str, rep: u32, results: Value) -> Run {
+        Run {
+            server: server.into(),
+            scenario: scenario.into(),
+            label: format!("{scenario} label"),
+            rep,
+            exit: 0,
+            attempts: 1,
+            result: Some(
+                json!({"scenario": "x", "params": {"url": "ws://127.0.0.1:1/"}, "results": results}),
+            ),
+        }
+    }
+
+    fn servers() -> Vec<String> {
+        vec!["switchboard".into(), "node-ws".into(), "axum-ws".into()]
+    }
+
+    #[test]
+    fn medians_spreads_and_ratios() {
+        let runs = vec![
+            run(
+                "switchboard",
+                "idle",
+                1,
+                json!({"rss_kib_per_conn": 4.0, "tool_cpu_pct": null}),
+            ),
+            run("switchboard", "idle", 2, json!({"rss_kib_per_conn": 6.0})),
+            run("node-ws", "idle", 1, json!({"rss_kib_per_conn": 20.0})),
+            run("node-ws", "idle", 2, json!({"rss_kib_per_conn": 20.0})),
+            run("axum-ws", "idle", 1, json!({"rss_kib_per_conn": 10.0})),
+            Run {
+                exit: 1,
+                result: None,
+                ..run("axum-ws", "idle", 2, json!({}))
+            },
+        ];
+        let rows = build_rows(&runs, "switchboard", &servers());
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(r.cells["switchboard"].median, Some(5.0));
+        assert_eq!(r.cells["switchboard"].min, Some(4.0));
+        assert_eq!(r.cells["switchboard"].max, Some(6.0));
+        assert_eq!(r.ratios["node-ws"], Some(0.25));
+        assert_eq!(r.ratios["axum-ws"], Some(0.5));
+        assert_eq!(r.cells["axum-ws"].errors, 1);
+        let t = markdown_table(&rows, "switchboard", &servers());
+        assert!(t.contains("| idle label | server RSS per connection, KiB (lower is better) | 5.00 (4.00–6.00) | 20.0 | 10.0 [1 failed] | 0.250× | 0.500× | – | – |"), "{t}");
+        let doc = results_json(
+            &rows,
+            &runs,
+            "switchboard",
+            &servers(),
+            json!({"date": "d"}),
+        );
+        assert!(doc["runs"][0].get("params").is_none());
+        assert!(doc["params"]["idle"]["switchboard"].is_object());
+        assert!(doc["params"]["idle"]["switchboard"].get("url").is_none());
+        assert_eq!(doc["table"][0]["ratios"]["node-ws"], 0.25);
+    }
+
+    #[test]
+    fn nulls_zero_baselines_and_tool_cpu() {
+        let runs = vec![
+            run(
+                "switchboard",
+                "max-rate",
+                1,
+                json!({"max_passing_rate": 25.0, "tool_cpu_pct": 40.0}),
+            ),
+            run(
+                "node-ws",
+                "max-rate",
+                1,
+                json!({"max_passing_rate": null, "tool_cpu_pct": 55.5}),
+            ),
+            run("switchboard", "overload", 1, json!({"loss_pct": 1.5})),
+            run("node-ws", "overload", 1, json!({"loss_pct": 0.0})),
+        ];
+        let rows = build_rows(&runs, "switchboard", &servers());
+        let rate = rows.iter().find(|r| r.scenario == "max-rate").unwrap();
+        assert_eq!(rate.cells["node-ws"].median, Some(0.0));
+        assert_eq!(rate.ratios["node-ws"], None);
+        assert_eq!(rate.ratios["axum-ws"], None);
+        assert_eq!(rate.tool_cpu_pct_max, Some(55.5));
+        let loss = rows
+            .iter()
+            .find(|r| r.scenario == "overload" && r.metric == "loss")
+            .unwrap();
+        assert_eq!(loss.ratios["node-ws"], None);
+        // Missing metrics in a successful run count as failures.
+        let p99 = rows
+            .iter()
+            .find(|r| r.scenario == "overload" && r.metric == "p99 latency")
+            .unwrap();
+        assert_eq!(p99.cells["switchboard"].errors, 1);
+        assert_eq!(fmt_cell(p99.cells.get("switchboard")), "error");
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(fmt_num(1234.5), "1234");
+        assert_eq!(fmt_num(12.34), "12.3");
+        assert_eq!(fmt_num(1.234), "1.23");
+        assert_eq!(fmt_num(0.1234), "0.123");
+        assert_eq!(fmt_num(0.001234), "0.0012");
+        assert_eq!(fmt_num(0.0), "0");
+        assert_eq!(ratio(Some(1.0), Some(4.0)), Some(0.25));
+        assert_eq!(ratio(Some(1.0), Some(0.0)), None);
+        assert_eq!(ratio(None, Some(1.0)), None);
+    }
+
+    #[test]
+    fn parses_run_lines() {
+        let text =
+            "{\"server\":\"a\",\"scenario\":\"idle\",\"rep\":1,\"exit\":0,\"result\":null}\n\n";
+        let runs = parse_runs(text).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert!(runs[0].result.is_none());
+        assert!(parse_runs("{").is_err());
+    }
+}
