@@ -10,7 +10,7 @@ use switchboard::broker::Broker;
 use switchboard::broker::conformance::{self, Factory};
 use switchboard_redis::{RedisBroker, RedisConfig};
 
-use common::RedisServer;
+use common::{Inspect, RedisServer};
 
 struct Redis {
     server: RedisServer,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use switchboard::broker::{Broker, Position, Publication, Recovery, Topic};
 use switchboard_redis::RedisConfig;
 
-use common::{RedisServer, eventually, node};
+use common::{Inspect, RedisServer, eventually, node};
 
 fn publication(topic: &Topic, data: &'static str) -> Publication {
     Publication {

@@ -7,8 +7,8 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,14 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// The longest a test waits for any one thing.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A port nobody listens on right now. Redis and nginx cannot be told to
-/// pick one themselves and report it, so the kernel picks it here.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+pub use switchboard_testkit::{RedisServer as Redis, free_port};
 
 /// A fresh directory for one cluster's files (nginx config and logs).
 fn temp_dir() -> PathBuf {
@@ -84,75 +77,6 @@ where
 }
 
 // ---------------------------------------------------------------- redis
-
-/// A `redis-server` of the test's own, without persistence; killed on drop.
-pub struct Redis {
-    child: Option<Child>,
-    pub port: u16,
-}
-
-impl Redis {
-    /// Starts a server on a free port and waits until it answers PING.
-    pub fn start() -> Redis {
-        let mut redis = Redis {
-            child: None,
-            port: free_port(),
-        };
-        redis.restart();
-        redis
-    }
-
-    /// The URL the nodes connect to.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL: its clients get no goodbye).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port, empty.
-    pub fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): the multi-node tests need it on PATH; \
-                     install it with `apt-get install redis-server` (scripts/test does)"
-                )
-            });
-        self.child = Some(child);
-        let start = Instant::now();
-        while !self.answers_ping() {
-            assert!(start.elapsed() < DEADLINE, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 // ---------------------------------------------------------------- nodes
 
