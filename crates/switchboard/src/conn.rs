@@ -154,11 +154,7 @@ impl Conn {
     /// this connection. Joining a room twice is harmless. Returns the room's
     /// position: later messages have larger offsets.
     pub async fn join(&mut self, room: &str) -> Result<Position, JoinError> {
-        let config = self.node.config();
-        validate_room(room, config.max_room_name_len)?;
-        if !self.identity.permissions.can_join(room) {
-            return Err(JoinError::Forbidden(room.to_string()));
-        }
+        self.check_may_join(room)?;
         let newly = !self.rooms.contains_key(room);
         if newly {
             self.check_room_limit()?;
@@ -182,6 +178,15 @@ impl Conn {
         }
     }
 
+    /// The room name is valid and the user's permissions let them in.
+    fn check_may_join(&self, room: &str) -> Result<(), JoinError> {
+        validate_room(room, self.node.config().max_room_name_len)?;
+        if !self.identity.permissions.can_join(room) {
+            return Err(JoinError::Forbidden(room.to_string()));
+        }
+        Ok(())
+    }
+
     fn check_room_limit(&self) -> Result<(), JoinError> {
         let max = self.node.config().max_rooms_per_connection;
         if self.rooms.len() >= max {
@@ -203,10 +208,7 @@ impl Conn {
         since: &Position,
         id: Option<u64>,
     ) -> Result<(), JoinError> {
-        validate_room(room, self.node.config().max_room_name_len)?;
-        if !self.identity.permissions.can_join(room) {
-            return Err(JoinError::Forbidden(room.to_string()));
-        }
+        self.check_may_join(room)?;
         if self.rooms.contains_key(room) {
             let position = self.join(room).await?;
             let _ = self.send_encoded(joined_frame(room, id, &position, None));
@@ -279,10 +281,7 @@ impl Conn {
 
     /// Who is in a room, on every node.
     pub async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, JoinError> {
-        validate_room(room, self.node.config().max_room_name_len)?;
-        if !self.identity.permissions.can_join(room) {
-            return Err(JoinError::Forbidden(room.to_string()));
-        }
+        self.check_may_join(room)?;
         Ok(self.node.broker().presence(room).await?)
     }
 
