@@ -231,7 +231,7 @@ impl Hub {
             .fetch_add(delivered, Ordering::Relaxed);
     }
 
-    fn push_one(&self, frame: &Bytes, outbox: &Outbox) -> u64 {
+    fn push_one(&self, frame: &Bytes, outbox: &Arc<Outbox>) -> u64 {
         match outbox.push(frame.clone()) {
             Ok(()) => 1,
             Err(PushError::Overflow) => {
@@ -331,7 +331,6 @@ impl DeliveryHandler for Hub {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
     use std::task::{Context, Poll};
 
     use futures_util::task::noop_waker;
@@ -352,9 +351,9 @@ mod tests {
     fn drain(outbox: &Outbox) -> Vec<Bytes> {
         let waker = noop_waker();
         let mut cx = Context::from_waker(&waker);
-        let mut out = VecDeque::new();
+        let mut out = crate::outbox::FrameQueue::new();
         while let Poll::Ready(Drained::Frames(_)) = outbox.poll_drain(&mut cx, &mut out, 100) {}
-        out.into_iter().collect()
+        std::iter::from_fn(|| out.pop_front()).collect()
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@
 //! - `session` (private): the per-socket task: read, write, heartbeat.
 //! - [`outbox`]: the bounded outbound queue; overflow closes a slow consumer.
 //! - [`hub`]: local membership (rooms, users, broadcast) and fan-out.
+//! - `flush`: flusher tasks that write fan-out frames straight to idle
+//!   connections' sockets, one task wake-up per fan-out.
 //! - [`broker`]: the cross-node seam and the in-memory broker.
 //! - [`auth`]: [`Identity`](auth::Identity), permissions, JWT, and the
 //!   [`Authenticator`](auth::Authenticator) trait the gate consults.
@@ -59,6 +61,7 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod endpoint;
+mod flush;
 pub mod gate;
 pub mod handlers;
 pub mod http;

@@ -20,6 +20,7 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, BrokerError, BrokerHealth, Delivery, Receipt, Topic};
 use crate::config::{Config, ConfigError};
 use crate::endpoint::Endpoint;
+use crate::flush::Flusher;
 use crate::gate::caps::CapCounter;
 use crate::gate::rate::IpRateLimiter;
 use crate::hub::{ConnId, Hub};
@@ -78,6 +79,7 @@ pub(crate) struct Inner {
     sessions: TaskTracker,
     conns: DashMap<ConnId, Arc<Outbox>>,
     next_conn: AtomicU64,
+    flusher: Flusher,
     draining: AtomicBool,
     pub(crate) upgrade_limiter: Option<IpRateLimiter>,
     pub(crate) caps: Arc<CapCounter>,
@@ -168,6 +170,7 @@ impl NodeBuilder {
                 sessions: TaskTracker::new(),
                 conns: DashMap::new(),
                 next_conn: AtomicU64::new(1),
+                flusher: Flusher::default(),
                 draining: AtomicBool::new(false),
                 upgrade_limiter: self.config.upgrade_rate.map(IpRateLimiter::new),
                 caps: CapCounter::new(self.config.caps),
@@ -312,6 +315,11 @@ impl Node {
 
     pub(crate) fn sessions(&self) -> &TaskTracker {
         &self.inner.sessions
+    }
+
+    /// The flush lists of this node's connections.
+    pub(crate) fn flusher(&self) -> &Flusher {
+        &self.inner.flusher
     }
 
     pub(crate) fn register_conn(&self, id: ConnId, outbox: &Arc<Outbox>) {

@@ -12,6 +12,12 @@
 //! has several messages queued costs one syscall, while a lone message is
 //! written at once without waiting for company.
 //!
+//! Over TCP, the socket is shared with the node's [flusher](crate::flush):
+//! fan-out frames to an idle connection are written by a flusher task
+//! without waking this one. The session takes the write side over (see
+//! [`Outbox::claim`](crate::outbox::Outbox)) before it queues a frame of its
+//! own, and when the socket does not take a flusher's write at once.
+//!
 //! # Reading
 //!
 //! Bytes are read into a buffer on the stack and handed to the [`Decoder`],
@@ -24,7 +30,6 @@
 //! within `heartbeat_timeout`, the connection is terminated (4001) and leaves
 //! every room at once.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -43,11 +48,8 @@ use crate::broker::Topic;
 use crate::conn::Conn;
 use crate::endpoint::{Disconnect, Endpoint, Inbound};
 use crate::gate::rate::{Bucket, RateLimit};
-use crate::outbox::{CloseRequest, Drained};
+use crate::outbox::{CloseRequest, Drained, FrameQueue, MAX_BATCH};
 use crate::ws::{Decoder, Message, OpCode, frame};
-
-/// Most frames handed to one vectored write.
-const MAX_BATCH: usize = 64;
 /// Size of the on-stack read buffer.
 const READ_CHUNK: usize = 8 * 1024;
 /// Longest wait for the peer during a close handshake.
@@ -66,7 +68,7 @@ enum Event {
 struct Transport<IO> {
     io: IO,
     decoder: Decoder,
-    writing: VecDeque<Bytes>,
+    writing: FrameQueue,
     heartbeat: Pin<Box<Sleep>>,
     awaiting_pong: bool,
     ping_sent: Instant,
@@ -147,34 +149,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
                 return Pin::new(&mut self.io).poll_flush(cx);
             }
             let mut slices = [IoSlice::new(&[]); MAX_BATCH];
-            let n = self.writing.len().min(MAX_BATCH);
-            for (slot, frame) in slices.iter_mut().zip(self.writing.iter()) {
-                *slot = IoSlice::new(frame);
-            }
+            let (n, _) = self.writing.as_io_slices(&mut slices);
             let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(w)) => w,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
-            self.advance(written);
+            self.writing.advance(written);
         }
     }
 
-    fn advance(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(front) = self.writing.front_mut() else {
-                return;
-            };
-            if written >= front.len() {
-                written -= front.len();
-                self.writing.pop_front();
-            } else {
-                let rest = front.slice(written..);
-                *front = rest;
-                written = 0;
-            }
-        }
+    /// Queues a frame of the session's own (a reply to a ping, a ping, a
+    /// close), after taking the socket's write side over from the flusher.
+    fn queue(&mut self, conn: &Conn, frame: Bytes) {
+        conn.outbox.claim();
+        self.writing.push_back(frame);
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
@@ -212,7 +202,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
         if discard {
             self.discard_unwritten();
         }
-        self.writing.push_back(frame::encode_close(code.0, reason));
+        self.queue(conn, frame::encode_close(code.0, reason));
         let deadline = CLOSE_GRACE.min(conn.node.config().heartbeat_timeout);
         if self.flush_within(conn, deadline).await.is_ok() {
             let _ = tokio::time::timeout(deadline, self.await_peer_close()).await;
@@ -224,7 +214,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
     /// Keeps a partially written frame (cutting it would corrupt the stream)
     /// and drops the rest.
     fn discard_unwritten(&mut self) {
-        self.writing.truncate(1);
+        self.writing.truncate_to_front();
     }
 
     async fn await_peer_close(&mut self) {
@@ -239,6 +229,86 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
             }
         })
         .await
+    }
+}
+
+/// Runs one TCP connection from open to close, with direct writes from the
+/// node's flushers. See [`run`].
+pub(crate) async fn run_tcp(
+    stream: tokio::net::TcpStream,
+    read_ahead: &[u8],
+    conn: Conn,
+    endpoint: Arc<Endpoint>,
+) {
+    let stream = Arc::new(stream);
+    let shard = conn.node.flusher().shard_for(conn.id);
+    conn.outbox.attach_direct(stream.clone(), shard);
+    run(SharedTcp(stream), read_ahead, conn, endpoint).await
+}
+
+/// A TCP stream whose write side the session shares with the flushers; all
+/// its I/O goes through `&TcpStream`.
+struct SharedTcp(Arc<tokio::net::TcpStream>);
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            // `try_read` clears the readiness when the socket is drained, so
+            // the next `poll_read_ready` waits for new data.
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let sock = socket2::SockRef::from(&*self.0);
+        match sock.shutdown(std::net::Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -258,7 +328,7 @@ where
     let mut transport = Transport {
         io,
         decoder: Decoder::new(config.max_message_size),
-        writing: VecDeque::new(),
+        writing: FrameQueue::new(),
         heartbeat: Box::pin(tokio::time::sleep(config.heartbeat_interval)),
         awaiting_pong: false,
         ping_sent: Instant::now(),
@@ -271,6 +341,7 @@ where
     }
     let disconnect = match Box::pin(subscribe_identity(&mut conn, &endpoint)).await {
         Ok(()) => {
+            conn.outbox.claim();
             if endpoint.welcome {
                 let _ = conn.send_frame(&ServerFrame::Welcome(Welcome {
                     user: conn.user().to_string(),
@@ -292,6 +363,8 @@ where
             }
         }
     };
+    // Flushers let go of the socket, so that it closes with the transport.
+    conn.outbox.detach_direct();
     drop(transport);
     // Rare, large futures are boxed so that they do not inflate the
     // session's state machine, which every idle connection carries.
@@ -363,6 +436,9 @@ where
                     .map_or(Verdict::Allow, |th| th.check(config, Instant::now()))
                 {
                     Verdict::Allow => {
+                        // Replies are written by this task right after the
+                        // handler, not handed to a flusher.
+                        conn.outbox.claim();
                         handler.on_message(conn, inbound).await;
                         t.arm_expiry(conn.identity.expires_at);
                     }
@@ -410,7 +486,7 @@ where
                 };
             }
             Event::Message(Message::Ping(payload)) => {
-                t.writing.push_back(frame::encode(OpCode::Pong, &payload));
+                t.queue(conn, frame::encode(OpCode::Pong, &payload));
             }
             Event::Message(Message::Pong(_)) => {
                 if t.awaiting_pong {
@@ -423,7 +499,7 @@ where
             Event::Message(Message::Close(close)) => {
                 let code = close.as_ref().map_or(CloseCode::NORMAL.0, |c| c.code);
                 let reason = close.map(|c| c.reason).unwrap_or_default();
-                t.writing.push_back(frame::encode_close(code, ""));
+                t.queue(conn, frame::encode_close(code, ""));
                 let grace = CLOSE_GRACE.min(config.heartbeat_timeout);
                 let _ = Box::pin(t.flush_within(conn, grace)).await;
                 let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut t.io);
@@ -451,7 +527,7 @@ where
                 let code = CloseCode::HEARTBEAT_TIMEOUT;
                 let reason = "no pong within the heartbeat timeout";
                 t.discard_unwritten();
-                t.writing.push_back(frame::encode_close(code.0, reason));
+                t.queue(conn, frame::encode_close(code.0, reason));
                 // The peer is presumed dead: one short attempt, no handshake.
                 let _ = Box::pin(t.flush_within(conn, Duration::from_millis(100))).await;
                 return Disconnect {
@@ -461,7 +537,9 @@ where
                 };
             }
             Event::HeartbeatDue => {
-                t.writing.push_back(frame::encode(OpCode::Ping, b""));
+                conn.outbox.release_idle_storage();
+                t.writing.release_spare();
+                t.queue(conn, frame::encode(OpCode::Ping, b""));
                 t.awaiting_pong = true;
                 t.ping_sent = Instant::now();
                 t.heartbeat

@@ -226,7 +226,7 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
             Ok(parts) => {
                 let read_ahead = parts.read_buf.to_vec();
                 drop(parts.read_buf);
-                session::run(parts.io.into_inner(), &read_ahead, conn, endpoint).await
+                session::run_tcp(parts.io.into_inner(), &read_ahead, conn, endpoint).await
             }
             Err(upgraded) => session::run(TokioIo::new(upgraded), &[], conn, endpoint).await,
         }
