@@ -28,7 +28,82 @@ use crate::ws::{FrameBuilder, OpCode};
 /// A connection id, unique within this node.
 pub type ConnId = u64;
 
-type Members = HashMap<ConnId, Arc<Outbox>>;
+/// The local connections of one topic. Most users have one connection and
+/// most presence watchers are alone, so one member is held inline; the hash
+/// map (boxed, so the inline form stays small in the index's table) is only
+/// built for the second.
+#[derive(Default)]
+enum Members {
+    #[default]
+    Empty,
+    One(ConnId, Arc<Outbox>),
+    #[allow(
+        clippy::box_collection,
+        reason = "boxed to keep every index entry small; the map is rare"
+    )]
+    Many(Box<HashMap<ConnId, Arc<Outbox>>>),
+}
+
+impl Members {
+    fn len(&self) -> usize {
+        match self {
+            Members::Empty => 0,
+            Members::One(..) => 1,
+            Members::Many(m) => m.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&mut self, conn: ConnId, outbox: Arc<Outbox>) {
+        match self {
+            Members::Empty => *self = Members::One(conn, outbox),
+            Members::One(id, existing) if *id == conn => *existing = outbox,
+            Members::One(..) => {
+                let Members::One(id, existing) = std::mem::take(self) else {
+                    unreachable!("matched One above");
+                };
+                let mut m = HashMap::with_capacity(2);
+                m.insert(id, existing);
+                m.insert(conn, outbox);
+                *self = Members::Many(Box::new(m));
+            }
+            Members::Many(m) => {
+                m.insert(conn, outbox);
+            }
+        }
+    }
+
+    fn remove(&mut self, conn: &ConnId) -> Option<Arc<Outbox>> {
+        match self {
+            Members::One(id, _) if id == conn => {
+                let Members::One(_, outbox) = std::mem::take(self) else {
+                    unreachable!("matched One above");
+                };
+                Some(outbox)
+            }
+            Members::Many(m) => {
+                let removed = m.remove(conn);
+                if m.is_empty() {
+                    *self = Members::Empty;
+                }
+                removed
+            }
+            _ => None,
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Outbox>> {
+        let (one, many) = match self {
+            Members::Empty => (None, None),
+            Members::One(_, outbox) => (Some(outbox), None),
+            Members::Many(m) => (None, Some(m.values())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
 
 /// A room's local members. Members that are recovering history do not take
 /// live deliveries yet: those are held (with their offsets) until the replay
@@ -117,6 +192,12 @@ impl Hub {
             Topic::Presence(name) => insert(&self.presence, name, conn, outbox),
         }
         Ok(())
+    }
+
+    /// The room's name as the index holds it, so that a member can share
+    /// that allocation instead of keeping its own copy.
+    pub(crate) fn room_key(&self, room: &str) -> Option<Arc<str>> {
+        self.rooms.get(room).map(|e| e.key().clone())
     }
 
     /// Removes a connection from a topic, unsubscribing the node when it was

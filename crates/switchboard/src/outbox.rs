@@ -138,7 +138,13 @@ enum Owner {
 pub struct FrameQueue {
     /// The front frame; `None` only when the queue is empty.
     head: Option<Bytes>,
-    rest: VecDeque<Bytes>,
+    /// The frames behind it, if any have been queued since the storage was
+    /// last released.
+    #[allow(
+        clippy::box_collection,
+        reason = "boxed to keep every idle connection's queue small"
+    )]
+    rest: Option<Box<VecDeque<Bytes>>>,
 }
 
 impl FrameQueue {
@@ -149,7 +155,7 @@ impl FrameQueue {
 
     /// Frames queued.
     pub fn len(&self) -> usize {
-        usize::from(self.head.is_some()) + self.rest.len()
+        usize::from(self.head.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
     }
 
     /// Whether no frame is queued.
@@ -162,7 +168,7 @@ impl FrameQueue {
         if self.head.is_none() {
             self.head = Some(frame);
         } else {
-            self.rest.push_back(frame);
+            self.rest.get_or_insert_default().push_back(frame);
         }
     }
 
@@ -170,14 +176,16 @@ impl FrameQueue {
     pub fn pop_front(&mut self) -> Option<Bytes> {
         let front = self.head.take();
         if front.is_some() {
-            self.head = self.rest.pop_front();
+            self.head = self.rest.as_mut().and_then(|r| r.pop_front());
         }
         front
     }
 
     /// The frames, front first.
     pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
-        self.head.iter().chain(self.rest.iter())
+        self.head
+            .iter()
+            .chain(self.rest.iter().flat_map(|r| r.iter()))
     }
 
     /// Fills `slices` with the front frames; returns how many and their
@@ -216,19 +224,19 @@ impl FrameQueue {
     /// Keeps only the front frame (a partly written frame cannot be cut
     /// without corrupting the stream).
     pub fn truncate_to_front(&mut self) {
-        self.rest.clear();
+        self.rest = None;
     }
 
     /// Empties the queue and releases its storage.
     pub fn clear(&mut self) {
         self.head = None;
-        self.rest = VecDeque::new();
+        self.rest = None;
     }
 
     /// Releases spare storage if at most one frame is queued.
     pub fn release_spare(&mut self) {
-        if self.rest.is_empty() && self.rest.capacity() > 0 {
-            self.rest = VecDeque::new();
+        if self.rest.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rest = None;
         }
     }
 }
@@ -236,7 +244,9 @@ impl FrameQueue {
 struct State {
     frames: FrameQueue,
     bytes: usize,
-    close: Option<CloseRequest>,
+    /// Boxed: a close is requested once, at the end, and the state is part
+    /// of every idle connection.
+    close: Option<Box<CloseRequest>>,
     owner: Owner,
     direct: Option<Direct>,
 }
@@ -296,10 +306,10 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         if st.frames.len() >= self.max_frames || st.bytes + frame.len() > self.max_bytes {
-            st.close = Some(CloseRequest {
+            st.close = Some(Box::new(CloseRequest {
                 code: CloseCode::SLOW_CONSUMER,
                 reason: "slow consumer: outbound queue full".into(),
-            });
+            }));
             st.frames.clear();
             st.bytes = 0;
             drop(st);
@@ -407,10 +417,10 @@ impl Outbox {
     pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
         let mut st = self.state.lock();
         if st.close.is_none() {
-            st.close = Some(CloseRequest {
+            st.close = Some(Box::new(CloseRequest {
                 code,
                 reason: reason.into(),
-            });
+            }));
             drop(st);
             self.waker.wake();
         }
@@ -429,8 +439,9 @@ impl Outbox {
         self.state
             .lock()
             .close
-            .clone()
+            .as_deref()
             .filter(|c| c.code == CloseCode::SLOW_CONSUMER)
+            .cloned()
     }
 
     /// The most frames the queue holds.
@@ -492,7 +503,7 @@ impl Outbox {
             st.owner = Owner::Idle;
         }
         match &st.close {
-            Some(close) if st.frames.is_empty() => Some(Drained::Close(close.clone())),
+            Some(close) if st.frames.is_empty() => Some(Drained::Close((**close).clone())),
             _ => None,
         }
     }

@@ -65,6 +65,21 @@ enum Event {
     Io(io::Error),
 }
 
+pin_project_lite::pin_project! {
+    /// The credentials' expiry and the timer armed for it.
+    struct Expiry {
+        at: SystemTime,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl Expiry {
+    fn project_sleep(self: Pin<&mut Self>) -> Pin<&mut Sleep> {
+        self.project().sleep
+    }
+}
+
 struct Transport<IO> {
     io: IO,
     decoder: Decoder,
@@ -74,9 +89,8 @@ struct Transport<IO> {
     ping_sent: Instant,
     /// Fires when the credentials expire; only connections whose credentials
     /// expire have one.
-    expiry: Option<Pin<Box<Sleep>>>,
-    /// The expiry `expiry` was armed for.
-    armed_expiry: Option<SystemTime>,
+    /// Boxed with the time it was armed for: most connections never expire.
+    expiry: Option<Pin<Box<Expiry>>>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
@@ -94,7 +108,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
             return Poll::Ready(Event::HeartbeatDue);
         }
         if let Some(expiry) = &mut self.expiry
-            && expiry.as_mut().poll(cx).is_ready()
+            && expiry.as_mut().project_sleep().poll(cx).is_ready()
         {
             return Poll::Ready(Event::Expired);
         }
@@ -103,16 +117,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
 
     /// Arms (or re-arms, after a refresh) the expiry timer.
     fn arm_expiry(&mut self, expires_at: Option<SystemTime>) {
-        if expires_at == self.armed_expiry && (self.expiry.is_some() || expires_at.is_none()) {
+        if self.expiry.as_ref().map(|e| e.at) == expires_at {
             return;
         }
-        self.armed_expiry = expires_at;
         self.expiry = expires_at.map(|at| {
             // Wall-clock expiry, converted once to the runtime's clock.
             let left = at
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
-            Box::pin(tokio::time::sleep(left))
+            Box::pin(Expiry {
+                at,
+                sleep: tokio::time::sleep(left),
+            })
         });
     }
 
@@ -234,16 +250,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
 
 /// Runs one TCP connection from open to close, with direct writes from the
 /// node's flushers. See [`run`].
-pub(crate) async fn run_tcp(
+pub(crate) fn run_tcp<'a>(
     stream: tokio::net::TcpStream,
-    read_ahead: &[u8],
-    conn: Conn,
-    endpoint: Arc<Endpoint>,
-) {
+    read_ahead: &'a [u8],
+    conn: &'a mut Conn,
+    endpoint: &'a Arc<Endpoint>,
+) -> impl Future<Output = ()> + Send + 'a {
     let stream = Arc::new(stream);
     let shard = conn.node.flusher().shard_for(conn.id);
     conn.outbox.attach_direct(stream.clone(), shard);
-    run(SharedTcp(stream), read_ahead, conn, endpoint).await
+    run(SharedTcp(stream), read_ahead, conn, endpoint)
 }
 
 /// A TCP stream whose write side the session shares with the flushers; all
@@ -314,7 +330,11 @@ impl AsyncWrite for SharedTcp {
 
 /// Runs one connection from open to close. `read_ahead` holds bytes the HTTP
 /// layer read past the handshake (frames a client sent without waiting).
-pub(crate) async fn run<IO>(io: IO, read_ahead: &[u8], mut conn: Conn, endpoint: Arc<Endpoint>)
+///
+/// The connection and endpoint are borrowed from the task that owns them, so
+/// that they are stored once in the task, not once per layer of futures:
+/// the task's size is what every idle connection costs.
+pub(crate) async fn run<IO>(io: IO, read_ahead: &[u8], conn: &mut Conn, endpoint: &Arc<Endpoint>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -333,13 +353,12 @@ where
         awaiting_pong: false,
         ping_sent: Instant::now(),
         expiry: None,
-        armed_expiry: None,
     };
     transport.arm_expiry(conn.identity.expires_at);
     if !read_ahead.is_empty() {
         transport.decoder.push(read_ahead);
     }
-    let disconnect = match Box::pin(subscribe_identity(&mut conn, &endpoint)).await {
+    let disconnect = match Box::pin(subscribe_identity(conn, endpoint)).await {
         Ok(()) => {
             conn.outbox.claim();
             if endpoint.welcome {
@@ -350,12 +369,12 @@ where
                     heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
                 }));
             }
-            endpoint.handler.on_open(&mut conn).await;
-            drive(&mut transport, &mut conn, &endpoint).await
+            endpoint.handler.on_open(conn).await;
+            drive(&mut transport, conn, endpoint).await
         }
         Err(reason) => {
             let code = CloseCode::TRY_AGAIN_LATER;
-            Box::pin(transport.close(&conn, code, &reason, false)).await;
+            Box::pin(transport.close(conn, code, &reason, false)).await;
             Disconnect {
                 code: Some(code.0),
                 reason,
@@ -368,9 +387,9 @@ where
     drop(transport);
     // Rare, large futures are boxed so that they do not inflate the
     // session's state machine, which every idle connection carries.
-    Box::pin(leave_everything(&mut conn, &endpoint)).await;
+    Box::pin(leave_everything(conn, endpoint)).await;
     node.unregister_conn(conn.id);
-    endpoint.handler.on_close(&mut conn, &disconnect).await;
+    endpoint.handler.on_close(conn, &disconnect).await;
     tracing::info!(
         conn = %conn.id(), user = %conn.user(), code = ?disconnect.code,
         reason = %disconnect.reason, by_server = disconnect.by_server, "disconnected"
@@ -410,6 +429,9 @@ async fn leave_everything(conn: &mut Conn, endpoint: &Endpoint) {
     }
 }
 
+/// The session's main loop. Every idle connection is parked inside it, so
+/// its state is kept small: the only awaits in the loop are the next event
+/// and the handler; whatever ends the connection runs in a boxed future.
 async fn drive<IO>(t: &mut Transport<IO>, conn: &mut Conn, endpoint: &Endpoint) -> Disconnect
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
@@ -419,74 +441,15 @@ where
     let handler = endpoint.handler.clone();
     let mut throttle = config
         .message_rate
-        .map(|limit| Throttle::new(limit, Instant::now()));
+        .map(|limit| Box::new(Throttle::new(limit, Instant::now())));
     loop {
         let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
-        let event = match event {
-            Event::Message(Message::Text(text)) => Err(Inbound::Text(text)),
-            Event::Message(Message::Binary(data)) => Err(Inbound::Binary(data)),
-            other => Ok(other),
-        };
-        // Data messages go to the handler, through the rate limit.
-        let event = match event {
-            Ok(event) => event,
-            Err(inbound) => {
-                match throttle
-                    .as_mut()
-                    .map_or(Verdict::Allow, |th| th.check(config, Instant::now()))
-                {
-                    Verdict::Allow => {
-                        // Replies are written by this task right after the
-                        // handler, not handed to a flusher.
-                        conn.outbox.claim();
-                        handler.on_message(conn, inbound).await;
-                        t.arm_expiry(conn.identity.expires_at);
-                    }
-                    Verdict::Drop => {
-                        if endpoint.welcome {
-                            let id = match &inbound {
-                                Inbound::Text(t) => std::str::from_utf8(t)
-                                    .ok()
-                                    .and_then(|t| switchboard_protocol::client::parse(t).ok())
-                                    .and_then(|f| f.id()),
-                                Inbound::Binary(_) => None,
-                            };
-                            crate::handlers::send_error(
-                                conn,
-                                id,
-                                switchboard_protocol::ErrorCode::RateLimited,
-                                "too many messages; this one was dropped",
-                            );
-                        }
-                    }
-                    Verdict::Close => {
-                        let code = CloseCode::RATE_LIMITED;
-                        let reason = "message rate limit exceeded repeatedly";
-                        Box::pin(t.close(conn, code, reason, false)).await;
-                        return Disconnect {
-                            code: Some(code.0),
-                            reason: reason.into(),
-                            by_server: true,
-                        };
-                    }
-                }
-                continue;
-            }
-        };
-        match event {
-            Event::Message(Message::Text(_) | Message::Binary(_)) => {}
-            Event::Expired => {
-                let code = CloseCode::TOKEN_EXPIRED;
-                let reason = "credentials expired; refresh them and reconnect";
-                Box::pin(t.close(conn, code, reason, false)).await;
-                return Disconnect {
-                    code: Some(code.0),
-                    reason: reason.into(),
-                    by_server: true,
-                };
-            }
+        let inbound = match event {
+            Event::Message(Message::Text(text)) => Inbound::Text(text),
+            Event::Message(Message::Binary(data)) => Inbound::Binary(data),
             Event::Message(Message::Ping(payload)) => {
                 t.queue(conn, frame::encode(OpCode::Pong, &payload));
+                continue;
             }
             Event::Message(Message::Pong(_)) => {
                 if t.awaiting_pong {
@@ -495,48 +458,9 @@ where
                         .as_mut()
                         .reset(t.ping_sent + config.heartbeat_interval);
                 }
+                continue;
             }
-            Event::Message(Message::Close(close)) => {
-                let code = close.as_ref().map_or(CloseCode::NORMAL.0, |c| c.code);
-                let reason = close.map(|c| c.reason).unwrap_or_default();
-                t.queue(conn, frame::encode_close(code, ""));
-                let grace = CLOSE_GRACE.min(config.heartbeat_timeout);
-                let _ = Box::pin(t.flush_within(conn, grace)).await;
-                let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut t.io);
-                let _ = Box::pin(tokio::time::timeout(grace, shutdown)).await;
-                return Disconnect {
-                    code: Some(code),
-                    reason,
-                    by_server: false,
-                };
-            }
-            Event::CloseRequested(req) => {
-                let discard = req.code == CloseCode::SLOW_CONSUMER;
-                Box::pin(t.close(conn, req.code, &req.reason, discard)).await;
-                return Disconnect {
-                    code: Some(req.code.0),
-                    reason: req.reason,
-                    by_server: true,
-                };
-            }
-            Event::HeartbeatDue if t.awaiting_pong => {
-                conn.node
-                    .stats()
-                    .heartbeat_timeouts
-                    .fetch_add(1, Ordering::Relaxed);
-                let code = CloseCode::HEARTBEAT_TIMEOUT;
-                let reason = "no pong within the heartbeat timeout";
-                t.discard_unwritten();
-                t.queue(conn, frame::encode_close(code.0, reason));
-                // The peer is presumed dead: one short attempt, no handshake.
-                let _ = Box::pin(t.flush_within(conn, Duration::from_millis(100))).await;
-                return Disconnect {
-                    code: Some(code.0),
-                    reason: reason.into(),
-                    by_server: true,
-                };
-            }
-            Event::HeartbeatDue => {
+            Event::HeartbeatDue if !t.awaiting_pong => {
                 conn.outbox.release_idle_storage();
                 t.writing.release_spare();
                 t.queue(conn, frame::encode(OpCode::Ping, b""));
@@ -545,32 +469,153 @@ where
                 t.heartbeat
                     .as_mut()
                     .reset(t.ping_sent + config.heartbeat_timeout);
+                continue;
             }
-            Event::Eof => {
-                return Disconnect {
-                    code: None,
-                    reason: "connection dropped without a close frame".into(),
-                    by_server: false,
-                };
+            ending => return Box::pin(end(t, conn, ending, config)).await,
+        };
+        // Data messages go to the handler, through the rate limit.
+        match throttle
+            .as_mut()
+            .map_or(Verdict::Allow, |th| th.check(config, Instant::now()))
+        {
+            Verdict::Allow => {
+                // Replies are written by this task right after the handler,
+                // not handed to a flusher.
+                conn.outbox.claim();
+                handler.on_message(conn, inbound).await;
+                t.arm_expiry(conn.identity.expires_at);
             }
-            Event::Decode(e) => {
-                let code = CloseCode(e.close_code());
-                let reason = e.to_string();
-                Box::pin(t.close(conn, code, &reason, false)).await;
-                return Disconnect {
-                    code: Some(code.0),
-                    reason,
-                    by_server: true,
-                };
+            Verdict::Drop => {
+                if endpoint.welcome {
+                    refuse_rate_limited(conn, &inbound);
+                }
             }
-            Event::Io(e) => {
-                return Disconnect {
-                    code: None,
-                    reason: format!("i/o error: {e}"),
-                    by_server: false,
-                };
+            Verdict::Close => {
+                let code = CloseCode::RATE_LIMITED;
+                let reason = "message rate limit exceeded repeatedly";
+                return Box::pin(close_with(t, conn, code, reason)).await;
             }
         }
+    }
+}
+
+/// Tells the client its message was dropped by the rate limit.
+fn refuse_rate_limited(conn: &mut Conn, inbound: &Inbound) {
+    let id = match inbound {
+        Inbound::Text(t) => std::str::from_utf8(t)
+            .ok()
+            .and_then(|t| switchboard_protocol::client::parse(t).ok())
+            .and_then(|f| f.id()),
+        Inbound::Binary(_) => None,
+    };
+    crate::handlers::send_error(
+        conn,
+        id,
+        switchboard_protocol::ErrorCode::RateLimited,
+        "too many messages; this one was dropped",
+    );
+}
+
+/// A server-initiated close with the close handshake.
+async fn close_with<IO>(
+    t: &mut Transport<IO>,
+    conn: &mut Conn,
+    code: CloseCode,
+    reason: &str,
+) -> Disconnect
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    t.close(conn, code, reason, false).await;
+    Disconnect {
+        code: Some(code.0),
+        reason: reason.into(),
+        by_server: true,
+    }
+}
+
+/// Handles an event that ends the connection.
+async fn end<IO>(
+    t: &mut Transport<IO>,
+    conn: &mut Conn,
+    event: Event,
+    config: &crate::Config,
+) -> Disconnect
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match event {
+        Event::Expired => {
+            let reason = "credentials expired; refresh them and reconnect";
+            close_with(t, conn, CloseCode::TOKEN_EXPIRED, reason).await
+        }
+        Event::Message(Message::Close(close)) => {
+            let code = close.as_ref().map_or(CloseCode::NORMAL.0, |c| c.code);
+            let reason = close.map(|c| c.reason).unwrap_or_default();
+            t.queue(conn, frame::encode_close(code, ""));
+            let grace = CLOSE_GRACE.min(config.heartbeat_timeout);
+            let _ = t.flush_within(conn, grace).await;
+            let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut t.io);
+            let _ = tokio::time::timeout(grace, shutdown).await;
+            Disconnect {
+                code: Some(code),
+                reason,
+                by_server: false,
+            }
+        }
+        Event::CloseRequested(req) => {
+            let discard = req.code == CloseCode::SLOW_CONSUMER;
+            t.close(conn, req.code, &req.reason, discard).await;
+            Disconnect {
+                code: Some(req.code.0),
+                reason: req.reason,
+                by_server: true,
+            }
+        }
+        Event::HeartbeatDue => {
+            conn.node
+                .stats()
+                .heartbeat_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            let code = CloseCode::HEARTBEAT_TIMEOUT;
+            let reason = "no pong within the heartbeat timeout";
+            t.discard_unwritten();
+            t.queue(conn, frame::encode_close(code.0, reason));
+            // The peer is presumed dead: one short attempt, no handshake.
+            let _ = t.flush_within(conn, Duration::from_millis(100)).await;
+            Disconnect {
+                code: Some(code.0),
+                reason: reason.into(),
+                by_server: true,
+            }
+        }
+        Event::Eof => Disconnect {
+            code: None,
+            reason: "connection dropped without a close frame".into(),
+            by_server: false,
+        },
+        Event::Decode(e) => {
+            let code = CloseCode(e.close_code());
+            let reason = e.to_string();
+            t.close(conn, code, &reason, false).await;
+            Disconnect {
+                code: Some(code.0),
+                reason,
+                by_server: true,
+            }
+        }
+        Event::Io(e) => Disconnect {
+            code: None,
+            reason: format!("i/o error: {e}"),
+            by_server: false,
+        },
+        // Data, pings, pongs and a heartbeat with no ping outstanding are
+        // handled in the loop and never reach here.
+        Event::Message(_) => Disconnect {
+            code: None,
+            reason: "unexpected event".into(),
+            by_server: true,
+        },
     }
 }
 
@@ -678,8 +723,8 @@ mod tests {
 
     async fn open_on(node: Node, endpoint: Arc<Endpoint>, identity: Identity) -> Opened {
         let (server_io, client_io) = tokio::io::duplex(64 * 1024);
-        let conn = new_conn(&node, identity, &endpoint, None, None, Default::default());
-        let task = tokio::spawn(async move { run(server_io, &[], conn, endpoint).await });
+        let mut conn = new_conn(&node, identity, &endpoint, None, None, Default::default());
+        let task = tokio::spawn(async move { run(server_io, &[], &mut conn, &endpoint).await });
         let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         (node, client, task)
     }

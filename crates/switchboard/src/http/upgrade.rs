@@ -211,7 +211,7 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
     let extensions = http::Extensions::new();
     drop(body);
 
-    let conn = session::new_conn(&node, identity, &endpoint, remote, subprotocol, extensions);
+    let mut conn = session::new_conn(&node, identity, &endpoint, remote, subprotocol, extensions);
     node.sessions().spawn(async move {
         // The cap slot is held for the life of the session.
         let _reservation = reservation;
@@ -226,9 +226,14 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
             Ok(parts) => {
                 let read_ahead = parts.read_buf.to_vec();
                 drop(parts.read_buf);
-                session::run_tcp(parts.io.into_inner(), &read_ahead, conn, endpoint).await
+                session::run_tcp(parts.io.into_inner(), &read_ahead, &mut conn, &endpoint).await
             }
-            Err(upgraded) => session::run(TokioIo::new(upgraded), &[], conn, endpoint).await,
+            // Rare (only when a layer wrapped the connection): boxed, so that
+            // it does not widen every session's task.
+            Err(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                Box::pin(session::run(io, &[], &mut conn, &endpoint)).await
+            }
         }
     });
 

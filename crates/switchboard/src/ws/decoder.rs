@@ -143,7 +143,8 @@ pub struct Decoder {
     /// Header of the frame whose payload is being awaited.
     header: Option<FrameHeader>,
     /// Text or binary message whose final fragment has not arrived yet.
-    fragmented: Option<Fragmented>,
+    /// Boxed: rare, and the decoder is part of every idle connection.
+    fragmented: Option<Box<Fragmented>>,
     /// Set once an error has been returned.
     error: Option<DecodeError>,
 }
@@ -292,7 +293,7 @@ impl Decoder {
                     .take()
                     .ok_or(DecodeError::UnexpectedContinuation)?;
                 fragmented.data.extend_from_slice(&payload);
-                self.continue_message(fragmented, header.fin)
+                self.continue_message(*fragmented, header.fin)
             }
         }
     }
@@ -308,7 +309,7 @@ impl Decoder {
             fragmented.utf8_checked = check_utf8(&fragmented.data, fragmented.utf8_checked, fin)?;
         }
         if !fin {
-            self.fragmented = Some(fragmented);
+            self.fragmented = Some(Box::new(fragmented));
             return Ok(None);
         }
         let data = fragmented.data.freeze();
