@@ -322,7 +322,11 @@ impl Decoder {
 
     /// Drops the input buffer's allocation once everything has been consumed.
     fn release_consumed_buffer(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() != 0 {
+        // Not conditional on capacity: after a payload is split off the end,
+        // the empty remainder has no capacity of its own but still holds a
+        // reference to the shared allocation, which would keep the last
+        // message's bytes alive for as long as the connection is idle.
+        if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
     }
@@ -742,6 +746,27 @@ mod tests {
         assert_eq!(decoder.buffer_capacity(), 0);
         assert_eq!(decoder.next_message(), Ok(None));
         assert_eq!(decoder.buffer_capacity(), 0);
+    }
+
+    #[test]
+    fn a_decoded_message_is_not_shared_with_the_idle_decoder() {
+        // The decoder must hold no reference to a message's allocation once
+        // it has handed the message out: an idle connection would otherwise
+        // keep its last message alive.
+        let mut decoder = Decoder::new(MAX);
+        decoder.push(&client_frame(
+            true,
+            OpCode::Text,
+            br#"{"type":"join","room":"r"}"#,
+        ));
+        let Ok(Some(Message::Text(text))) = decoder.next_message() else {
+            panic!("expected a text message");
+        };
+        assert!(decoder.is_idle());
+        assert!(
+            text.is_unique(),
+            "the decoder still shares the message's bytes"
+        );
     }
 
     #[test]
