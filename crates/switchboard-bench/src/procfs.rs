@@ -133,9 +133,12 @@ pub fn system_busy_ticks() -> Option<u64> {
 /// CPU use over a measured window: the server's, the tool's own, and what
 /// the rest of the machine used (other processes, and kernel work not
 /// charged to either), so a disturbed run can be recognised.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Meter {
     server: CpuSample,
+    /// Further server processes (the other nodes of a cluster), summed into
+    /// the server's figures.
+    others: Vec<(u32, CpuSample)>,
     tool: CpuSample,
     system: Option<u64>,
 }
@@ -158,8 +161,18 @@ pub struct Usage {
 impl Meter {
     /// Starts measuring (`pid`: the server, if watched).
     pub fn start(pid: Option<u32>) -> Meter {
+        Self::start_nodes(pid, &[])
+    }
+
+    /// Starts measuring a server made of several processes: `pid` and
+    /// `others` (their CPU is added up).
+    pub fn start_nodes(pid: Option<u32>, others: &[u32]) -> Meter {
         Meter {
             server: CpuSample::take(pid.map(Some)),
+            others: others
+                .iter()
+                .map(|&p| (p, CpuSample::take(Some(Some(p)))))
+                .collect(),
             tool: CpuSample::take(Some(None)),
             system: system_busy_ticks(),
         }
@@ -168,11 +181,19 @@ impl Meter {
     /// Ends the window.
     pub fn stop(&self, pid: Option<u32>) -> Usage {
         let server = CpuSample::take(pid.map(Some));
+        let others_us: Option<f64> = self
+            .others
+            .iter()
+            .map(|(p, start)| start.cpu_us_until(&CpuSample::take(Some(Some(*p)))))
+            .sum();
         let tool = CpuSample::take(Some(None));
         let system = system_busy_ticks();
         let wall_s = tool.at.duration_since(self.tool.at).as_secs_f64();
         let tool_us = self.tool.cpu_us_until(&tool);
-        let server_us = self.server.cpu_us_until(&server);
+        let server_us = match (self.server.cpu_us_until(&server), others_us) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, _) => a,
+        };
         let other_pct = match (self.system, system, tool_us) {
             (Some(a), Some(b), Some(t)) if wall_s > 0.0 => {
                 let busy_us = ticks_to_us(b.saturating_sub(a));
@@ -184,7 +205,9 @@ impl Meter {
         Usage {
             wall_s,
             server_cpu_us: server_us,
-            server_pct: self.server.cpu_pct_until(&server),
+            server_pct: server_us
+                .filter(|_| wall_s > 0.0)
+                .map(|us| us / 1e6 / wall_s * 100.0),
             tool_pct: self.tool.cpu_pct_until(&tool),
             other_pct,
         }

@@ -232,6 +232,23 @@ pub const METRICS: &[MetricDef] = &[
         true,
         None,
     ),
+    m(
+        "redis",
+        "CPU per delivery, 2 nodes + redis-server",
+        "/results/server_cpu_us_per_delivery",
+        "µs",
+        true,
+        None,
+    ),
+    m(
+        "redis",
+        "p99 latency",
+        "/results/latency_ms/p99_ms",
+        "ms",
+        true,
+        None,
+    ),
+    m("redis", "loss", "/results/loss_pct", "%", true, None),
 ];
 
 /// One server's figure in a row.

@@ -57,6 +57,12 @@ impl Latency {
         self.hist.saturating_record(us.clamp(1, MAX_US));
     }
 
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Latency) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.hist.add(&other.hist);
+    }
+
     /// Forgets every sample.
     pub fn reset(&mut self) {
         self.hist.reset();

@@ -35,6 +35,16 @@ pub struct FanoutArgs {
     /// Chat endpoint URL (loopback only), e.g. ws://127.0.0.1:3000/ws/chat.
     #[arg(long)]
     pub url: String,
+    /// The same endpoint on further nodes of a cluster (repeatable):
+    /// subscribers are spread evenly over --url and these; the publisher
+    /// uses --url's node (or --http-url).
+    #[arg(long = "also-url")]
+    pub also_urls: Vec<String>,
+    /// PIDs of further server processes (repeatable; the other nodes, a
+    /// broker): their CPU is added to the server's, so CPU per delivery is
+    /// the whole cluster's.
+    #[arg(long = "also-server-pid")]
+    pub also_server_pids: Vec<u32>,
     /// Subscribers.
     #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
@@ -311,7 +321,7 @@ async fn run_step(
 
     let rss_before = server_rss(pid);
     let sampler = RssSampler::start(pid);
-    let meter = Meter::start(pid);
+    let meter = Meter::start_nodes(pid, &a.also_server_pids);
     let t0 = Instant::now() + Duration::from_millis(20);
     let plan = Rc::new(Plan {
         t0,
@@ -495,7 +505,8 @@ pub async fn run(a: FanoutArgs) -> Result<Output, (Value, String)> {
         (None, None) => vec![10.0],
     };
     let params = json!({
-        "url": a.url, "subscribers": a.subscribers, "rates": rates,
+        "url": a.url, "also_urls": a.also_urls, "also_server_pids": a.also_server_pids,
+        "subscribers": a.subscribers, "rates": rates,
         "duration_s": a.duration.as_secs_f64(), "drain_s": a.drain.as_secs_f64(),
         "publish": a.publish, "protocol": a.protocol, "http_url": a.http_url,
         "room": a.room, "payload_bytes": a.payload_bytes, "http_conns": a.http_conns,
@@ -506,6 +517,15 @@ pub async fn run(a: FanoutArgs) -> Result<Output, (Value, String)> {
     if target.scheme != Scheme::Ws {
         return Err(fail("--url must be a ws:// URL".into()));
     }
+    let mut also = Vec::new();
+    for u in &a.also_urls {
+        let t = Target::parse(u).map_err(fail)?;
+        if t.scheme != Scheme::Ws {
+            return Err(fail("--also-url must be a ws:// URL".into()));
+        }
+        also.push(t);
+    }
+
     let http_target = match &a.http_url {
         Some(u) => Target::parse(u).map_err(fail)?,
         None => target.http_with_path(&match a.protocol {
@@ -540,23 +560,22 @@ pub async fn run(a: FanoutArgs) -> Result<Output, (Value, String)> {
     check_bound("concurrency", a.concurrency as f64, 1.0, 4096.0).map_err(fail)?;
     let pid = a.server_pid;
     check_server_alive(pid).map_err(fail)?;
+    for &p in &a.also_server_pids {
+        check_server_alive(Some(p)).map_err(fail)?;
+    }
 
     let subs = Rc::new(RefCell::new(SubState::default()));
     let join = (a.protocol == Protocol::Switchboard).then_some(a.room.as_str());
-    eprintln!(
-        "fanout: opening {} subscribers to {}",
-        a.subscribers,
-        target.url()
-    );
-    let opened = open_subscribers(
-        &target,
-        a.subscribers,
-        a.concurrency,
-        a.protocol,
-        join,
-        &subs,
-    )
-    .await;
+    // Subscribers are spread evenly over the nodes, the first ones taking
+    // the remainder.
+    let nodes: Vec<&Target> = std::iter::once(&target).chain(also.iter()).collect();
+    let mut opened = super::Opened::default();
+    for (i, node) in nodes.iter().enumerate() {
+        let n = a.subscribers / nodes.len() + usize::from(i < a.subscribers % nodes.len());
+        eprintln!("fanout: opening {n} subscribers to {}", node.url());
+        let part = open_subscribers(node, n, a.concurrency, a.protocol, join, &subs).await;
+        opened.merge(part);
+    }
     let failed: u64 = opened.failures.values().sum();
     if failed > 0 {
         for t in &opened.tasks {

@@ -246,6 +246,7 @@ pub async fn open_session(
 }
 
 /// Result of opening many subscriber sessions.
+#[derive(Default)]
 pub struct Opened {
     /// The subscriber tasks (abort them to close the connections).
     pub tasks: Vec<JoinHandle<()>>,
@@ -257,6 +258,21 @@ pub struct Opened {
     pub elapsed: Duration,
     /// Time each session took to open.
     pub open_latency: Latency,
+}
+
+impl Opened {
+    /// Adds the sessions opened by another call (to another node).
+    pub fn merge(&mut self, other: Opened) {
+        self.tasks.extend(other.tasks);
+        for (reason, n) in other.failures {
+            *self.failures.entry(reason).or_default() += n;
+        }
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        self.open_latency.merge(&other.open_latency);
+    }
 }
 
 /// Opens `n` sessions with at most `concurrency` handshakes in flight; each
