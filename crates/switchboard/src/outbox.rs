@@ -107,8 +107,10 @@ pub enum PushError {
 pub struct Outbox {
     state: Mutex<State>,
     waker: AtomicWaker,
-    max_frames: usize,
-    max_bytes: usize,
+    // 32 bits each (bounds above 4 Gi are clamped): the outbox is part of
+    // every idle connection.
+    max_frames: u32,
+    max_bytes: u32,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -243,7 +245,8 @@ impl FrameQueue {
 
 struct State {
     frames: FrameQueue,
-    bytes: usize,
+    /// Bytes queued; at most `max_bytes`.
+    bytes: u32,
     /// Boxed: a close is requested once, at the end, and the state is part
     /// of every idle connection.
     close: Option<Box<CloseRequest>>,
@@ -280,8 +283,8 @@ impl Outbox {
                 direct: None,
             }),
             waker: AtomicWaker::new(),
-            max_frames: max_frames.max(1),
-            max_bytes,
+            max_frames: u32::try_from(max_frames.max(1)).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
         }
     }
 
@@ -305,7 +308,12 @@ impl Outbox {
         if st.close.is_some() {
             return Err(PushError::Closed);
         }
-        if st.frames.len() >= self.max_frames || st.bytes + frame.len() > self.max_bytes {
+        // A frame of 4 GiB or more never fits.
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        if st.frames.len() >= self.max_frames as usize
+            || len == u32::MAX
+            || st.bytes.saturating_add(len) > self.max_bytes
+        {
             st.close = Some(Box::new(CloseRequest {
                 code: CloseCode::SLOW_CONSUMER,
                 reason: "slow consumer: outbound queue full".into(),
@@ -317,7 +325,7 @@ impl Outbox {
             return Err(PushError::Overflow);
         }
         let was_empty = st.frames.is_empty();
-        st.bytes += frame.len();
+        st.bytes += len;
         st.frames.push_back(frame);
         if st.owner == Owner::Idle
             && let Some(shard) = st.direct.as_ref().and_then(|d| d.shard.upgrade())
@@ -387,7 +395,7 @@ impl Outbox {
             let (n, total) = st.frames.as_io_slices(&mut slices);
             match direct.sink.try_write_vectored(&slices[..n]) {
                 Ok(written) => {
-                    st.bytes -= st.frames.advance(written);
+                    st.bytes -= st.frames.advance(written) as u32;
                     if written < total {
                         break;
                     }
@@ -446,7 +454,7 @@ impl Outbox {
 
     /// The most frames the queue holds.
     pub fn max_frames(&self) -> usize {
-        self.max_frames
+        self.max_frames as usize
     }
 
     /// Frames currently queued.
@@ -492,7 +500,7 @@ impl Outbox {
             while n < max
                 && let Some(frame) = st.frames.pop_front()
             {
-                st.bytes -= frame.len();
+                st.bytes -= frame.len() as u32;
                 out.push_back(frame);
                 n += 1;
             }

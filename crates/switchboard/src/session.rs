@@ -39,6 +39,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use switchboard_protocol::CloseCode;
 use switchboard_protocol::server::{ServerFrame, Welcome};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -80,13 +82,15 @@ impl Expiry {
     }
 }
 
-struct Transport<IO> {
+/// A session's socket with its decoder, write queue and timers.
+pub(crate) struct Transport<IO> {
     io: IO,
     decoder: Decoder,
     writing: FrameQueue,
     heartbeat: Pin<Box<Sleep>>,
+    /// A ping is out: the heartbeat timer is then armed for its deadline
+    /// (the ping was sent `heartbeat_timeout` before it).
     awaiting_pong: bool,
-    ping_sent: Instant,
     /// Fires when the credentials expire; only connections whose credentials
     /// expire have one.
     /// Boxed with the time it was armed for: most connections never expire.
@@ -94,6 +98,25 @@ struct Transport<IO> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
+    /// A transport over `io`; `read_ahead` holds bytes the HTTP layer read
+    /// past the handshake (frames a client sent without waiting).
+    pub(crate) fn new(io: IO, read_ahead: &[u8], conn: &Conn) -> Self {
+        let config = conn.node.config();
+        let mut transport = Transport {
+            io,
+            decoder: Decoder::new(config.max_message_size),
+            writing: FrameQueue::new(),
+            heartbeat: Box::pin(tokio::time::sleep(config.heartbeat_interval)),
+            awaiting_pong: false,
+            expiry: None,
+        };
+        transport.arm_expiry(conn.identity.expires_at);
+        if !read_ahead.is_empty() {
+            transport.decoder.push(read_ahead);
+        }
+        transport
+    }
+
     fn poll_event(&mut self, cx: &mut Context<'_>, conn: &Conn) -> Poll<Event> {
         if let Poll::Ready(Err(e)) = self.poll_write_all(cx, conn, true) {
             return Poll::Ready(Event::Io(e));
@@ -248,23 +271,94 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
     }
 }
 
-/// Runs one TCP connection from open to close, with direct writes from the
-/// node's flushers. See [`run`].
-pub(crate) fn run_tcp<'a>(
-    stream: tokio::net::TcpStream,
-    read_ahead: &'a [u8],
-    conn: &'a mut Conn,
-    endpoint: &'a Arc<Endpoint>,
-) -> impl Future<Output = ()> + Send + 'a {
-    let stream = Arc::new(stream);
-    let shard = conn.node.flusher().shard_for(conn.id);
-    conn.outbox.attach_direct(stream.clone(), shard);
-    run(SharedTcp(stream), read_ahead, conn, endpoint)
+/// The transport of an upgraded connection. The TCP stream is taken back
+/// from hyper when it can be (the bytes hyper read ahead share its 8-16 KiB
+/// read buffer, which would otherwise stay allocated for the life of the
+/// connection) and shared with the node's flushers for direct writes.
+pub(crate) fn upgraded_transport(upgraded: Upgraded, conn: &Conn) -> Transport<SessionIo> {
+    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => {
+            let stream = Arc::new(parts.io.into_inner());
+            let shard = conn.node.flusher().shard_for(conn.id);
+            conn.outbox.attach_direct(stream.clone(), shard);
+            Transport::new(SessionIo::Tcp(SharedTcp(stream)), &parts.read_buf, conn)
+        }
+        // Only when a layer wrapped the connection.
+        Err(upgraded) => {
+            let io = SessionIo::Other(Box::new(TokioIo::new(upgraded)));
+            Transport::new(io, &[], conn)
+        }
+    }
+}
+
+/// A session's socket: the TCP stream, or (rarely) whatever a layer wrapped
+/// it in. One type, so that the session's code exists once.
+pub(crate) enum SessionIo {
+    Tcp(SharedTcp),
+    Other(Box<TokioIo<Upgraded>>),
+}
+
+impl AsyncRead for SessionIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionIo::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            SessionIo::Other(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for SessionIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SessionIo::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+            SessionIo::Other(io) => Pin::new(&mut **io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SessionIo::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            SessionIo::Other(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            SessionIo::Tcp(io) => io.is_write_vectored(),
+            SessionIo::Other(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionIo::Tcp(io) => Pin::new(io).poll_flush(cx),
+            SessionIo::Other(io) => Pin::new(&mut **io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SessionIo::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+            SessionIo::Other(io) => Pin::new(&mut **io).poll_shutdown(cx),
+        }
+    }
 }
 
 /// A TCP stream whose write side the session shares with the flushers; all
 /// its I/O goes through `&TcpStream`.
-struct SharedTcp(Arc<tokio::net::TcpStream>);
+pub(crate) struct SharedTcp(Arc<tokio::net::TcpStream>);
 
 impl AsyncRead for SharedTcp {
     fn poll_read(
@@ -328,72 +422,50 @@ impl AsyncWrite for SharedTcp {
     }
 }
 
-/// Runs one connection from open to close. `read_ahead` holds bytes the HTTP
-/// layer read past the handshake (frames a client sent without waiting).
+/// Runs one connection from open to close.
 ///
 /// The connection and endpoint are borrowed from the task that owns them, so
 /// that they are stored once in the task, not once per layer of futures:
 /// the task's size is what every idle connection costs.
-pub(crate) async fn run<IO>(io: IO, read_ahead: &[u8], conn: &mut Conn, endpoint: &Arc<Endpoint>)
+///
+/// The transport is built beforehand (see [`Transport::new`]) and moved in,
+/// so that nothing used only to set it up is kept in the task.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in every session"
+)]
+pub(crate) fn run<'a, IO>(
+    mut transport: Transport<IO>,
+    conn: &'a mut Conn,
+    endpoint: &'a Arc<Endpoint>,
+) -> impl Future<Output = ()> + Send + 'a
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'a,
 {
-    let node = conn.node.clone();
-    let config = node.config();
-    node.register_conn(conn.id, &conn.outbox);
-    tracing::info!(
-        conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
-        "connected"
-    );
-    let mut transport = Transport {
-        io,
-        decoder: Decoder::new(config.max_message_size),
-        writing: FrameQueue::new(),
-        heartbeat: Box::pin(tokio::time::sleep(config.heartbeat_interval)),
-        awaiting_pong: false,
-        ping_sent: Instant::now(),
-        expiry: None,
-    };
-    transport.arm_expiry(conn.identity.expires_at);
-    if !read_ahead.is_empty() {
-        transport.decoder.push(read_ahead);
+    // An `async move` block rather than an `async fn`: an async fn keeps its
+    // arguments twice (as passed, and moved into its body), and this future
+    // is what every idle connection costs.
+    async move {
+        let node = conn.node.clone();
+        node.register_conn(conn.id, &conn.outbox);
+        tracing::info!(
+            conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
+            "connected"
+        );
+        let disconnect = drive(&mut transport, conn, endpoint).await;
+        // Flushers let go of the socket, so that it closes with the transport.
+        conn.outbox.detach_direct();
+        drop(transport);
+        // Rare, large futures are boxed so that they do not inflate the
+        // session's state machine, which every idle connection carries.
+        Box::pin(leave_everything(conn, endpoint)).await;
+        node.unregister_conn(conn.id);
+        endpoint.handler.on_close(conn, &disconnect).await;
+        tracing::info!(
+            conn = %conn.id(), user = %conn.user(), code = ?disconnect.code,
+            reason = %disconnect.reason, by_server = disconnect.by_server, "disconnected"
+        );
     }
-    let disconnect = match Box::pin(subscribe_identity(conn, endpoint)).await {
-        Ok(()) => {
-            conn.outbox.claim();
-            if endpoint.welcome {
-                let _ = conn.send_frame(&ServerFrame::Welcome(Welcome {
-                    user: conn.user().to_string(),
-                    conn: conn.id(),
-                    protocol: switchboard_protocol::SUBPROTOCOL.to_string(),
-                    heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
-                }));
-            }
-            endpoint.handler.on_open(conn).await;
-            drive(&mut transport, conn, endpoint).await
-        }
-        Err(reason) => {
-            let code = CloseCode::TRY_AGAIN_LATER;
-            Box::pin(transport.close(conn, code, &reason, false)).await;
-            Disconnect {
-                code: Some(code.0),
-                reason,
-                by_server: true,
-            }
-        }
-    };
-    // Flushers let go of the socket, so that it closes with the transport.
-    conn.outbox.detach_direct();
-    drop(transport);
-    // Rare, large futures are boxed so that they do not inflate the
-    // session's state machine, which every idle connection carries.
-    Box::pin(leave_everything(conn, endpoint)).await;
-    node.unregister_conn(conn.id);
-    endpoint.handler.on_close(conn, &disconnect).await;
-    tracing::info!(
-        conn = %conn.id(), user = %conn.user(), code = ?disconnect.code,
-        reason = %disconnect.reason, by_server = disconnect.by_server, "disconnected"
-    );
 }
 
 async fn subscribe_identity(conn: &mut Conn, endpoint: &Endpoint) -> Result<(), String> {
@@ -429,71 +501,97 @@ async fn leave_everything(conn: &mut Conn, endpoint: &Endpoint) {
     }
 }
 
-/// The session's main loop. Every idle connection is parked inside it, so
-/// its state is kept small: the only awaits in the loop are the next event
-/// and the handler; whatever ends the connection runs in a boxed future.
-async fn drive<IO>(t: &mut Transport<IO>, conn: &mut Conn, endpoint: &Endpoint) -> Disconnect
+/// The session from the handshake on: subscriptions, `welcome`, then the
+/// main loop. Every idle connection is parked inside it, so its state is
+/// kept small: the only awaits in the loop are the next event and the
+/// handler; whatever ends the connection runs in a boxed future.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in every session"
+)]
+fn drive<'a, IO>(
+    t: &'a mut Transport<IO>,
+    conn: &'a mut Conn,
+    endpoint: &'a Endpoint,
+) -> impl Future<Output = Disconnect> + Send + 'a
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let node = conn.node.clone();
-    let config = node.config();
-    let handler = endpoint.handler.clone();
-    let mut throttle = config
-        .message_rate
-        .map(|limit| Box::new(Throttle::new(limit, Instant::now())));
-    loop {
-        let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
-        let inbound = match event {
-            Event::Message(Message::Text(text)) => Inbound::Text(text),
-            Event::Message(Message::Binary(data)) => Inbound::Binary(data),
-            Event::Message(Message::Ping(payload)) => {
-                t.queue(conn, frame::encode(OpCode::Pong, &payload));
-                continue;
-            }
-            Event::Message(Message::Pong(_)) => {
-                if t.awaiting_pong {
-                    t.awaiting_pong = false;
+    // An `async move` block, like `run`, so the arguments are kept once.
+    async move {
+        let node = conn.node.clone();
+        let config = node.config();
+        if let Err(reason) = Box::pin(subscribe_identity(conn, endpoint)).await {
+            let code = CloseCode::TRY_AGAIN_LATER;
+            return Box::pin(close_with(t, conn, code, &reason)).await;
+        }
+        conn.outbox.claim();
+        if endpoint.welcome {
+            let _ = conn.send_frame(&ServerFrame::Welcome(Welcome {
+                user: conn.user().to_string(),
+                conn: conn.id(),
+                protocol: switchboard_protocol::SUBPROTOCOL.to_string(),
+                heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+            }));
+        }
+        endpoint.handler.on_open(conn).await;
+        let handler = endpoint.handler.clone();
+        let mut throttle = config
+            .message_rate
+            .map(|limit| Box::new(Throttle::new(limit, Instant::now())));
+        loop {
+            let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
+            let inbound = match event {
+                Event::Message(Message::Text(text)) => Inbound::Text(text),
+                Event::Message(Message::Binary(data)) => Inbound::Binary(data),
+                Event::Message(Message::Ping(payload)) => {
+                    t.queue(conn, frame::encode(OpCode::Pong, &payload));
+                    continue;
+                }
+                Event::Message(Message::Pong(_)) => {
+                    if t.awaiting_pong {
+                        t.awaiting_pong = false;
+                        let ping_sent = t.heartbeat.deadline() - config.heartbeat_timeout;
+                        t.heartbeat
+                            .as_mut()
+                            .reset(ping_sent + config.heartbeat_interval);
+                    }
+                    continue;
+                }
+                Event::HeartbeatDue if !t.awaiting_pong => {
+                    conn.outbox.release_idle_storage();
+                    t.writing.release_spare();
+                    t.queue(conn, frame::encode(OpCode::Ping, b""));
+                    t.awaiting_pong = true;
                     t.heartbeat
                         .as_mut()
-                        .reset(t.ping_sent + config.heartbeat_interval);
+                        .reset(Instant::now() + config.heartbeat_timeout);
+                    continue;
                 }
-                continue;
-            }
-            Event::HeartbeatDue if !t.awaiting_pong => {
-                conn.outbox.release_idle_storage();
-                t.writing.release_spare();
-                t.queue(conn, frame::encode(OpCode::Ping, b""));
-                t.awaiting_pong = true;
-                t.ping_sent = Instant::now();
-                t.heartbeat
-                    .as_mut()
-                    .reset(t.ping_sent + config.heartbeat_timeout);
-                continue;
-            }
-            ending => return Box::pin(end(t, conn, ending, config)).await,
-        };
-        // Data messages go to the handler, through the rate limit.
-        match throttle
-            .as_mut()
-            .map_or(Verdict::Allow, |th| th.check(config, Instant::now()))
-        {
-            Verdict::Allow => {
-                // Replies are written by this task right after the handler,
-                // not handed to a flusher.
-                conn.outbox.claim();
-                handler.on_message(conn, inbound).await;
-                t.arm_expiry(conn.identity.expires_at);
-            }
-            Verdict::Drop => {
-                if endpoint.welcome {
-                    refuse_rate_limited(conn, &inbound);
+                ending => return Box::pin(end(t, conn, ending, config)).await,
+            };
+            // Data messages go to the handler, through the rate limit.
+            match throttle
+                .as_mut()
+                .map_or(Verdict::Allow, |th| th.check(config, Instant::now()))
+            {
+                Verdict::Allow => {
+                    // Replies are written by this task right after the handler,
+                    // not handed to a flusher.
+                    conn.outbox.claim();
+                    handler.on_message(conn, inbound).await;
+                    t.arm_expiry(conn.identity.expires_at);
                 }
-            }
-            Verdict::Close => {
-                let code = CloseCode::RATE_LIMITED;
-                let reason = "message rate limit exceeded repeatedly";
-                return Box::pin(close_with(t, conn, code, reason)).await;
+                Verdict::Drop => {
+                    if endpoint.welcome {
+                        refuse_rate_limited(conn, &inbound);
+                    }
+                }
+                Verdict::Close => {
+                    let code = CloseCode::RATE_LIMITED;
+                    let reason = "message rate limit exceeded repeatedly";
+                    return Box::pin(close_with(t, conn, code, reason)).await;
+                }
             }
         }
     }
@@ -724,7 +822,10 @@ mod tests {
     async fn open_on(node: Node, endpoint: Arc<Endpoint>, identity: Identity) -> Opened {
         let (server_io, client_io) = tokio::io::duplex(64 * 1024);
         let mut conn = new_conn(&node, identity, &endpoint, None, None, Default::default());
-        let task = tokio::spawn(async move { run(server_io, &[], &mut conn, &endpoint).await });
+        let task = tokio::spawn(async move {
+            let transport = Transport::new(server_io, &[], &conn);
+            run(transport, &mut conn, &endpoint).await
+        });
         let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
         (node, client, task)
     }

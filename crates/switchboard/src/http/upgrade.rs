@@ -23,9 +23,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio::net::TcpStream;
 
 use super::api::error_response;
 use crate::gate::caps::CapExceeded;
@@ -195,7 +193,11 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
             return error_response(rejection.status, code, &rejection.reason);
         }
     };
-    if let Err(e) = reservation.add_user(&identity.user) {
+    // A guest's id is made for this one connection, so a per-user count
+    // could never exceed one: guests are not counted (nor indexed) per user.
+    if !identity.guest
+        && let Err(e) = reservation.add_user(&identity.user)
+    {
         return too_many(e);
     }
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
@@ -213,28 +215,20 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
 
     let mut conn = session::new_conn(&node, identity, &endpoint, remote, subprotocol, extensions);
     node.sessions().spawn(async move {
-        // The cap slot is held for the life of the session.
-        let _reservation = reservation;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
         };
-        // Take the TCP stream back from hyper when we can: the bytes hyper
-        // read ahead share its 8-16 KiB read buffer, which would otherwise
-        // stay allocated for the life of the connection.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let read_ahead = parts.read_buf.to_vec();
-                drop(parts.read_buf);
-                session::run_tcp(parts.io.into_inner(), &read_ahead, &mut conn, &endpoint).await
-            }
-            // Rare (only when a layer wrapped the connection): boxed, so that
-            // it does not widen every session's task.
-            Err(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                Box::pin(session::run(io, &[], &mut conn, &endpoint)).await
-            }
-        }
+        // Built in the call, not bound to a name, so that the task does not
+        // keep a second copy of it next to the session's.
+        session::run(
+            session::upgraded_transport(upgraded, &conn),
+            &mut conn,
+            &endpoint,
+        )
+        .await;
+        // The cap slot is held for the life of the session.
+        drop(reservation);
     });
 
     let mut resp = Response::new(axum::body::Body::empty());
