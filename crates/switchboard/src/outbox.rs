@@ -14,7 +14,7 @@
 //!
 //! - **idle**: nothing is queued or being written;
 //! - **flusher**: frames were pushed to an idle connection that has a
-//!   [`DirectSink`]; the connection is on a [`flush`](crate::flush) list, and
+//!   [`DirectSink`]; the connection is on a flush list, and
 //!   a flusher task writes its frames straight to the socket, without waking
 //!   the connection's own task. A fan-out to 10,000 idle connections then
 //!   costs one task wake-up, not 10,000;
