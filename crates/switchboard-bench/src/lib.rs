@@ -9,8 +9,12 @@
 //! allocation.
 //!
 //! Only loopback targets are accepted ([`target::Target::parse`]).
+//!
+//! [`floor`] is the raw floor server: the kernel's cost of a loopback
+//! delivery, measured with the same scenarios.
 
 pub mod clock;
+pub mod floor;
 pub mod http;
 pub mod net;
 pub mod procfs;

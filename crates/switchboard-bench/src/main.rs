@@ -32,6 +32,13 @@ enum Cmd {
     Churn(churn::ChurnArgs),
     /// Build the side-by-side table, results JSON and SVG from recorded runs.
     Report(ReportArgs),
+    /// Run the raw floor server on 127.0.0.1:PORT (a bare epoll loop: one
+    /// write of each published frame per WebSocket, nothing else).
+    FloorServer {
+        /// Port (0: any free port; the chosen port is logged).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
     /// Print a free TCP port on 127.0.0.1.
     FreePort,
     /// Wait until the machine is quiet: busy time (all processes) below
@@ -212,6 +219,13 @@ fn main() -> ExitCode {
         Cmd::Fanout(a) => print_output(local.block_on(&rt, fanout::run(a)), "fanout"),
         Cmd::Churn(a) => print_output(local.block_on(&rt, churn::run(a)), "churn"),
         Cmd::Report(a) => match report_cmd(a) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::FloorServer { port } => match switchboard_bench::floor::serve(port) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
