@@ -20,6 +20,7 @@
 //! tasks start with the first connection and end when their node is gone.
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::Poll;
 
@@ -32,6 +33,10 @@ use crate::outbox::Outbox;
 pub(crate) struct FlushShard {
     dirty: Mutex<Vec<Arc<Outbox>>>,
     waker: AtomicWaker,
+    /// Whether the list's task is alive. It is not once its runtime has shut
+    /// down (a node kept past its runtime) or if it panicked: connections
+    /// then write their frames themselves.
+    running: AtomicBool,
 }
 
 impl FlushShard {
@@ -39,7 +44,13 @@ impl FlushShard {
         FlushShard {
             dirty: Mutex::new(Vec::new()),
             waker: AtomicWaker::new(),
+            running: AtomicBool::new(true),
         }
+    }
+
+    /// Whether a task is serving this list.
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
     }
 
     /// Puts a connection on the list; wakes the task if the list was empty.
@@ -59,6 +70,11 @@ impl FlushShard {
     /// Empties the list (tests drive flushing by hand).
     pub(crate) fn take(&self) -> Vec<Arc<Outbox>> {
         std::mem::take(&mut *self.dirty.lock())
+    }
+
+    /// Marks the list unserved, as when its task has ended.
+    pub(crate) fn stop(&self) {
+        self.running.store(false, Ordering::Release);
     }
 }
 
@@ -99,10 +115,34 @@ impl Flusher {
 /// One flusher task: waits for a non-empty list, takes it whole, and writes
 /// each listed connection's frames.
 async fn run(shard: Weak<FlushShard>) {
-    let mut batch: Vec<Arc<Outbox>> = Vec::new();
+    /// The task's state; when the task ends for any reason (its runtime shut
+    /// down, a panic), the list is marked unserved and every connection
+    /// still listed is handed back to its own task.
+    struct Task {
+        shard: Weak<FlushShard>,
+        batch: Vec<Arc<Outbox>>,
+    }
+    impl Drop for Task {
+        fn drop(&mut self) {
+            for outbox in self.batch.drain(..) {
+                outbox.abandon_direct();
+            }
+            if let Some(shard) = self.shard.upgrade() {
+                shard.running.store(false, Ordering::Release);
+                let listed = std::mem::take(&mut *shard.dirty.lock());
+                for outbox in listed {
+                    outbox.abandon_direct();
+                }
+            }
+        }
+    }
+    let mut task = Task {
+        shard,
+        batch: Vec::new(),
+    };
     loop {
         let taken = poll_fn(|cx| {
-            let Some(shard) = shard.upgrade() else {
+            let Some(shard) = task.shard.upgrade() else {
                 return Poll::Ready(false);
             };
             shard.waker.register(cx.waker());
@@ -110,24 +150,44 @@ async fn run(shard: Weak<FlushShard>) {
             if dirty.is_empty() {
                 return Poll::Pending;
             }
-            std::mem::swap(&mut *dirty, &mut batch);
+            std::mem::swap(&mut *dirty, &mut task.batch);
             Poll::Ready(true)
         })
         .await;
         if !taken {
             return;
         }
-        for i in 0..batch.len() {
-            if let Some(next) = batch.get(i + 1) {
+        for i in 0..task.batch.len() {
+            if let Some(next) = task.batch.get(i + 1) {
                 next.prefetch();
             }
-            batch[i].flush_direct();
+            task.batch[i].flush_direct();
             tokio::task::consume_budget().await;
         }
-        batch.clear();
-        if batch.capacity() > 4096 {
+        task.batch.clear();
+        if task.batch.capacity() > 4096 {
             // Do not keep a huge list after a one-off fan-out.
-            batch = Vec::new();
+            task.batch = Vec::new();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_the_runtime_is_gone_connections_write_their_own_frames() {
+        let shard = Arc::new(FlushShard::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::spawn(run(Arc::downgrade(&shard)));
+            tokio::task::yield_now().await;
+        });
+        assert!(shard.is_running());
+        drop(rt);
+        assert!(!shard.is_running(), "the task is gone with its runtime");
     }
 }

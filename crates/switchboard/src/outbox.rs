@@ -329,6 +329,7 @@ impl Outbox {
         st.frames.push_back(frame);
         if st.owner == Owner::Idle
             && let Some(shard) = st.direct.as_ref().and_then(|d| d.shard.upgrade())
+            && shard.is_running()
         {
             st.owner = Owner::Flusher;
             drop(st);
@@ -348,6 +349,17 @@ impl Outbox {
     /// write. The task gives the socket back by draining the queue empty.
     pub(crate) fn claim(&self) {
         self.state.lock().owner = Owner::Session;
+    }
+
+    /// Gives listed frames back to the connection's task when no flusher
+    /// will write them (its task ended).
+    pub(crate) fn abandon_direct(&self) {
+        let mut st = self.state.lock();
+        if st.owner == Owner::Flusher {
+            st.owner = Owner::Session;
+            drop(st);
+            self.waker.wake();
+        }
     }
 
     /// Hints the CPU to load this outbox's lock and inline frame into the
@@ -731,6 +743,29 @@ mod tests {
         assert_eq!(d.session_poll(), Poll::Ready(Drained::Frames(1)));
         assert_eq!(d.flush(), 1);
         assert!(d.sink.taken().is_empty(), "written once, by the session");
+    }
+
+    #[test]
+    fn without_a_running_flusher_the_session_writes() {
+        let mut d = Harness::new(1 << 20);
+        d.shard.stop();
+        d.outbox.push(Bytes::from_static(b"m")).unwrap();
+        assert_eq!(d.flush(), 0, "not listed");
+        assert_eq!(d.wakes(), 1);
+        assert_eq!(d.session_poll(), Poll::Ready(Drained::Frames(1)));
+    }
+
+    #[test]
+    fn listed_frames_are_handed_back_when_the_flusher_ends() {
+        let mut d = Harness::new(1 << 20);
+        d.outbox.push(Bytes::from_static(b"m")).unwrap();
+        assert_eq!(d.wakes(), 0);
+        for listed in d.shard.take() {
+            listed.abandon_direct();
+        }
+        assert_eq!(d.wakes(), 1);
+        assert_eq!(d.session_poll(), Poll::Ready(Drained::Frames(1)));
+        assert!(d.sink.taken().is_empty());
     }
 
     #[test]
