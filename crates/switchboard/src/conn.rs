@@ -210,12 +210,10 @@ impl Conn {
         let newly = !self.rooms.contains_key(room);
         if newly {
             self.check_room_limit()?;
-            let room: Arc<str> = Arc::from(room);
             let hub = self.node.hub();
+            let room = hub.room_name(room);
             hub.add(Topic::Room(room.clone()), self.id, &self.outbox)
                 .await?;
-            // Share the index's copy of the name.
-            let room = hub.room_key(&room).unwrap_or(room);
             self.rooms.insert(room.clone(), false);
             self.announce(&room, "join").await;
         }
@@ -268,10 +266,9 @@ impl Conn {
             return Ok(());
         }
         self.check_room_limit()?;
-        let room: Arc<str> = Arc::from(room);
         let hub = self.node.hub();
+        let room = hub.room_name(room);
         hub.add_recovering(&room, self.id, &self.outbox).await?;
-        let room = hub.room_key(&room).unwrap_or(room);
         self.rooms.insert(room.clone(), false);
         let (mut prelude, position, recovered) =
             match self.node.broker().recover(&room, since).await {

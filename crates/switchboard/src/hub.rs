@@ -194,10 +194,13 @@ impl Hub {
         Ok(())
     }
 
-    /// The room's name as the index holds it, so that a member can share
-    /// that allocation instead of keeping its own copy.
-    pub(crate) fn room_key(&self, room: &str) -> Option<Arc<str>> {
-        self.rooms.get(room).map(|e| e.key().clone())
+    /// The room's name as the index holds it, so that a member shares that
+    /// allocation instead of keeping its own copy; a new one for a room with
+    /// no local member yet (it becomes the index's when the member is added).
+    pub(crate) fn room_name(&self, room: &str) -> Arc<str> {
+        self.rooms
+            .get(room)
+            .map_or_else(|| Arc::from(room), |e| e.key().clone())
     }
 
     /// Removes a connection from a topic, unsubscribing the node when it was

@@ -427,10 +427,7 @@ impl Outbox {
     /// interval, so that idle connections hold no buffer while busy ones do
     /// not allocate one per message.
     pub(crate) fn release_idle_storage(&self) {
-        let mut st = self.state.lock();
-        if st.frames.is_empty() {
-            st.frames.release_spare();
-        }
+        self.state.lock().frames.release_spare();
     }
 
     /// Asks the owning task to close the connection. The first request wins.

@@ -92,8 +92,7 @@ pub(crate) struct Transport<IO> {
     /// (the ping was sent `heartbeat_timeout` before it).
     awaiting_pong: bool,
     /// Fires when the credentials expire; only connections whose credentials
-    /// expire have one.
-    /// Boxed with the time it was armed for: most connections never expire.
+    /// expire have one, boxed with the time it was armed for.
     expiry: Option<Pin<Box<Expiry>>>,
 }
 
@@ -523,7 +522,7 @@ where
         let config = node.config();
         if let Err(reason) = Box::pin(subscribe_identity(conn, endpoint)).await {
             let code = CloseCode::TRY_AGAIN_LATER;
-            return Box::pin(close_with(t, conn, code, &reason)).await;
+            return Box::pin(close_with(t, conn, code, reason, false)).await;
         }
         conn.outbox.claim();
         if endpoint.welcome {
@@ -590,7 +589,7 @@ where
                 Verdict::Close => {
                     let code = CloseCode::RATE_LIMITED;
                     let reason = "message rate limit exceeded repeatedly";
-                    return Box::pin(close_with(t, conn, code, reason)).await;
+                    return Box::pin(close_with(t, conn, code, reason.into(), false)).await;
                 }
             }
         }
@@ -614,20 +613,22 @@ fn refuse_rate_limited(conn: &mut Conn, inbound: &Inbound) {
     );
 }
 
-/// A server-initiated close with the close handshake.
+/// A server-initiated close with the close handshake; `discard` drops
+/// queued frames first (for a client that is not reading them).
 async fn close_with<IO>(
     t: &mut Transport<IO>,
     conn: &mut Conn,
     code: CloseCode,
-    reason: &str,
+    reason: String,
+    discard: bool,
 ) -> Disconnect
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    t.close(conn, code, reason, false).await;
+    t.close(conn, code, &reason, discard).await;
     Disconnect {
         code: Some(code.0),
-        reason: reason.into(),
+        reason,
         by_server: true,
     }
 }
@@ -645,7 +646,7 @@ where
     match event {
         Event::Expired => {
             let reason = "credentials expired; refresh them and reconnect";
-            close_with(t, conn, CloseCode::TOKEN_EXPIRED, reason).await
+            close_with(t, conn, CloseCode::TOKEN_EXPIRED, reason.into(), false).await
         }
         Event::Message(Message::Close(close)) => {
             let code = close.as_ref().map_or(CloseCode::NORMAL.0, |c| c.code);
@@ -663,12 +664,7 @@ where
         }
         Event::CloseRequested(req) => {
             let discard = req.code == CloseCode::SLOW_CONSUMER;
-            t.close(conn, req.code, &req.reason, discard).await;
-            Disconnect {
-                code: Some(req.code.0),
-                reason: req.reason,
-                by_server: true,
-            }
+            close_with(t, conn, req.code, req.reason, discard).await
         }
         Event::HeartbeatDue => {
             conn.node
@@ -693,14 +689,7 @@ where
             by_server: false,
         },
         Event::Decode(e) => {
-            let code = CloseCode(e.close_code());
-            let reason = e.to_string();
-            t.close(conn, code, &reason, false).await;
-            Disconnect {
-                code: Some(code.0),
-                reason,
-                by_server: true,
-            }
+            close_with(t, conn, CloseCode(e.close_code()), e.to_string(), false).await
         }
         Event::Io(e) => Disconnect {
             code: None,

@@ -194,7 +194,7 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
         }
     };
     // A guest's id is made for this one connection, so a per-user count
-    // could never exceed one: guests are not counted (nor indexed) per user.
+    // could never exceed one: guests are not counted against the user cap.
     if !identity.guest
         && let Err(e) = reservation.add_user(&identity.user)
     {
