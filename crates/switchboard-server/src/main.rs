@@ -62,26 +62,30 @@ impl Broker for SharedRedis {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT and SIGTERM handlers now (so that a signal that
+/// arrives right after the server says it is listening is not fatal) and
+/// returns a future that completes on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let wait = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        async move {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received; closing connections with 1001 (going away)");
+    let wait = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    Ok(async move {
+        wait.await;
+        tracing::info!("shutdown signal received; closing connections with 1001 (going away)");
+    })
 }
 
 /// Pending connections the kernel queues before `accept` (the default of
@@ -157,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
     let addr = format!("{}:{}", args.host, args.port);
     let listener = listen(&addr)
         .await
@@ -169,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         paths.join(", ")
     );
     let app = node.router().merge(assets::routes());
-    switchboard::serve(listener, app, node, shutdown_signal()).await?;
+    switchboard::serve(listener, app, node, shutdown).await?;
     if let Some(redis) = redis {
         // The node has closed its connections: take its presence entries out
         // of Redis now rather than letting them expire.

@@ -158,6 +158,19 @@ async fn sigint_does_the_same() {
     going_away_on("-INT").await;
 }
 
+/// The handlers are in place by the time the server says it is listening:
+/// a signal sent at once still ends it cleanly, not by the signal's default
+/// action (which would drop every connection without a close frame).
+#[test]
+fn a_signal_right_after_startup_is_handled() {
+    for sig in ["-INT", "-TERM", "-INT", "-TERM", "-INT", "-TERM"] {
+        let mut server = start(&["--port", "0"], &[]);
+        signal(&server, sig);
+        let status = wait_exit(&mut server);
+        assert!(status.success(), "{sig}: {status:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_jwt_secret_makes_tokens_mandatory() {
     let server = start(
