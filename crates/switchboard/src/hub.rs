@@ -305,10 +305,23 @@ impl Hub {
         self.rooms.len()
     }
 
-    fn push_all<'a>(&self, frame: &Bytes, outboxes: impl Iterator<Item = &'a Arc<Outbox>>) {
+    /// Pushes `frame` to every outbox, each prefetched a few pushes ahead:
+    /// a fan-out to thousands of connections otherwise waits on a cache miss
+    /// for each one's lock.
+    fn push_all<'a>(&self, frame: &Bytes, mut outboxes: impl Iterator<Item = &'a Arc<Outbox>>) {
+        const AHEAD: usize = 4;
+        let mut ahead: [Option<&Arc<Outbox>>; AHEAD] = [None; AHEAD];
+        for slot in &mut ahead {
+            *slot = outboxes.next().inspect(|o| o.prefetch());
+        }
         let mut delivered = 0u64;
-        for outbox in outboxes {
+        // `ahead[i]` is the next outbox to push to; the one after it goes
+        // in its place, so the slots are used round-robin in order.
+        let mut i = 0;
+        while let Some(outbox) = ahead[i].take() {
+            ahead[i] = outboxes.next().inspect(|o| o.prefetch());
             delivered += self.push_one(frame, outbox);
+            i = (i + 1) % AHEAD;
         }
         self.stats
             .deliveries
@@ -438,6 +451,24 @@ mod tests {
         let mut out = crate::outbox::FrameQueue::new();
         while let Poll::Ready(Drained::Frames(_)) = outbox.poll_drain(&mut cx, &mut out, 100) {}
         std::iter::from_fn(|| out.pop_front()).collect()
+    }
+
+    #[test]
+    fn push_all_reaches_every_outbox_once_whatever_the_count() {
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+        let hub = Hub::new(broker, Arc::default());
+        // Around and past the prefetch distance.
+        for n in 0..12 {
+            let outboxes: Vec<_> = (0..n).map(|_| Arc::new(Outbox::new(8, 1 << 16))).collect();
+            hub.push_all(&Bytes::from_static(b"f"), outboxes.iter());
+            for (i, o) in outboxes.iter().enumerate() {
+                assert_eq!(
+                    drain(o),
+                    vec![Bytes::from_static(b"f")],
+                    "{n} outboxes, #{i}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

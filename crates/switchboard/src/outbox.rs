@@ -67,11 +67,15 @@ impl DirectSink for tokio::net::TcpStream {
     /// finds the socket full hands the rest to the connection's task, whose
     /// own write then sees `WouldBlock` and waits for the socket properly.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let sock = socket2::SockRef::from(self);
-        match bufs {
-            [one] => sock.send_with_flags(one, SEND_FLAGS),
-            _ => sock.send_vectored_with_flags(bufs, SEND_FLAGS),
-        }
+        send(socket2::SockRef::from(self), bufs)
+    }
+}
+
+/// One `send` (one buffer) or `sendmsg` on `sock`.
+fn send(sock: socket2::SockRef<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    match bufs {
+        [one] => sock.send_with_flags(one, SEND_FLAGS),
+        _ => sock.send_vectored_with_flags(bufs, SEND_FLAGS),
     }
 }
 
@@ -259,6 +263,31 @@ struct State {
 struct Direct {
     sink: Arc<dyn DirectSink>,
     shard: Weak<FlushShard>,
+    /// When `sink` is a TCP stream: its descriptor, kept here so that a
+    /// flusher walking thousands of connections does not load each socket
+    /// object (a cache miss per connection) just to read this number.
+    /// `sink` owns the descriptor, so it stays open while this `Direct`
+    /// exists.
+    #[cfg(unix)]
+    fd: Option<std::os::fd::RawFd>,
+}
+
+impl Direct {
+    #[allow(unsafe_code)]
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(unix)]
+        if let Some(fd) = self.fd {
+            // SAFETY: `BorrowedFd::borrow_raw` needs `fd` to stay open while
+            // the borrow lives, which is this call. `fd` was read from the
+            // stream that `self.sink` holds (`Outbox::attach_tcp` is the only
+            // place that sets it), a stream closes its descriptor only when
+            // dropped, and `self` is borrowed for this call, so `self.sink`
+            // (an `Arc` owning a count on the stream) outlives the borrow.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            return send(socket2::SockRef::from(&borrowed), bufs);
+        }
+        self.sink.try_write_vectored(bufs)
+    }
 }
 
 /// What the owning task found when it polled the outbox.
@@ -290,8 +319,27 @@ impl Outbox {
 
     /// Lets flusher tasks write this connection's frames straight to `sink`
     /// while its own task is not writing.
+    #[cfg(test)]
     pub(crate) fn attach_direct(&self, sink: Arc<dyn DirectSink>, shard: Weak<FlushShard>) {
-        self.state.lock().direct = Some(Direct { sink, shard });
+        self.state.lock().direct = Some(Direct {
+            sink,
+            shard,
+            #[cfg(unix)]
+            fd: None,
+        });
+    }
+
+    /// [`Outbox::attach_direct`] for a TCP stream, written to through its
+    /// descriptor.
+    pub(crate) fn attach_tcp(&self, stream: Arc<tokio::net::TcpStream>, shard: Weak<FlushShard>) {
+        #[cfg(unix)]
+        let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&*stream));
+        self.state.lock().direct = Some(Direct {
+            sink: stream,
+            shard,
+            #[cfg(unix)]
+            fd,
+        });
     }
 
     /// Stops direct writes and lets go of the socket (so that it closes when
@@ -405,7 +453,7 @@ impl Outbox {
             };
             let mut slices = [IoSlice::new(&[]); MAX_BATCH];
             let (n, total) = st.frames.as_io_slices(&mut slices);
-            match direct.sink.try_write_vectored(&slices[..n]) {
+            match direct.try_write_vectored(&slices[..n]) {
                 Ok(written) => {
                     st.bytes -= st.frames.advance(written) as u32;
                     if written < total {

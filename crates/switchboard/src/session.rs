@@ -279,7 +279,7 @@ pub(crate) fn upgraded_transport(upgraded: Upgraded, conn: &Conn) -> Transport<S
         Ok(parts) => {
             let stream = Arc::new(parts.io.into_inner());
             let shard = conn.node.flusher().shard_for(conn.id);
-            conn.outbox.attach_direct(stream.clone(), shard);
+            conn.outbox.attach_tcp(stream.clone(), shard);
             Transport::new(SessionIo::Tcp(SharedTcp(stream)), &parts.read_buf, conn)
         }
         // Only when a layer wrapped the connection.
