@@ -1,0 +1,237 @@
+//! The load tool end to end at tiny sizes: every subcommand against a real
+//! Switchboard node (served from this process on a free port) and against
+//! the floor server, checking what each reports. Only correctness is
+//! checked (counts, loss, refusals), never speed.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
+
+const SECRET: &str = "bench-smoke-secret-32-bytes-long!";
+
+/// Serves a node with the standard endpoints on a free loopback port, on a
+/// runtime of its own, for the rest of the test process. With `jwt`, every
+/// WebSocket client needs an HS256 token signed with [`SECRET`].
+fn start_node(jwt: bool) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut builder = switchboard::Node::builder().default_endpoints();
+            if jwt {
+                let key = JwtKey::Hs256(SECRET.as_bytes().to_vec());
+                let auth = JwtAuthenticator::new(JwtConfig::new(key)).expect("jwt config");
+                builder = builder.authenticator(auth);
+            }
+            let node = builder.build().expect("node");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr").port())
+                .expect("report port");
+            let app = node.router();
+            switchboard::serve(listener, app, node, std::future::pending())
+                .await
+                .expect("serve");
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("node started")
+}
+
+fn token(user: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign a token")
+}
+
+/// Runs the tool; it must succeed and end with its JSON line, whose
+/// `results` are returned.
+fn bench(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+        .args(args)
+        .output()
+        .expect("run switchboard-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "switchboard-bench {args:?} failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let v: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\n{stderr}"));
+    v["results"].clone()
+}
+
+fn pid() -> String {
+    std::process::id().to_string()
+}
+
+#[test]
+fn idle_holds_every_connection_and_reads_the_server_rss() {
+    let port = start_node(false);
+    let url = format!("ws://127.0.0.1:{port}/ws/chat");
+    let r = bench(&[
+        "idle",
+        "--url",
+        &url,
+        "--connections",
+        "40",
+        "--join",
+        "smoke",
+        "--server-pid",
+        &pid(),
+    ]);
+    assert_eq!(r["connections"], 40, "{r}");
+    assert_eq!(r["still_open_after_hold"], 40, "{r}");
+    assert!(r["server_rss_kib_after"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(r["rss_kib_per_conn"].is_number(), "{r}");
+}
+
+#[test]
+fn fanout_delivers_every_message_by_http_and_by_websocket() {
+    let port = start_node(false);
+    let url = format!("ws://127.0.0.1:{port}/ws/chat");
+    for publish in ["http", "ws"] {
+        let r = bench(&[
+            "fanout",
+            "--url",
+            &url,
+            "--subscribers",
+            "30",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--drain",
+            "2s",
+            "--publish",
+            publish,
+            "--server-pid",
+            &pid(),
+        ]);
+        let expected = r["expected"].as_u64().expect("expected count");
+        assert!(expected >= 30 * 10, "{publish}: {r}");
+        assert_eq!(r["received"].as_u64(), Some(expected), "{publish}: {r}");
+        assert_eq!(r["lost"], 0, "{publish}: {r}");
+        assert_eq!(r["subscribers_cut"], 0, "{publish}: {r}");
+        assert_eq!(r["stale"], 0, "{publish}: {r}");
+    }
+}
+
+#[test]
+fn echo_reports_round_trips() {
+    let port = start_node(false);
+    let url = format!("ws://127.0.0.1:{port}/ws/echo");
+    let r = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--connections",
+        "4",
+        "--duration",
+        "1s",
+        "--server-pid",
+        &pid(),
+    ]);
+    assert!(r["round_trips_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+}
+
+#[test]
+fn churn_with_a_token_connects_and_without_one_counts_the_401s() {
+    let port = start_node(true);
+    let url = format!("ws://127.0.0.1:{port}/ws/chat");
+    let tok = token("churner");
+    let common = ["--url", &url, "--rate", "50", "--duration", "1s"];
+    let mut with = common.to_vec();
+    with.extend(["--token", &tok]);
+    let r = bench(&[&["churn"][..], &with].concat());
+    assert!(r["succeeded"].as_u64().unwrap_or(0) >= 40, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    let r = bench(&[&["churn"][..], &common[..]].concat());
+    assert_eq!(r["succeeded"], 0, "{r}");
+    let attempted = r["attempted"].as_u64().expect("attempted");
+    assert!(attempted >= 40, "{r}");
+    assert_eq!(r["failures"]["http_401"].as_u64(), Some(attempted), "{r}");
+}
+
+/// The floor server, killed when the test ends.
+struct Floor(Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_floor_server_fans_out_raw_frames() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+        .arg("free-port")
+        .output()
+        .expect("run switchboard-bench free-port");
+    let port: u16 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("free-port prints a port");
+    let floor = Floor(
+        Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+            .args(["floor-server", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the floor server"),
+    );
+    let url = format!("ws://127.0.0.1:{port}/ws/chat");
+    let mut r = Value::Null;
+    // The floor server binds right after starting; retry until it does.
+    for _ in 0..50 {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+            .args([
+                "fanout",
+                "--url",
+                &url,
+                "--protocol",
+                "raw",
+                "--subscribers",
+                "20",
+                "--rate",
+                "20",
+                "--duration",
+                "1s",
+                "--server-pid",
+                &floor.0.id().to_string(),
+            ])
+            .output()
+            .expect("run switchboard-bench");
+        if out.status.success() {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let v: Value =
+                serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON line");
+            r = v["results"].clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let expected = r["expected"].as_u64().expect("the floor server answered");
+    assert!(expected >= 20 * 10, "{r}");
+    assert_eq!(r["received"].as_u64(), Some(expected), "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+}
