@@ -167,19 +167,7 @@ fn on_readable(c: &mut Conn, scratch: &mut [u8], publish: &mut Option<Vec<u8>>) 
 /// One unmasked text frame.
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(payload.len() + 10);
-    f.push(0x81);
-    match payload.len() {
-        n if n < 126 => f.push(n as u8),
-        n if n <= 0xffff => {
-            f.push(126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(payload);
+    crate::ws::encode_frame(&mut f, crate::ws::OP_TEXT, payload, None);
     f
 }
 

@@ -59,23 +59,28 @@ fn token(user: &str) -> String {
     .expect("sign a token")
 }
 
-/// Runs the tool; it must succeed and end with its JSON line, whose
-/// `results` are returned.
-fn bench(args: &[&str]) -> Value {
+/// Runs the tool; it must succeed. Returns its standard output.
+fn tool(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
         .args(args)
         .output()
         .expect("run switchboard-bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "switchboard-bench {args:?} failed: {}\n{stdout}\n{stderr}",
-        out.status
+        "switchboard-bench {args:?} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+/// Runs a scenario; returns the `results` of the JSON line it ends with.
+fn bench(args: &[&str]) -> Value {
+    let stdout = tool(args);
     let last = stdout.lines().last().unwrap_or_default();
     let v: Value = serde_json::from_str(last)
-        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\n{stderr}"));
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}"));
     v["results"].clone()
 }
 
@@ -183,53 +188,37 @@ impl Drop for Floor {
 
 #[test]
 fn the_floor_server_fans_out_raw_frames() {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
-        .arg("free-port")
-        .output()
-        .expect("run switchboard-bench free-port");
-    let port: u16 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("free-port prints a port");
+    let port = tool(&["free-port"]);
+    let port = port.trim();
     let floor = Floor(
         Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
-            .args(["floor-server", "--port", &port.to_string()])
+            .args(["floor-server", "--port", port])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start the floor server"),
     );
+    tool(&[
+        "wait-ready",
+        "--url",
+        &format!("http://127.0.0.1:{port}/health"),
+    ]);
     let url = format!("ws://127.0.0.1:{port}/ws/chat");
-    let mut r = Value::Null;
-    // The floor server binds right after starting; retry until it does.
-    for _ in 0..50 {
-        let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
-            .args([
-                "fanout",
-                "--url",
-                &url,
-                "--protocol",
-                "raw",
-                "--subscribers",
-                "20",
-                "--rate",
-                "20",
-                "--duration",
-                "1s",
-                "--server-pid",
-                &floor.0.id().to_string(),
-            ])
-            .output()
-            .expect("run switchboard-bench");
-        if out.status.success() {
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let v: Value =
-                serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON line");
-            r = v["results"].clone();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let r = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "--protocol",
+        "raw",
+        "--subscribers",
+        "20",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+        "--server-pid",
+        &floor.0.id().to_string(),
+    ]);
     let expected = r["expected"].as_u64().expect("the floor server answered");
     assert!(expected >= 20 * 10, "{r}");
     assert_eq!(r["received"].as_u64(), Some(expected), "{r}");

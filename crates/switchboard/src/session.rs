@@ -45,6 +45,7 @@ use switchboard_protocol::CloseCode;
 use switchboard_protocol::server::{ServerFrame, Welcome};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tokio_util::either::Either;
 
 use crate::broker::Topic;
 use crate::conn::Conn;
@@ -280,11 +281,11 @@ pub(crate) fn upgraded_transport(upgraded: Upgraded, conn: &Conn) -> Transport<S
             let stream = Arc::new(parts.io.into_inner());
             let shard = conn.node.flusher().shard_for(conn.id);
             conn.outbox.attach_tcp(stream.clone(), shard);
-            Transport::new(SessionIo::Tcp(SharedTcp(stream)), &parts.read_buf, conn)
+            Transport::new(Either::Left(SharedTcp(stream)), &parts.read_buf, conn)
         }
         // Only when a layer wrapped the connection.
         Err(upgraded) => {
-            let io = SessionIo::Other(Box::new(TokioIo::new(upgraded)));
+            let io = Either::Right(Box::new(TokioIo::new(upgraded)));
             Transport::new(io, &[], conn)
         }
     }
@@ -292,68 +293,7 @@ pub(crate) fn upgraded_transport(upgraded: Upgraded, conn: &Conn) -> Transport<S
 
 /// A session's socket: the TCP stream, or (rarely) whatever a layer wrapped
 /// it in. One type, so that the session's code exists once.
-pub(crate) enum SessionIo {
-    Tcp(SharedTcp),
-    Other(Box<TokioIo<Upgraded>>),
-}
-
-impl AsyncRead for SessionIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SessionIo::Tcp(io) => Pin::new(io).poll_read(cx, buf),
-            SessionIo::Other(io) => Pin::new(&mut **io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for SessionIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            SessionIo::Tcp(io) => Pin::new(io).poll_write(cx, buf),
-            SessionIo::Other(io) => Pin::new(&mut **io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            SessionIo::Tcp(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            SessionIo::Other(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            SessionIo::Tcp(io) => io.is_write_vectored(),
-            SessionIo::Other(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SessionIo::Tcp(io) => Pin::new(io).poll_flush(cx),
-            SessionIo::Other(io) => Pin::new(&mut **io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SessionIo::Tcp(io) => Pin::new(io).poll_shutdown(cx),
-            SessionIo::Other(io) => Pin::new(&mut **io).poll_shutdown(cx),
-        }
-    }
-}
+pub(crate) type SessionIo = Either<SharedTcp, Box<TokioIo<Upgraded>>>;
 
 /// A TCP stream whose write side the session shares with the flushers; all
 /// its I/O goes through `&TcpStream`.
