@@ -24,7 +24,10 @@ pub struct RedisConfig {
     pub room_ttl: Duration,
     /// How long a node's presence entries outlive the node: a node refreshes
     /// them every `presence_ttl / 3`, so a node that dies without cleaning
-    /// up disappears from presence within this time. Default: 30 seconds.
+    /// up disappears from presence within this time, and the nodes watching
+    /// its rooms announce its connections as leaving within `4/3` of it.
+    /// Its keys stay in Redis for twice this time at most. Default: 30
+    /// seconds.
     pub presence_ttl: Duration,
     /// The longest wait for a TCP connection to Redis. Default: 2 seconds.
     pub connect_timeout: Duration,

@@ -160,6 +160,16 @@ impl Link {
         self.run("unsubscribe", sink.unsubscribe(channel)).await
     }
 
+    /// The rooms whose presence events the node subscribes to.
+    pub(crate) fn presence_rooms(&self) -> Vec<Arc<str>> {
+        let channels = self.channels.lock();
+        let rooms = channels.values().filter_map(|t| match t {
+            Topic::Presence(room) => Some(room.clone()),
+            _ => None,
+        });
+        rooms.collect()
+    }
+
     /// The rooms the node subscribes to.
     pub(crate) fn rooms(&self) -> Vec<Arc<str>> {
         let channels = self.channels.lock();

@@ -1,17 +1,27 @@
 //! Presence across nodes.
 //!
 //! Each node writes its own entries of a room into a hash of its own,
-//! `members:<instance>:<room>`, with a TTL of `presence_ttl`, and records
-//! itself in the room's index `member-nodes:<room>` (score: when its entries
-//! expire). A read merges the hashes of every node whose score is still in
+//! `members:<instance>:<room>`, and records itself in the room's index
+//! `member-nodes:<room>` (score: when its entries expire, `presence_ttl`
+//! after the last refresh). A read merges the hashes of every node whose score is still in
 //! the future. A background task of the live node (the refresher) extends
-//! the TTLs every `presence_ttl / 3`, so only a dead node's entries expire.
+//! the scores and TTLs every `presence_ttl / 3`, so only a dead node's
+//! entries expire.
 //!
 //! The node keeps a mirror of its entries. It is the truth the refresher
 //! writes back whenever Redis lost them (expired during an outage, or a
 //! restart), and whenever a write's outcome is unknown (the room is then
 //! marked dirty). Changes to one room are serialized by a striped lock, so
 //! a rewrite never races an add or a remove.
+//!
+//! A node's entries outlive its score by one more `presence_ttl`, so that
+//! a node that dies leaves them readable. Each round the refresher claims,
+//! in every room this node watches or has entries in, the nodes whose score
+//! passed (one atomic script: it reads, deletes and announces their entries
+//! as leaves on the room's presence channel). However many nodes survive,
+//! each dead connection's leave is announced once. A node whose entries
+//! were claimed while it was alive (cut off from Redis past its TTL) writes
+//! them back and announces them as joining again.
 //!
 //! The same task also keeps the offset sequences of the rooms this node
 //! subscribes to alive, every `room_ttl / 3`.
@@ -21,7 +31,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use switchboard::broker::BrokerError;
+use switchboard::broker::{BrokerError, Topic};
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 
@@ -184,7 +194,9 @@ async fn write(sh: &Shared, room: &str, pairs: &[(String, String)]) -> Result<()
         .presence_write
         .key(sh.keys.members(&sh.instance, room));
     inv.key(sh.keys.member_nodes(room));
-    inv.arg(ms(sh.config.presence_ttl)).arg(&sh.instance);
+    inv.arg(ms(sh.config.presence_ttl))
+        .arg(&sh.instance)
+        .arg(presence_channel(sh, room));
     for (conn, user) in pairs {
         inv.arg(conn).arg(user);
     }
@@ -192,6 +204,34 @@ async fn write(sh: &Shared, room: &str, pairs: &[(String, String)]) -> Result<()
         .run("presence", inv.invoke_async::<i64>(&mut c))
         .await
         .map(drop)
+}
+
+/// The channel of a room's presence events.
+fn presence_channel(sh: &Shared, room: &str) -> String {
+    sh.keys.channel(&Topic::Presence(Arc::from(room)))
+}
+
+/// Announces the leaves of the nodes whose entries in `room` expired, and
+/// deletes those entries. Returns how many leaves were announced.
+async fn reap(sh: &Shared, room: &str) -> Result<u64, BrokerError> {
+    let mut c = sh.link.cmd()?;
+    let (prefix, suffix) = sh.keys.members_parts(room);
+    let mut inv = sh.scripts.presence_reap.key(sh.keys.member_nodes(room));
+    inv.arg(prefix)
+        .arg(suffix)
+        .arg(presence_channel(sh, room))
+        .arg(&sh.instance);
+    sh.link.run("presence", inv.invoke_async(&mut c)).await
+}
+
+/// The rooms whose dead nodes this node announces: those it watches and
+/// those it has entries in.
+fn reaped_rooms(sh: &Shared) -> Vec<Arc<str>> {
+    let mut rooms = sh.link.presence_rooms();
+    rooms.extend(sh.presence.names());
+    rooms.sort_unstable();
+    rooms.dedup();
+    rooms
 }
 
 /// Extends one room's TTLs; rewrites it when dirty or gone from Redis.
@@ -258,6 +298,18 @@ pub(crate) async fn refresher(sh: Arc<Shared>) {
             if let Err(e) = refresh_room(&sh, &room).await {
                 tracing::debug!(error = %e, "presence refresh failed, retried next time");
                 break;
+            }
+        }
+        for room in reaped_rooms(&sh) {
+            match reap(&sh, &room).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(room = %room, leaves = n, "announced a dead node's leaves")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "presence reap failed, retried next time");
+                    break;
+                }
             }
         }
         if resync || Instant::now() >= rooms_due {

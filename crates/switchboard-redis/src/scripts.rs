@@ -34,9 +34,10 @@ local function epoch(seq_key, hist_key, candidate, ttl)
   return redis.call('HGET', seq_key, 'epoch')
 end
 local function refresh_members(members_key, nodes_key, ttl, instance)
-  redis.call('PEXPIRE', members_key, ttl)
+  local keep = 2 * tonumber(ttl)
+  redis.call('PEXPIRE', members_key, keep)
   redis.call('ZADD', nodes_key, now_ms() + tonumber(ttl), instance)
-  redis.call('PEXPIRE', nodes_key, ttl)
+  redis.call('PEXPIRE', nodes_key, keep)
 end
 "#;
 
@@ -114,13 +115,21 @@ return 1
 "#;
 
 /// Rewrites a node's entries of one room. KEYS: members, member-nodes.
-/// ARGV: ttl (ms), instance, then conn, user pairs.
+/// ARGV: ttl (ms), instance, presence channel, then conn, user pairs.
+/// Announces as joining every connection Redis did not have: it was
+/// announced as leaving if another node took this one for dead (see
+/// `PRESENCE_REAP`).
 const PRESENCE_WRITE: &str = r#"
-redis.call('DEL', KEYS[1])
-for i = 3, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+local missing = {}
+for i = 4, #ARGV, 2 do
+  missing[i] = redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0
 end
-if #ARGV > 2 then
+redis.call('DEL', KEYS[1])
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  if missing[i] then presence_event(ARGV[3], 'join', ARGV[i + 1], ARGV[i]) end
+end
+if #ARGV > 3 then
   refresh_members(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 else
   redis.call('ZREM', KEYS[2], ARGV[2])
@@ -129,18 +138,61 @@ return 1
 "#;
 
 /// Reads a room's presence. KEYS: member-nodes. ARGV: members key prefix
-/// and suffix around the instance id. Drops expired nodes from the index
-/// and returns the user of every connection of every live node. (It reads
-/// keys it was not passed, which a Redis Cluster would refuse.)
+/// and suffix around the instance id. Returns the user of every connection
+/// of every live node. Expired nodes are skipped but left in the index for
+/// `PRESENCE_REAP` to announce. (It reads keys it was not passed, which a
+/// Redis Cluster would refuse.)
 const PRESENCE_READ: &str = r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms())
 local out = {}
-for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%d', now_ms()), '+inf')
+for _, node in ipairs(live) do
   for _, user in ipairs(redis.call('HVALS', ARGV[1] .. node .. ARGV[2])) do
     out[#out + 1] = user
   end
 end
 return out
+"#;
+
+/// `presence_event(channel, event, user, conn)` publishes a presence event
+/// as a node does (codec kind `p`, no offset, no publisher), with the JSON
+/// text `serde_json` writes for it: keys sorted, the same escapes.
+const PRESENCE_EVENT: &str = r#"
+local escapes = {['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t'}
+local function json_string(s)
+  local quoted = string.gsub(s, '[%z\1-\31"\\]', function(c)
+    return escapes[c] or string.format('\\u%04x', string.byte(c))
+  end)
+  return '"' .. quoted .. '"'
+end
+local function presence_event(channel, event, user, conn)
+  redis.call('PUBLISH', channel, '1p::{"conn":' .. json_string(conn) ..
+    ',"event":"' .. event .. '","user":' .. json_string(user) .. '}')
+end
+"#;
+
+/// Claims the nodes of a room whose entries expired, other than the
+/// caller, and announces their connections as leaving. KEYS: member-nodes.
+/// ARGV: members key prefix and suffix around the instance id, presence
+/// channel, the caller's instance. Returns how many leaves it announced.
+/// Atomic: a claimed node's entries are deleted with it, so however many
+/// nodes run this, each leave is announced once. (Like `PRESENCE_READ`, it
+/// touches keys it was not passed.)
+const PRESENCE_REAP: &str = r#"
+local n = 0
+for _, node in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms())) do
+  if node ~= ARGV[4] then
+    local key = ARGV[1] .. node .. ARGV[2]
+    local entries = redis.call('HGETALL', key)
+    for i = 1, #entries, 2 do
+      presence_event(ARGV[3], 'leave', entries[i + 1], entries[i])
+    end
+    n = n + #entries / 2
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[1], node)
+  end
+end
+return n
 "#;
 
 /// The loaded scripts.
@@ -153,6 +205,7 @@ pub(crate) struct Scripts {
     pub(crate) presence_touch: Script,
     pub(crate) presence_write: Script,
     pub(crate) presence_read: Script,
+    pub(crate) presence_reap: Script,
 }
 
 impl Scripts {
@@ -165,8 +218,9 @@ impl Scripts {
             presence_add: s(PRESENCE_ADD),
             presence_remove: s(PRESENCE_REMOVE),
             presence_touch: s(PRESENCE_TOUCH),
-            presence_write: s(PRESENCE_WRITE),
+            presence_write: s(&format!("{PRESENCE_EVENT}{PRESENCE_WRITE}")),
             presence_read: s(PRESENCE_READ),
+            presence_reap: s(&format!("{PRESENCE_EVENT}{PRESENCE_REAP}")),
         }
     }
 }
