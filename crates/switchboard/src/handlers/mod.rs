@@ -19,6 +19,20 @@ use switchboard_protocol::server::{ErrorFrame, ServerFrame};
 use switchboard_protocol::server::Refreshed;
 
 use crate::conn::{Conn, RefreshError};
+use crate::endpoint::Inbound;
+
+/// The `id` of a client message, whenever one can be read: from a valid
+/// client frame, and also from a frame that is not otherwise valid but has a
+/// valid `id`. A binary message is read like a text one when its payload is
+/// UTF-8, so that an error about it can name the request it answers.
+pub(crate) fn message_id(message: &Inbound) -> Option<u64> {
+    let (Inbound::Text(bytes) | Inbound::Binary(bytes)) = message;
+    let text = std::str::from_utf8(bytes).ok()?;
+    match switchboard_protocol::client::parse(text) {
+        Ok(frame) => frame.id(),
+        Err(e) => e.id,
+    }
+}
 
 /// Queues an `error` frame. A full queue already closes the connection, so
 /// the push result needs no handling here.

@@ -7,25 +7,22 @@ use crate::conn::Conn;
 use crate::endpoint::{Handler, Inbound};
 
 /// Server-to-user push: the connection receives its user's messages and
-/// broadcasts. A `refresh` frame is accepted; anything else the client sends
-/// is refused with a `read_only` error frame, and the connection stays open.
+/// broadcasts. A `refresh` text frame is accepted; anything else the client
+/// sends, binary messages included, is refused with a `read_only` error frame
+/// carrying the message's `id` when one can be read, and the connection stays
+/// open.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Notifications;
 
 #[async_trait]
 impl Handler for Notifications {
     async fn on_message(&self, conn: &mut Conn, message: Inbound) {
-        let parsed = message.as_text().map(client::parse);
-        if let Some(Ok(ClientFrame::Refresh { token, id })) = &parsed {
-            return super::refresh(conn, token, *id).await;
+        if let Some(Ok(ClientFrame::Refresh { token, id })) = message.as_text().map(client::parse) {
+            return super::refresh(conn, &token, id).await;
         }
-        // Echo the id back when the frame had one, so a client library can
-        // fail the matching request.
-        let id = match parsed {
-            Some(Ok(frame)) => frame.id(),
-            Some(Err(e)) => e.id,
-            None => None,
-        };
+        // Echo the id back when the message had one, text or binary, so a
+        // client library can fail the matching request.
+        let id = super::message_id(&message);
         send_error(
             conn,
             id,
