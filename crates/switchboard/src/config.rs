@@ -109,58 +109,150 @@ impl Config {
         }
     }
 
-    /// Checks every setting.
+    /// Checks every setting against its range (the table in
+    /// `docs/configuration.md`). The first setting out of range is named in
+    /// the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, reason: &str| {
-            Err(ConfigError {
-                field,
-                reason: reason.to_string(),
-            })
-        };
-        if !(125..=64 * 1024 * 1024).contains(&self.max_message_size) {
-            return err("max_message_size", "must be from 125 bytes to 64 MiB");
-        }
-        if self.heartbeat_interval < Duration::from_millis(100) {
-            return err("heartbeat_interval", "must be at least 100 ms");
-        }
-        if self.heartbeat_timeout < Duration::from_millis(100) {
-            return err("heartbeat_timeout", "must be at least 100 ms");
-        }
-        if self.outbound_queue_frames == 0 {
-            return err("outbound_queue_frames", "must be at least 1");
-        }
-        if self.outbound_queue_bytes < self.max_message_size {
-            return err("outbound_queue_bytes", "must be at least max_message_size");
-        }
-        if !(1..=switchboard_protocol::names::MAX_ROOM_LEN).contains(&self.max_room_name_len) {
-            return err("max_room_name_len", "must be from 1 to 128");
-        }
-        if self.max_rooms_per_connection == 0 {
-            return err("max_rooms_per_connection", "must be at least 1");
-        }
+        use rules::*;
+        within(
+            "max_message_size",
+            self.max_message_size,
+            MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE,
+            "must be from 125 bytes to 64 MiB",
+        )?;
+        duration_within(
+            "heartbeat_interval",
+            self.heartbeat_interval,
+            MIN_HEARTBEAT..=MAX_HEARTBEAT,
+            "must be from 100 ms to 1 day",
+        )?;
+        duration_within(
+            "heartbeat_timeout",
+            self.heartbeat_timeout,
+            MIN_HEARTBEAT..=MAX_HEARTBEAT,
+            "must be from 100 ms to 1 day",
+        )?;
+        within(
+            "outbound_queue_frames",
+            self.outbound_queue_frames,
+            1..=usize::MAX,
+            "must be at least 1",
+        )?;
+        within(
+            "outbound_queue_bytes",
+            self.outbound_queue_bytes,
+            self.max_message_size..=usize::MAX,
+            "must be at least max_message_size",
+        )?;
+        within(
+            "max_room_name_len",
+            self.max_room_name_len,
+            1..=switchboard_protocol::names::MAX_ROOM_LEN,
+            "must be from 1 to 128",
+        )?;
+        within(
+            "max_rooms_per_connection",
+            self.max_rooms_per_connection,
+            1..=usize::MAX,
+            "must be at least 1",
+        )?;
         if self.api_key.as_deref().is_some_and(|k| k.len() < 16) {
-            return err("api_key", "must be at least 16 characters");
+            return fail("api_key", "must be at least 16 characters");
         }
-        for (field, rate) in [
-            ("upgrade_rate", &self.upgrade_rate),
-            ("message_rate", &self.message_rate),
-        ] {
-            if let Some(r) = rate
-                && (!(r.per_second > 0.0 && r.per_second.is_finite()) || r.burst == 0)
-            {
-                return err(field, "needs a positive rate and a burst of at least 1");
-            }
-        }
+        rate("upgrade_rate", self.upgrade_rate.as_ref())?;
+        rate("message_rate", self.message_rate.as_ref())?;
         for entry in &self.origin.allowed {
             let ok = entry.split_once("://").is_some_and(|(scheme, rest)| {
                 !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
             });
             if !ok {
-                return err(
+                return fail(
                     "origin.allowed",
                     "entries look like https://app.example.com or https://*.example.com",
                 );
             }
+        }
+        // Any value is valid for the rest: `shutdown_timeout` (0: do not
+        // wait), `message_rate_strikes` (0: the first dropped message
+        // closes), the `caps` (0: no cap) and `local_delivery_during_outage`.
+        Ok(())
+    }
+}
+
+/// The checks [`Config::validate`] is made of, one helper per kind of rule,
+/// so that a new setting needs one line.
+mod rules {
+    use std::fmt::Display;
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    use super::ConfigError;
+    use crate::gate::rate::RateLimit;
+
+    pub(super) const MIN_MESSAGE_SIZE: usize = 125;
+    pub(super) const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+    pub(super) const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+    /// Longer intervals are of no use, and the deadlines computed from them
+    /// must fit in an `Instant`.
+    pub(super) const MAX_HEARTBEAT: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// An error naming `field`.
+    pub(super) fn fail<T>(
+        field: &'static str,
+        reason: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            field,
+            reason: reason.into(),
+        })
+    }
+
+    /// `value` within `range`; the error says `rule` and the value given.
+    pub(super) fn within<T: PartialOrd + Display>(
+        field: &'static str,
+        value: T,
+        range: RangeInclusive<T>,
+        rule: &str,
+    ) -> Result<(), ConfigError> {
+        if range.contains(&value) {
+            Ok(())
+        } else {
+            fail(field, format!("{rule}, not {value}"))
+        }
+    }
+
+    /// A duration within `range`; the error says `rule` and the value given.
+    pub(super) fn duration_within(
+        field: &'static str,
+        value: Duration,
+        range: RangeInclusive<Duration>,
+        rule: &str,
+    ) -> Result<(), ConfigError> {
+        if range.contains(&value) {
+            Ok(())
+        } else {
+            fail(field, format!("{rule}, not {} s", value.as_secs_f64()))
+        }
+    }
+
+    /// A token bucket, when set: a positive, finite rate (NaN, infinite, zero
+    /// or negative would switch the limit off or make it refuse everything)
+    /// and a burst of at least 1 (a burst of 0 refuses everything).
+    pub(super) fn rate(field: &'static str, limit: Option<&RateLimit>) -> Result<(), ConfigError> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        if !(limit.per_second > 0.0 && limit.per_second.is_finite()) {
+            return fail(
+                field,
+                format!(
+                    "the rate must be a positive, finite number per second, not {}",
+                    limit.per_second
+                ),
+            );
+        }
+        if limit.burst == 0 {
+            return fail(field, "the burst must be at least 1, not 0");
         }
         Ok(())
     }
@@ -256,5 +348,330 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(c.heartbeat_interval, Duration::from_secs(20));
+    }
+
+    /// The field `validate` names for `config`, or `None` when it is valid.
+    fn refused(config: Config) -> Option<&'static str> {
+        config.validate().err().map(|e| e.field)
+    }
+
+    fn rate(per_second: f64, burst: u32) -> Option<RateLimit> {
+        Some(RateLimit { per_second, burst })
+    }
+
+    #[test]
+    fn every_rule_refuses_its_bad_values_and_names_the_field() {
+        let d = Config::default;
+        let ms = Duration::from_millis;
+        let day = Duration::from_secs(24 * 60 * 60);
+        let bad: Vec<(&str, Config)> = vec![
+            (
+                "max_message_size",
+                Config {
+                    max_message_size: 0,
+                    ..d()
+                },
+            ),
+            (
+                "max_message_size",
+                Config {
+                    max_message_size: 124,
+                    ..d()
+                },
+            ),
+            (
+                "max_message_size",
+                Config {
+                    max_message_size: 64 * 1024 * 1024 + 1,
+                    outbound_queue_bytes: usize::MAX,
+                    ..d()
+                },
+            ),
+            (
+                "heartbeat_interval",
+                Config {
+                    heartbeat_interval: Duration::ZERO,
+                    ..d()
+                },
+            ),
+            (
+                "heartbeat_interval",
+                Config {
+                    heartbeat_interval: ms(99),
+                    ..d()
+                },
+            ),
+            (
+                "heartbeat_interval",
+                Config {
+                    heartbeat_interval: day + ms(1),
+                    ..d()
+                },
+            ),
+            (
+                "heartbeat_interval",
+                Config {
+                    heartbeat_interval: Duration::MAX,
+                    ..d()
+                },
+            ),
+            (
+                "heartbeat_timeout",
+                Config {
+                    heartbeat_timeout: Duration::ZERO,
+                    ..d()
+                },
+            ),
+            (
+                "heartbeat_timeout",
+                Config {
+                    heartbeat_timeout: ms(99),
+                    ..d()
+                },
+            ),
+            (
+                "heartbeat_timeout",
+                Config {
+                    heartbeat_timeout: Duration::MAX,
+                    ..d()
+                },
+            ),
+            (
+                "outbound_queue_frames",
+                Config {
+                    outbound_queue_frames: 0,
+                    ..d()
+                },
+            ),
+            (
+                "outbound_queue_bytes",
+                Config {
+                    outbound_queue_bytes: 0,
+                    ..d()
+                },
+            ),
+            (
+                "outbound_queue_bytes",
+                Config {
+                    outbound_queue_bytes: 64 * 1024 - 1,
+                    ..d()
+                },
+            ),
+            (
+                "max_room_name_len",
+                Config {
+                    max_room_name_len: 0,
+                    ..d()
+                },
+            ),
+            (
+                "max_room_name_len",
+                Config {
+                    max_room_name_len: 129,
+                    ..d()
+                },
+            ),
+            (
+                "max_rooms_per_connection",
+                Config {
+                    max_rooms_per_connection: 0,
+                    ..d()
+                },
+            ),
+            (
+                "api_key",
+                Config {
+                    api_key: Some("x".repeat(15)),
+                    ..d()
+                },
+            ),
+            (
+                "upgrade_rate",
+                Config {
+                    upgrade_rate: rate(0.0, 1),
+                    ..d()
+                },
+            ),
+            (
+                "upgrade_rate",
+                Config {
+                    upgrade_rate: rate(-1.0, 1),
+                    ..d()
+                },
+            ),
+            (
+                "upgrade_rate",
+                Config {
+                    upgrade_rate: rate(f64::NAN, 1),
+                    ..d()
+                },
+            ),
+            (
+                "upgrade_rate",
+                Config {
+                    upgrade_rate: rate(f64::INFINITY, 1),
+                    ..d()
+                },
+            ),
+            (
+                "upgrade_rate",
+                Config {
+                    upgrade_rate: rate(f64::NEG_INFINITY, 1),
+                    ..d()
+                },
+            ),
+            (
+                "upgrade_rate",
+                Config {
+                    upgrade_rate: rate(5.0, 0),
+                    ..d()
+                },
+            ),
+            (
+                "message_rate",
+                Config {
+                    message_rate: rate(-0.5, 20),
+                    ..d()
+                },
+            ),
+            (
+                "message_rate",
+                Config {
+                    message_rate: rate(f64::NAN, 20),
+                    ..d()
+                },
+            ),
+            (
+                "message_rate",
+                Config {
+                    message_rate: rate(f64::INFINITY, 20),
+                    ..d()
+                },
+            ),
+            (
+                "message_rate",
+                Config {
+                    message_rate: rate(10.0, 0),
+                    ..d()
+                },
+            ),
+        ];
+        for (field, config) in bad {
+            let shown = format!("{config:?}");
+            assert_eq!(refused(config), Some(field), "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_edges_of_every_range_are_valid() {
+        let d = Config::default;
+        let day = Duration::from_secs(24 * 60 * 60);
+        let good = [
+            Config {
+                max_message_size: 125,
+                ..d()
+            },
+            Config {
+                max_message_size: 64 * 1024 * 1024,
+                outbound_queue_bytes: 64 * 1024 * 1024,
+                ..d()
+            },
+            Config {
+                heartbeat_interval: Duration::from_millis(100),
+                ..d()
+            },
+            Config {
+                heartbeat_interval: day,
+                heartbeat_timeout: day,
+                ..d()
+            },
+            Config {
+                heartbeat_timeout: Duration::from_millis(100),
+                ..d()
+            },
+            Config {
+                outbound_queue_frames: 1,
+                ..d()
+            },
+            Config {
+                outbound_queue_bytes: 64 * 1024,
+                ..d()
+            },
+            Config {
+                max_room_name_len: 1,
+                ..d()
+            },
+            Config {
+                max_rooms_per_connection: 1,
+                ..d()
+            },
+            Config {
+                api_key: Some("x".repeat(16)),
+                ..d()
+            },
+            Config {
+                upgrade_rate: None,
+                message_rate: None,
+                ..d()
+            },
+            Config {
+                upgrade_rate: rate(f64::MIN_POSITIVE, 1),
+                message_rate: rate(1e9, u32::MAX),
+                ..d()
+            },
+            // Zero is meaningful for these, and any value is allowed.
+            Config {
+                shutdown_timeout: Duration::ZERO,
+                ..d()
+            },
+            Config {
+                shutdown_timeout: Duration::MAX,
+                ..d()
+            },
+            Config {
+                message_rate_strikes: 0,
+                ..d()
+            },
+            Config {
+                caps: Caps {
+                    total: 0,
+                    per_ip: 0,
+                    per_user: 0,
+                },
+                ..d()
+            },
+        ];
+        for config in good {
+            let shown = format!("{config:?}");
+            assert_eq!(config.validate(), Ok(()), "{shown}");
+        }
+    }
+
+    #[test]
+    fn errors_say_the_rule_and_the_value_given() {
+        let e = Config {
+            upgrade_rate: rate(f64::NAN, 200),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid setting `upgrade_rate`: the rate must be a positive, finite number per second, not NaN"
+        );
+        let e = Config {
+            max_rooms_per_connection: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.reason, "must be at least 1, not 0");
+        let e = Config {
+            heartbeat_interval: Duration::from_millis(50),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.reason, "must be from 100 ms to 1 day, not 0.05 s");
     }
 }
