@@ -204,29 +204,80 @@ impl Conn {
 
     /// Joins a room: from now on, messages published there are delivered to
     /// this connection. Joining a room twice is harmless. Returns the room's
-    /// position: later messages have larger offsets.
+    /// position: every message delivered from now on has a larger offset
+    /// (some may already be queued when this returns), and none at or below
+    /// it is.
     pub async fn join(&mut self, room: &str) -> Result<Position, JoinError> {
+        self.enter(room, None, None).await
+    }
+
+    /// Joins a room and queues the `joined` reply; with `since`, recovers
+    /// what was published there after it. Queues, in this order and with
+    /// nothing in between: the missed messages, the `joined` reply
+    /// (`recovered: true`, or `false` when the history no longer covers the
+    /// gap and nothing was replayed), then live messages, each once, above
+    /// the reply's offset. Already being in the room makes it a plain join.
+    pub(crate) async fn join_replying(
+        &mut self,
+        room: &str,
+        since: Option<&Position>,
+        id: Option<u64>,
+    ) -> Result<(), JoinError> {
+        self.enter(room, since, Some(id)).await.map(drop)
+    }
+
+    /// Joins `room` through the hub's seam (see `hub::Seam`): the position,
+    /// or the replay after `since`, is read while live deliveries are held,
+    /// and nothing at or below the position read is delivered after it.
+    /// With `reply`, the `joined` frame (carrying that id) is queued right
+    /// after the replay.
+    async fn enter(
+        &mut self,
+        room: &str,
+        since: Option<&Position>,
+        reply: Option<Option<u64>>,
+    ) -> Result<Position, JoinError> {
         self.check_may_join(room)?;
-        let newly = !self.rooms.contains_key(room);
-        if newly {
-            self.check_room_limit()?;
-            let hub = self.node.hub();
-            let room = hub.room_name(room);
-            hub.add(Topic::Room(room.clone()), self.id, &self.outbox)
-                .await?;
-            self.rooms.insert(room.clone(), false);
-            self.announce(&room, "join").await;
-        }
-        match self.node.broker().position(room).await {
-            Ok(position) => Ok(position),
-            Err(e) => {
-                // A join the client is told failed must not deliver anything.
-                if newly {
-                    self.leave(room).await;
-                }
-                Err(e.into())
+        let broker = self.node.broker().clone();
+        if self.rooms.contains_key(room) {
+            let position = broker.position(room).await?;
+            if let Some(id) = reply {
+                let _ = self.send_encoded(joined_frame(room, id, &position, None));
             }
+            return Ok(position);
         }
+        self.check_room_limit()?;
+        let hub = self.node.hub();
+        let room = hub.room_name(room);
+        hub.add_joining(&room, self.id, &self.outbox).await?;
+        self.rooms.insert(room.clone(), false);
+        let read = match since {
+            Some(since) => broker.recover(&room, since).await.map(|r| match r {
+                Recovery::Recovered { messages, position } => (
+                    messages.iter().map(encode_delivery).collect(),
+                    position,
+                    Some(true),
+                ),
+                Recovery::Gap { position } => (Vec::new(), position, Some(false)),
+            }),
+            None => broker.position(&room).await.map(|p| (Vec::new(), p, None)),
+        };
+        let (mut prelude, position, recovered): (Vec<Bytes>, _, _) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                // A join the client is told failed delivers nothing and is
+                // announced to no one.
+                self.rooms.remove_entry(&room);
+                hub.remove(Topic::Room(room), self.id).await;
+                return Err(e.into());
+            }
+        };
+        if let Some(id) = reply {
+            prelude.push(joined_frame(&room, id, &position, recovered));
+        }
+        hub.finish_join(&room, self.id, prelude, position.offset);
+        self.announce(&room, "join").await;
+        Ok(position)
     }
 
     /// The room name is valid and the user's permissions let them in.
@@ -245,49 +296,6 @@ impl Conn {
         } else {
             Ok(())
         }
-    }
-
-    /// Joins a room and recovers what was published there after `since`.
-    /// Queues, in this order and with nothing in between: the missed
-    /// messages, the `joined` reply (`recovered: true`, or `false` when the
-    /// history no longer covers the gap and nothing was replayed), then live
-    /// messages, without duplicates at the seam. Already being in the room
-    /// makes it a plain join.
-    pub(crate) async fn join_recovering(
-        &mut self,
-        room: &str,
-        since: &Position,
-        id: Option<u64>,
-    ) -> Result<(), JoinError> {
-        self.check_may_join(room)?;
-        if self.rooms.contains_key(room) {
-            let position = self.join(room).await?;
-            let _ = self.send_encoded(joined_frame(room, id, &position, None));
-            return Ok(());
-        }
-        self.check_room_limit()?;
-        let hub = self.node.hub();
-        let room = hub.room_name(room);
-        hub.add_recovering(&room, self.id, &self.outbox).await?;
-        self.rooms.insert(room.clone(), false);
-        let (mut prelude, position, recovered) =
-            match self.node.broker().recover(&room, since).await {
-                Ok(Recovery::Recovered { messages, position }) => (
-                    messages.iter().map(encode_delivery).collect(),
-                    position,
-                    true,
-                ),
-                Ok(Recovery::Gap { position }) => (Vec::new(), position, false),
-                Err(e) => {
-                    hub.finish_recovery(&room, self.id, Vec::new(), u64::MAX);
-                    self.leave(&room).await;
-                    return Err(e.into());
-                }
-            };
-        prelude.push(joined_frame(&room, id, &position, Some(recovered)));
-        hub.finish_recovery(&room, self.id, prelude, position.offset);
-        self.announce(&room, "join").await;
-        Ok(())
     }
 
     /// Starts (or stops) delivering a joined room's presence events to this

@@ -105,24 +105,44 @@ impl Members {
     }
 }
 
-/// A room's local members. Members that are recovering history do not take
-/// live deliveries yet: those are held (with their offsets) until the replay
-/// is queued, so that the client sees replay, then live, with no gap and no
-/// duplicate at the seam.
+/// A room's local members. A member that joins with a position goes through
+/// [`Seam`] phases before it is live, so that the client sees replay, then
+/// live, with no gap and no duplicate where they meet.
 #[derive(Default)]
 struct RoomMembers {
     live: Members,
-    recovering: parking_lot::Mutex<HashMap<ConnId, Recovering>>,
+    joining: parking_lot::Mutex<HashMap<ConnId, Joining>>,
 }
 
-struct Recovering {
+/// A member on its way in: see [`Seam`].
+struct Joining {
     outbox: Arc<Outbox>,
-    held: Vec<(u64, Bytes)>,
+    seam: Seam,
+}
+
+/// Where a joining member stands.
+///
+/// The room's position is read from the broker after the node subscribed,
+/// and through a broker across a network (Redis) that read and the live
+/// stream travel on different connections: a message at or below the
+/// position read may reach this node before the read completes, or after
+/// it. Both are handled.
+enum Seam {
+    /// The position (and the replay) is being read: live deliveries are
+    /// held, with their offsets.
+    Reading(Vec<(u64, Bytes)>),
+    /// The replay and the reply are queued, up to `after`: deliveries at or
+    /// below it are late copies of what the replay held and are dropped;
+    /// the first one above it is queued and makes the member live.
+    Seaming { after: u64 },
+    /// Caught up: receives every delivery, until [`Hub::promote`] moves it
+    /// to the live members.
+    CaughtUp,
 }
 
 impl RoomMembers {
     fn len(&self) -> usize {
-        self.live.len() + self.recovering.lock().len()
+        self.live.len() + self.joining.lock().len()
     }
 }
 
@@ -212,7 +232,7 @@ impl Hub {
                 let removed = match self.rooms.get_mut(&**name) {
                     Some(mut m) => {
                         let live = m.live.remove(&conn).is_some();
-                        live | m.recovering.get_mut().remove(&conn).is_some()
+                        live | m.joining.get_mut().remove(&conn).is_some()
                     }
                     None => false,
                 };
@@ -235,9 +255,10 @@ impl Hub {
         removed
     }
 
-    /// Joins a room in the recovering state: live deliveries are held until
-    /// [`Hub::finish_recovery`]. Subscribes the node first if needed.
-    pub(crate) async fn add_recovering(
+    /// Joins a room as a member on its way in (see [`Seam`]): live
+    /// deliveries are held until [`Hub::finish_join`]. Subscribes the node
+    /// first if needed.
+    pub(crate) async fn add_joining(
         &self,
         room: &Arc<str>,
         conn: ConnId,
@@ -249,45 +270,73 @@ impl Hub {
             self.broker()?.subscribe(&topic).await?;
         }
         let entry = self.rooms.entry(room.clone()).or_default();
-        entry.recovering.lock().insert(
+        entry.joining.lock().insert(
             conn,
-            Recovering {
+            Joining {
                 outbox: outbox.clone(),
-                held: Vec::new(),
+                seam: Seam::Reading(Vec::new()),
             },
         );
         Ok(())
     }
 
-    /// Ends a recovery: queues `prelude` (the replay and the `joined` reply),
-    /// then the live messages held meanwhile whose offset is above `after`,
-    /// and makes the member live. Nothing can be delivered in between: the
-    /// room's entry is locked for writing throughout.
-    pub(crate) fn finish_recovery(
-        &self,
-        room: &str,
-        conn: ConnId,
-        prelude: Vec<Bytes>,
-        after: u64,
-    ) {
+    /// Ends the read of a joining member: queues `prelude` (the replay and
+    /// the `joined` reply, which reach offset `after`), then the deliveries
+    /// held meanwhile whose offset is above `after`. Nothing can be
+    /// delivered in between: the room's entry is locked for writing
+    /// throughout. The member is live at once if a held delivery was above
+    /// `after`; otherwise it drops what arrives at or below `after` until the
+    /// first delivery above it.
+    pub(crate) fn finish_join(&self, room: &str, conn: ConnId, prelude: Vec<Bytes>, after: u64) {
         let Some(mut entry) = self.rooms.get_mut(room) else {
             return;
         };
-        let Some(rec) = entry.recovering.get_mut().remove(&conn) else {
+        let entry = &mut *entry;
+        let Some(joining) = entry.joining.get_mut().get_mut(&conn) else {
             return;
         };
-        let frames = prelude.into_iter().chain(
-            rec.held
-                .into_iter()
-                .filter(|(o, _)| *o > after)
-                .map(|(_, f)| f),
-        );
-        for frame in frames {
-            if rec.outbox.push(frame).is_err() {
+        let held = match std::mem::replace(&mut joining.seam, Seam::Seaming { after }) {
+            Seam::Reading(held) => held,
+            // Finished already: nothing to do.
+            other => {
+                joining.seam = other;
+                return;
+            }
+        };
+        let mut caught_up = false;
+        let later = held.into_iter().filter(|(o, _)| *o > after).map(|(_, f)| {
+            caught_up = true;
+            f
+        });
+        for frame in prelude.into_iter().chain(later) {
+            if joining.outbox.push(frame).is_err() {
                 break;
             }
         }
-        entry.live.insert(conn, rec.outbox);
+        if caught_up
+            && let Some(joining) = entry.joining.get_mut().remove(&conn)
+        {
+            entry.live.insert(conn, joining.outbox);
+        }
+    }
+
+    /// Moves the room's caught-up joining members to the live ones.
+    fn promote(&self, room: &str) {
+        let Some(mut entry) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let entry = &mut *entry;
+        let joining = entry.joining.get_mut();
+        let done: Vec<ConnId> = joining
+            .iter()
+            .filter(|(_, j)| matches!(j.seam, Seam::CaughtUp))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(j) = joining.remove(&id) {
+                entry.live.insert(id, j.outbox);
+            }
+        }
     }
 
     /// Local members of a topic.
@@ -340,6 +389,52 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Delivers a room message to the members on their way in (see
+    /// [`Seam`]). Returns whether one of them caught up.
+    fn deliver_joining(&self, members: &RoomMembers, offset: Option<u64>, frame: &Bytes) -> bool {
+        let mut joining = members.joining.lock();
+        let mut caught_up = false;
+        let mut delivered = 0;
+        for j in joining.values_mut() {
+            match &mut j.seam {
+                Seam::Reading(held) => {
+                    // Held frames are bounded like the outbox itself.
+                    if held.len() >= j.outbox.max_frames() {
+                        j.outbox.close(
+                            switchboard_protocol::CloseCode::SLOW_CONSUMER,
+                            "slow consumer: too many messages during recovery",
+                        );
+                        continue;
+                    }
+                    held.push((offset.unwrap_or(0), frame.clone()));
+                }
+                // Offsets arrive in order: the first above the seam means
+                // no late copy can follow. A message without an offset
+                // (delivered locally during a broker outage) is in no
+                // sequence and goes through.
+                Seam::Seaming { after } => match offset {
+                    Some(o) if o <= *after => {}
+                    Some(_) => {
+                        delivered += self.push_one(frame, &j.outbox);
+                        j.seam = Seam::CaughtUp;
+                        caught_up = true;
+                    }
+                    None => delivered += self.push_one(frame, &j.outbox),
+                },
+                Seam::CaughtUp => {
+                    delivered += self.push_one(frame, &j.outbox);
+                    caught_up = true;
+                }
+            }
+        }
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        caught_up
+    }
+}
+
 fn insert(map: &DashMap<Arc<str>, Members>, name: &Arc<str>, conn: ConnId, outbox: &Arc<Outbox>) {
     map.entry(name.clone())
         .or_default()
@@ -385,17 +480,10 @@ impl DeliveryHandler for Hub {
                 if let Some(members) = self.rooms.get(name) {
                     let frame = encode_delivery(d);
                     self.push_all(&frame, members.live.values());
-                    let mut recovering = members.recovering.lock();
-                    for rec in recovering.values_mut() {
-                        // Held frames are bounded like the outbox itself.
-                        if rec.held.len() >= rec.outbox.max_frames() {
-                            rec.outbox.close(
-                                switchboard_protocol::CloseCode::SLOW_CONSUMER,
-                                "slow consumer: too many messages during recovery",
-                            );
-                            continue;
-                        }
-                        rec.held.push((d.offset.unwrap_or(0), frame.clone()));
+                    let caught_up = self.deliver_joining(&members, d.offset, &frame);
+                    drop(members);
+                    if caught_up {
+                        self.promote(name);
                     }
                 }
             }
@@ -477,7 +565,7 @@ mod tests {
         let hub = Hub::new(broker.clone(), Arc::default());
         let room: Arc<str> = Arc::from("r");
         let outbox = Arc::new(Outbox::new(100, 1 << 20));
-        hub.add_recovering(&room, 1, &outbox).await.unwrap();
+        hub.add_joining(&room, 1, &outbox).await.unwrap();
         // Live messages arrive while the replay is being read: held.
         hub.deliver(&delivery(&room, 5));
         hub.deliver(&delivery(&room, 6));
@@ -487,7 +575,7 @@ mod tests {
             Bytes::from_static(b"replay-4"),
             Bytes::from_static(b"replay-5"),
         ];
-        hub.finish_recovery("r", 1, prelude, 5);
+        hub.finish_join("r", 1, prelude, 5);
         hub.deliver(&delivery(&room, 7));
         let frames = drain(&outbox);
         assert_eq!(frames.len(), 4);
@@ -507,15 +595,70 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_recovering_member_counts_and_leaves_like_any_other() {
+    async fn a_joining_member_counts_and_leaves_like_any_other() {
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
         let hub = Hub::new(broker.clone(), Arc::default());
         let room: Arc<str> = Arc::from("r");
         let outbox = Arc::new(Outbox::new(100, 1 << 20));
-        hub.add_recovering(&room, 1, &outbox).await.unwrap();
+        hub.add_joining(&room, 1, &outbox).await.unwrap();
         assert_eq!(hub.count(&Topic::Room(room.clone())), 1);
         assert!(hub.remove(Topic::Room(room.clone()), 1).await);
         assert_eq!(hub.count(&Topic::Room(room)), 0);
+        assert_eq!(hub.room_count(), 0);
+    }
+
+    /// The position read reaches further than the live stream had: copies
+    /// of replayed messages that arrive after the replay are dropped, the
+    /// first later one goes through and makes the member live.
+    #[tokio::test]
+    async fn late_copies_of_the_replay_are_dropped_at_the_seam() {
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+        let hub = Hub::new(broker.clone(), Arc::default());
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        hub.add_joining(&room, 1, &outbox).await.unwrap();
+        hub.deliver(&delivery(&room, 3));
+        // The replay read reached 5; live had only brought 3 so far.
+        let prelude = vec![
+            Bytes::from_static(b"replay-4"),
+            Bytes::from_static(b"replay-5"),
+            Bytes::from_static(b"joined"),
+        ];
+        hub.finish_join("r", 1, prelude, 5);
+        hub.deliver(&delivery(&room, 4));
+        hub.deliver(&delivery(&room, 5));
+        hub.deliver(&delivery(&room, 6));
+        hub.deliver(&delivery(&room, 7));
+        let frames = drain(&outbox);
+        let text: Vec<String> = frames
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        assert_eq!(text.len(), 5, "{text:?}");
+        assert_eq!(&text[..3], ["replay-4", "replay-5", "joined"]);
+        assert!(text[3].ends_with("\"offset\":6,\"data\":6}"), "{text:?}");
+        assert!(text[4].ends_with("\"offset\":7,\"data\":7}"), "{text:?}");
+        // Live now: no longer among the joining members.
+        let members = hub.rooms.get("r").unwrap();
+        assert_eq!(members.live.len(), 1);
+        assert!(members.joining.lock().is_empty());
+    }
+
+    /// A member that is still seaming receives no message twice, and one
+    /// that leaves then is gone like any other.
+    #[tokio::test]
+    async fn a_seaming_member_leaves_cleanly() {
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+        let hub = Hub::new(broker.clone(), Arc::default());
+        let room: Arc<str> = Arc::from("r");
+        let outbox = Arc::new(Outbox::new(100, 1 << 20));
+        hub.add_joining(&room, 1, &outbox).await.unwrap();
+        hub.finish_join("r", 1, vec![Bytes::from_static(b"joined")], 9);
+        hub.deliver(&delivery(&room, 8));
+        hub.deliver(&delivery(&room, 9));
+        assert_eq!(drain(&outbox), vec![Bytes::from_static(b"joined")]);
+        assert_eq!(hub.count(&Topic::Room(room.clone())), 1);
+        assert!(hub.remove(Topic::Room(room.clone()), 1).await);
         assert_eq!(hub.room_count(), 0);
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use switchboard_protocol::client::{self, ClientFrame};
 
 use switchboard_protocol::client::Since;
-use switchboard_protocol::server::{Ack, Joined, Left, Presence, PresenceMember, ServerFrame};
+use switchboard_protocol::server::{Ack, Left, Presence, PresenceMember, ServerFrame};
 use switchboard_protocol::{CloseCode, ErrorCode};
 
 use super::send_error;
@@ -17,7 +17,7 @@ use crate::node::PublishError;
 ///
 /// - `join` answers `joined` with the room's current offset and epoch; with
 ///   `since`, it first replays what the client missed (see
-///   `Conn::join_recovering`); with `presence: true`, the connection also
+///   `Conn::join_replying`); with `presence: true`, the connection also
 ///   receives the room's `presence_event` frames.
 /// - `presence` answers who is in a room, across nodes.
 /// - `leave` answers `left`, or `not_joined` for a room the connection is
@@ -77,24 +77,11 @@ async fn join(
     since: Option<Since<'_>>,
     presence: bool,
 ) {
-    let result = match since {
-        Some(since) => {
-            let since = Position {
-                offset: since.offset,
-                epoch: Arc::from(&*since.epoch),
-            };
-            conn.join_recovering(room, &since, id).await
-        }
-        None => conn.join(room).await.map(|pos| {
-            let _ = conn.send_frame(&ServerFrame::Joined(Joined {
-                room: room.to_string(),
-                id,
-                offset: pos.offset,
-                epoch: pos.epoch.to_string(),
-                recovered: None,
-            }));
-        }),
-    };
+    let since = since.map(|since| Position {
+        offset: since.offset,
+        epoch: Arc::from(&*since.epoch),
+    });
+    let result = conn.join_replying(room, since.as_ref(), id).await;
     let result = match result {
         Ok(()) if presence => conn.watch_presence(room).await,
         other => other,
