@@ -1,16 +1,18 @@
 //! [`ClientBuilder`]: the settings, every default stated, validated before
 //! the connection task starts.
 
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::backoff::Backoff;
 use crate::client::Client;
+use crate::credentials::{self, Credentials};
 use crate::driver::Driver;
 use crate::error::{BuildError, ConnectError};
 use crate::event::{ConnectionState, Events};
@@ -23,7 +25,8 @@ const COMMAND_QUEUE: usize = 64;
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub url: String,
-    pub token: Option<String>,
+    pub credentials: Credentials,
+    pub max_refusals: u32,
     pub backoff: Backoff,
     pub going_away_jitter: Duration,
     pub stable_after: Duration,
@@ -69,7 +72,8 @@ impl ClientBuilder {
         ClientBuilder {
             settings: Settings {
                 url: url.into(),
-                token: None,
+                credentials: Credentials::None,
+                max_refusals: 5,
                 backoff: Backoff::default(),
                 going_away_jitter: Duration::from_secs(1),
                 stable_after: Duration::from_secs(10),
@@ -87,8 +91,91 @@ impl ClientBuilder {
     /// connection attempt. Default: none (a guest on a server without
     /// credentials). Replace them later with
     /// [`Client::set_token`] or [`Client::refresh`].
+    ///
+    /// A fixed token works like a [token provider](Self::token_provider)
+    /// that always returns it: an upgrade refused with 401 or 403 is retried
+    /// until the [refusal limit](Self::max_refusals). One difference: after
+    /// the server closed with 4004 (credentials expired) the same token
+    /// would be refused, so the client waits for [`Client::set_token`]
+    /// instead of reconnecting. Replaces an earlier `token_provider`.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.settings.token = Some(token.into());
+        self.settings.credentials = Credentials::Fixed(token.into());
+        self
+    }
+
+    /// Where to get the credentials: `provider` is called before every
+    /// connection attempt (the first one, every reconnect, and so after the
+    /// server closed with 4004 because the credentials expired), and the
+    /// token it returns is sent as `Authorization: Bearer <token>`. Use it
+    /// for tokens that expire: the client then never reconnects with a
+    /// token that expired while it was disconnected, as long as the
+    /// provider hands out a fresh one. Replaces an earlier [`token`](Self::token).
+    ///
+    /// - **Failures.** A provider that returns an error, does not answer
+    ///   within the [connect timeout](Self::connect_timeout), or returns a
+    ///   token that cannot travel in an HTTP header fails the attempt with
+    ///   [`ConnectError::Token`] (reported as
+    ///   [`Event::ConnectFailed`](crate::Event::ConnectFailed)). The client
+    ///   retries with backoff, as after a network error: each failure
+    ///   counts as an attempt, so the delays grow to the cap, and it never
+    ///   stops because of them (call [`Client::close`] to give up). The
+    ///   first attempt of [`connect`](Self::connect) returns the error.
+    /// - **Refusals.** An upgrade refused with 401 or 403 is retried with
+    ///   backoff, asking the provider again; after
+    ///   [`max_refusals`](Self::max_refusals) refusals in a row of the same
+    ///   token the client stops with
+    ///   [`StopReason::CredentialsRefused`](crate::StopReason::CredentialsRefused).
+    ///   A different token starts the count again.
+    /// - **Expiry.** After a 4004 close the client emits
+    ///   [`Event::TokenExpired`](crate::Event::TokenExpired) and reconnects
+    ///   with backoff (the attempt counter starts again after a stable
+    ///   connection, so the first delay is at most the backoff base),
+    ///   asking the provider for a new token; it does not wait for
+    ///   [`Client::set_token`].
+    /// - **While connected** the provider is not called: renew the token on
+    ///   the open connection with [`Client::refresh`]. A token given to
+    ///   `refresh` or `set_token` is used on that connection only; the next
+    ///   attempt asks the provider.
+    ///
+    /// The provider runs on the connection task, one call at a time; the
+    /// client keeps answering its handles while it waits.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), switchboard_client::ConnectError> {
+    /// # async fn fetch_token(_: &str) -> Result<String, std::io::Error> { Ok(String::new()) }
+    /// use switchboard_client::ClientBuilder;
+    ///
+    /// let (client, events) = ClientBuilder::new("ws://localhost:3000/ws/chat")
+    ///     .token_provider(|| fetch_token("https://auth.example/token"))
+    ///     .connect()
+    ///     .await?;
+    /// # let _ = (client, events);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn token_provider<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, E>> + Send + 'static,
+        E: Display,
+    {
+        self.settings.credentials = Credentials::Provider(Arc::new(move || {
+            let asked = provider();
+            Box::pin(async move { asked.await.map_err(|e| e.to_string()) })
+        }));
+        self
+    }
+
+    /// How many upgrades in a row refused with HTTP 401 or 403 for the same
+    /// credentials (the same token, or none) stop the client with
+    /// [`StopReason::CredentialsRefused`](crate::StopReason::CredentialsRefused).
+    /// Before that, each refusal is retried with backoff (with a
+    /// [token provider](Self::token_provider), asking it for a token
+    /// again). A welcomed connection, or a different token, starts the
+    /// count again. 1 stops at the first refusal. Must be at least 1.
+    /// Default: 5.
+    pub fn max_refusals(mut self, refusals: u32) -> Self {
+        self.settings.max_refusals = refusals;
         self
     }
 
@@ -233,9 +320,10 @@ impl ClientBuilder {
             Some("wss") => return Err(invalid_url("wss:// needs the `rustls` feature")),
             _ => return Err(invalid_url("the scheme must be ws:// or wss://")),
         }
-        if let Some(token) = &s.token {
-            HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| BuildError::InvalidToken)?;
+        if let Credentials::Fixed(token) = &s.credentials
+            && !credentials::is_header_safe(token)
+        {
+            return Err(BuildError::InvalidToken);
         }
         let setting = |field: &'static str, reason: &str| BuildError::InvalidSetting {
             field,
@@ -260,6 +348,9 @@ impl ClientBuilder {
         }
         if s.event_buffer == 0 {
             return Err(setting("event_buffer", "must be at least 1"));
+        }
+        if s.max_refusals == 0 {
+            return Err(setting("max_refusals", "must be at least 1"));
         }
         Ok(s)
     }
@@ -308,6 +399,20 @@ mod tests {
                 ..
             }
         ));
+        assert!(matches!(
+            invalid(ok.clone().max_refusals(0)),
+            BuildError::InvalidSetting {
+                field: "max_refusals",
+                ..
+            }
+        ));
+        assert!(
+            ok.clone()
+                .token_provider(|| std::future::ready(Ok::<_, String>("a\nb".into())))
+                .validate()
+                .is_ok(),
+            "a provider's tokens are checked when it gives them"
+        );
         assert!(matches!(
             invalid(ok.ack_timeout(ms(0))),
             BuildError::InvalidSetting {

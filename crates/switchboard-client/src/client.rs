@@ -200,6 +200,10 @@ impl Client {
     /// connection keeps going (a refusal is reported as
     /// [`Event::ServerError`]). Use [`refresh`](Client::refresh) to wait for
     /// the server's answer.
+    ///
+    /// With a [token provider](crate::ClientBuilder::token_provider), the
+    /// provider stays in charge: the token is sent in the `refresh`, and the
+    /// next connection attempt asks the provider again.
     pub async fn set_token(&self, token: impl Into<String>) -> Result<(), RequestError> {
         let token = valid_token(token.into())?;
         self.request(Command::SetToken { token, reply: None }).await
@@ -209,7 +213,9 @@ impl Client {
     /// accept the new credentials on the open connection. Returns when they
     /// expire (Unix seconds, including the server's leeway), if they do.
     /// [`RequestError::NotConnected`] when there is no connection; the token
-    /// is stored for the next one anyway.
+    /// is stored for the next one anyway (unless a
+    /// [token provider](crate::ClientBuilder::token_provider) gives the
+    /// tokens: the next attempt asks it).
     pub async fn refresh(&self, token: impl Into<String>) -> Result<Option<u64>, RequestError> {
         let token = valid_token(token.into())?;
         let (reply, rx) = oneshot::channel();

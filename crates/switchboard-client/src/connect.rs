@@ -69,7 +69,8 @@ pub(crate) async fn open(
 }
 
 /// An upgrade refused with an HTTP status. 408, 429 and 5xx are transient
-/// (backoff, honouring `Retry-After`); every other status (401, 403, 404,
+/// (backoff, honouring `Retry-After`); 401 and 403 refuse the credentials
+/// (backoff, until the driver's refusal limit); every other status (404,
 /// 400, a redirect, ...) would be answered the same way again: stop.
 fn http_failure(response: &Response<Option<Vec<u8>>>) -> Failure {
     let status = response.status().as_u16();
@@ -95,8 +96,16 @@ fn http_failure(response: &Response<Option<Vec<u8>>>) -> Failure {
 pub(crate) fn http_policy(status: u16) -> ReconnectPolicy {
     match status {
         408 | 429 | 500..=599 => ReconnectPolicy::Backoff,
+        _ if refuses_credentials(status) => ReconnectPolicy::Backoff,
         _ => ReconnectPolicy::Never,
     }
+}
+
+/// Whether an HTTP status at the upgrade refuses the credentials: retried
+/// (another token may come, or the server may accept the same one again)
+/// until the same credentials were refused `max_refusals` times in a row.
+pub(crate) fn refuses_credentials(status: u16) -> bool {
+    matches!(status, 401 | 403)
 }
 
 #[cfg(test)]
@@ -104,11 +113,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transient_statuses_back_off_and_the_rest_stop() {
-        for status in [408, 429, 500, 502, 503] {
+    fn transient_statuses_and_refused_credentials_back_off_and_the_rest_stop() {
+        for status in [401, 403, 408, 429, 500, 502, 503] {
             assert_eq!(http_policy(status), ReconnectPolicy::Backoff, "{status}");
         }
-        for status in [301, 400, 401, 403, 404, 405, 426] {
+        assert!(refuses_credentials(401) && refuses_credentials(403));
+        assert!(!refuses_credentials(404) && !refuses_credentials(429));
+        for status in [301, 400, 404, 405, 426] {
             assert_eq!(http_policy(status), ReconnectPolicy::Never, "{status}");
         }
     }

@@ -1,7 +1,9 @@
-//! The connection task's outer loop: connect, run a session, then decide
-//! from the close code (or the upgrade's HTTP status) whether to reconnect at
-//! once, back off, wait for a new token, or stop. While no connection is up
-//! it still answers commands: publishes are buffered, joins remembered.
+//! The connection task's outer loop: get the attempt's token, connect, run a
+//! session, then decide from the close code (or the upgrade's HTTP status)
+//! whether to reconnect at once, back off, wait for a new token, or stop.
+//! Refusals of the same credentials are counted, and stop the client at the
+//! limit (see [`crate::credentials`]). While no connection is up it still
+//! answers commands: publishes are buffered, joins remembered.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use crate::backoff::jitter;
 use crate::builder::Settings;
 use crate::client::Command;
 use crate::connect::{self, Failure};
+use crate::credentials::{Credentials, Refusals};
 use crate::error::{ConnectError, PublishError, RequestError};
 use crate::event::{ConnectionState, Event, StopReason};
 use crate::state::State;
@@ -52,7 +55,12 @@ pub(crate) struct Driver {
     pub(crate) commands: mpsc::Receiver<Command>,
     state_tx: watch::Sender<ConnectionState>,
     pub(crate) state: State,
-    token: Option<String>,
+    /// Where the next attempt's token comes from.
+    credentials: Credentials,
+    /// The token the last attempt was made with.
+    attempt_token: Option<String>,
+    /// Refusals in a row of the same credentials; reset by a welcome.
+    pub(crate) refusals: Refusals,
     /// Reconnect attempts since the last stable connection.
     attempt: u32,
     /// `connect()` waits here for the first attempt's outcome.
@@ -77,7 +85,9 @@ impl Driver {
             buffered,
         );
         Driver {
-            token: settings.token.clone(),
+            credentials: settings.credentials.clone(),
+            attempt_token: None,
+            refusals: Refusals::default(),
             settings,
             commands,
             state_tx,
@@ -112,6 +122,9 @@ impl Driver {
                         let _ = first.send(Err(failure.error.clone()));
                         return stop_reason(failure.error);
                     }
+                    if let Some(reason) = self.count_refusal(&failure.error) {
+                        return reason;
+                    }
                     if failure.policy == ReconnectPolicy::Never {
                         return stop_reason(failure.error);
                     }
@@ -133,6 +146,11 @@ impl Driver {
             };
             let next = self.attempt.saturating_add(1);
             let delay = match policy {
+                // The provider is asked for a new token at the next attempt.
+                ReconnectPolicy::AfterRefresh if self.credentials.has_provider() => {
+                    self.state.emit(Event::TokenExpired);
+                    self.settings.backoff.delay(next, &mut rand::rng())
+                }
                 ReconnectPolicy::AfterRefresh => {
                     self.state.emit(Event::TokenExpired);
                     self.set_state(ConnectionState::WaitingForToken);
@@ -161,16 +179,39 @@ impl Driver {
     }
 
     async fn attempt_once(&mut self) -> Outcome {
+        let timeout = self.settings.connect_timeout;
+        let token = match self.offline(self.credentials.fetch(timeout)).await {
+            None => return Outcome::ClientClosed,
+            Some(Err(error)) => return Outcome::Failed(Failure::backoff(error)),
+            Some(Ok(token)) => token,
+        };
+        self.attempt_token = token.clone();
         let started = Instant::now();
         let url = self.settings.url.clone();
-        let token = self.token.clone();
-        let timeout = self.settings.connect_timeout;
         let opening = async move { connect::open(&url, token.as_deref(), timeout).await };
         match self.offline(opening).await {
             None => Outcome::ClientClosed,
             Some(Err(failure)) => Outcome::Failed(failure),
             Some(Ok(socket)) => self.session(socket, started).await,
         }
+    }
+
+    /// Counts an upgrade that refused the credentials; the reason to stop
+    /// once the same credentials were refused `max_refusals` times in a row.
+    fn count_refusal(&mut self, error: &ConnectError) -> Option<StopReason> {
+        let ConnectError::Http { status, body } = error else {
+            return None;
+        };
+        if !connect::refuses_credentials(*status) {
+            return None;
+        }
+        let attempts = self.refusals.refused(self.attempt_token.as_deref());
+        tracing::debug!(status, attempts, "credentials refused");
+        (attempts >= self.settings.max_refusals).then(|| StopReason::CredentialsRefused {
+            status: *status,
+            body: body.clone(),
+            attempts,
+        })
     }
 
     /// Drives `fut` while answering commands. `None` when the client was
@@ -233,7 +274,10 @@ impl Driver {
             }
             Some(Command::SetToken { token, reply }) => {
                 self.state.refresh(&token, reply, now);
-                self.token = Some(token);
+                // A provider stays in charge of later attempts.
+                if !self.credentials.has_provider() {
+                    self.credentials = Credentials::Fixed(token);
+                }
                 Flow::TokenSet
             }
         }

@@ -71,8 +71,8 @@ pub enum ConnectError {
     /// The settings were refused before any connection was tried.
     #[error(transparent)]
     Build(#[from] BuildError),
-    /// The server refused the upgrade with an HTTP status (401 for bad
-    /// credentials, 403, 404, 429, 503, ...).
+    /// The server refused the upgrade with an HTTP status (401 for bad or
+    /// expired credentials, 403, 404, 429, 503, ...).
     #[error("upgrade refused with HTTP {status}: {body}")]
     Http {
         /// The HTTP status.
@@ -96,6 +96,13 @@ pub enum ConnectError {
     /// violation during the handshake).
     #[error("connection failed: {0}")]
     Transport(String),
+    /// The [token provider](crate::ClientBuilder::token_provider) gave no
+    /// usable token: its error's message, `no token within …` when it did
+    /// not answer within the connect timeout, or `the token is not a valid
+    /// HTTP header value`. Nothing was sent to the server; the client tries
+    /// again with backoff.
+    #[error("no token: {0}")]
+    Token(String),
 }
 
 /// A publish did not succeed.

@@ -57,9 +57,9 @@ pub enum Event {
         reason: String,
     },
     /// A connection attempt failed before the server's `welcome` (refused,
-    /// timed out, or refused at the upgrade with an HTTP status). What
-    /// follows is [`Event::Reconnecting`], [`Event::TokenExpired`] or
-    /// [`Event::Stopped`].
+    /// timed out, refused at the upgrade with an HTTP status, or no token
+    /// from the token provider). What follows is [`Event::Reconnecting`],
+    /// [`Event::TokenExpired`] or [`Event::Stopped`].
     ConnectFailed {
         /// Why.
         error: crate::ConnectError,
@@ -103,7 +103,10 @@ pub enum Event {
         room: String,
     },
     /// The server closed the connection because the credentials expired
-    /// (4004). The client waits, without reconnecting, until the application
+    /// (4004). With a
+    /// [token provider](crate::ClientBuilder::token_provider), the client
+    /// reconnects (with backoff) and asks the provider for a new token.
+    /// Without one, it waits, without reconnecting, until the application
     /// calls [`Client::set_token`](crate::Client::set_token).
     TokenExpired,
     /// The server took this connection out of a room on its own (a `refresh`
@@ -148,14 +151,30 @@ pub enum StopReason {
         reason: String,
     },
     /// The server refused the upgrade with an HTTP status that will not
-    /// change on retry: 401 and 403 (credentials, Origin), 400, 404, 405,
-    /// 426 and other 4xx except 408 and 429.
+    /// change on retry: 400, 404, 405, 426 and other 4xx except 401, 403,
+    /// 408 and 429. Also the first attempt of
+    /// [`ClientBuilder::connect`](crate::ClientBuilder::connect) refused
+    /// with any of those or with 401 or 403.
     #[error("upgrade refused with HTTP {status}: {body}")]
     Rejected {
         /// The HTTP status.
         status: u16,
         /// The response body.
         body: String,
+    },
+    /// The server refused the same credentials at the upgrade (HTTP 401 or
+    /// 403) `attempts` times in a row, the builder's
+    /// [`max_refusals`](crate::ClientBuilder::max_refusals): they will not
+    /// be accepted. A token provider that hands out a different token starts
+    /// the count again.
+    #[error("credentials refused {attempts} times in a row with HTTP {status}: {body}")]
+    CredentialsRefused {
+        /// The HTTP status of the last refusal (401 or 403).
+        status: u16,
+        /// The last refusal's response body.
+        body: String,
+        /// How many attempts in a row were refused with these credentials.
+        attempts: u32,
     },
     /// The application called [`Client::close`](crate::Client::close) or
     /// dropped every [`Client`](crate::Client) handle.
@@ -243,7 +262,7 @@ pub enum ConnectionState {
         user: String,
     },
     /// Waiting for [`Client::set_token`](crate::Client::set_token) after
-    /// the credentials expired.
+    /// the credentials expired (only without a token provider).
     WaitingForToken,
     /// Stopped for good.
     Stopped {

@@ -34,13 +34,16 @@
 //! - [`builder`]: [`ClientBuilder`]; every setting and its default.
 //! - [`client`]: [`Client`], the cloneable handle; each call is a command to
 //!   the connection task.
-//! - `driver` (private): the connection task's outer loop: connect, decide
-//!   from the close code whether to reconnect, back off, wait for a token,
-//!   or stop; buffer publishes while disconnected.
+//! - `driver` (private): the connection task's outer loop: get the token,
+//!   connect, decide from the close code whether to reconnect, back off,
+//!   wait for a token, or stop; buffer publishes while disconnected.
 //! - `session` (private): one connection's `select!` loop (socket, commands,
 //!   heartbeat silence, request deadlines), written against `Sink + Stream`.
 //! - `connect` (private): the upgrade request and what an HTTP refusal
 //!   means.
+//! - `credentials` (private): where each attempt's token comes from (none,
+//!   fixed, a token provider) and the count of refusals of the same
+//!   credentials.
 //! - `state` (private): the protocol state with no I/O: rooms and their
 //!   positions, pending requests, the publish buffer; `state::inbound`
 //!   applies server frames (reply matching, dedupe, recovery).
@@ -56,12 +59,54 @@
 //! | Close | Policy | The client |
 //! | --- | --- | --- |
 //! | 1001, 1012 (server restart, drain) | at once | reconnects after a random delay in `[0, going_away_jitter]` (1 s) |
-//! | 1006 (no close frame), 1009, 1011, 1013, 4000–4099 except 4004, refused or failed connections, HTTP 408, 429, 5xx | backoff | waits a random delay in `[0, min(cap, base · 2^(n−1))]` for attempt `n` (full jitter), at least `Retry-After` |
-//! | 4004 (credentials expired) | refresh | emits [`Event::TokenExpired`] and waits for [`Client::set_token`] |
-//! | 1000, 1002, 1003, 1007, 4400–4499; HTTP 401, 403, 404 and other 4xx at the upgrade | never | stops with [`Event::Stopped`] and the reason |
+//! | 1006 (no close frame), 1009, 1011, 1013, 4000–4099 except 4004, refused or failed connections, HTTP 408, 429, 5xx, no token from the token provider | backoff | waits a random delay in `[0, min(cap, base · 2^(n−1))]` for attempt `n` (full jitter), at least `Retry-After` |
+//! | HTTP 401, 403 at the upgrade (credentials refused) | backoff, then never | backs off as above; stops with [`StopReason::CredentialsRefused`] once the same credentials were refused `max_refusals` (5) times in a row |
+//! | 4004 (credentials expired) | refresh | emits [`Event::TokenExpired`]; with a token provider, reconnects with backoff and a new token from it; without one, waits for [`Client::set_token`] |
+//! | 1000, 1002, 1003, 1007, 4400–4499; HTTP 404 and other 4xx at the upgrade | never | stops with [`Event::Stopped`] and the reason |
 //!
 //! The attempt counter starts again at 1 once a connection stayed up for
-//! `stable_after` (10 s).
+//! `stable_after` (10 s). The first attempt of [`ClientBuilder::connect`]
+//! is not retried: any failure is its error.
+//!
+//! # Credentials
+//!
+//! Tokens expire, also while the client is disconnected. Give the builder a
+//! [token provider](ClientBuilder::token_provider) (an async callback) and
+//! the client asks it for a token before every connection attempt, and so
+//! after the server closed with 4004: it never reconnects with a token that
+//! expired meanwhile, as long as the provider hands out a fresh one.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), switchboard_client::ConnectError> {
+//! # async fn fetch_token() -> Result<String, std::io::Error> { Ok(String::new()) }
+//! use switchboard_client::ClientBuilder;
+//!
+//! let (client, events) = ClientBuilder::new("ws://localhost:3000/ws/chat")
+//!     .token_provider(fetch_token)
+//!     .max_refusals(3) // default 5
+//!     .connect()
+//!     .await?;
+//! # let _ = (client, events);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - An upgrade refused with HTTP 401 or 403 is retried with backoff. Once
+//!   the same credentials (the same token, or none) were refused
+//!   `max_refusals` times in a row, the client stops with
+//!   [`StopReason::CredentialsRefused`] (the HTTP status, the body, the
+//!   count). A welcome, or a different token from the provider, starts the
+//!   count again.
+//! - A provider that fails (an error, no answer within the connect timeout,
+//!   a token that cannot travel in a header) fails the attempt with
+//!   [`ConnectError::Token`]: retried with backoff like a network error,
+//!   counted as an attempt (the delays grow), never a reason to stop.
+//! - A fixed [`token`](ClientBuilder::token) is a provider that always
+//!   returns it, except after 4004: the client then waits for
+//!   [`Client::set_token`] (the same token would be refused).
+//! - The token travels as `Authorization: Bearer <token>` on the upgrade.
+//!   While connected, renew it with [`Client::refresh`]; the provider is
+//!   not called then.
 //!
 //! # Delivery guarantees
 //!
@@ -99,6 +144,7 @@ pub mod backoff;
 pub mod builder;
 pub mod client;
 mod connect;
+mod credentials;
 mod driver;
 pub mod error;
 pub mod event;
