@@ -1,5 +1,5 @@
 //! Refusals that stop the client, and expired credentials that wait for a
-//! new token.
+//! new token (the client without a token provider; see `credentials.rs`).
 
 mod common;
 
@@ -64,11 +64,51 @@ fn chat_closing(user: &'static str, code: switchboard_protocol::CloseCode) -> En
         .subprotocol(SUBPROTOCOL)
 }
 
-#[tokio::test]
-async fn a_refused_upgrade_stops_the_client_and_says_why() {
+#[tokio::test(start_paused = true)]
+async fn refused_credentials_stop_the_client_after_the_refusal_limit() {
     let server =
         Server::start_with(Node::builder().default_endpoints().authenticator(RefuseAll)).await;
     let (_client, mut events) = ClientBuilder::new(server.url("/ws/chat"))
+        .build()
+        .expect("built");
+    let body = r#"{"error":{"code":"unauthorized","message":"bad credentials"}}"#;
+    let mut failed = Vec::new();
+    let reason = until(&mut events, |e| match e {
+        Event::ConnectFailed { error } => {
+            failed.push(error.clone());
+            None
+        }
+        Event::Stopped { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    let refusal = ConnectError::Http {
+        status: 401,
+        body: body.into(),
+    };
+    assert_eq!(failed, vec![refusal.clone(); 5], "the default limit");
+    assert_eq!(
+        reason,
+        StopReason::CredentialsRefused {
+            status: 401,
+            body: body.into(),
+            attempts: 5,
+        }
+    );
+    assert!(events.recv().await.is_none());
+
+    // `connect` stops at the first failure.
+    let err = ClientBuilder::new(server.url("/ws/chat"))
+        .connect()
+        .await
+        .expect_err("refused");
+    assert_eq!(err, refusal);
+}
+
+#[tokio::test]
+async fn an_unknown_path_stops_the_client_at_once() {
+    let server = Server::start(&switchboard::broker::memory::MemoryBus::new()).await;
+    let (_client, mut events) = ClientBuilder::new(server.url("/ws/nowhere"))
         .build()
         .expect("built");
     let failed = until(&mut events, |e| match e {
@@ -77,28 +117,16 @@ async fn a_refused_upgrade_stops_the_client_and_says_why() {
     })
     .await;
     assert!(
-        matches!(failed, ConnectError::Http { status: 401, .. }),
+        matches!(failed, ConnectError::Http { status: 404, .. }),
         "{failed:?}"
     );
     match next(&mut events).await {
         Event::Stopped {
-            reason: StopReason::Rejected { status, body },
-        } => {
-            assert_eq!(status, 401);
-            assert!(body.contains("unauthorized"), "{body}");
-        }
+            reason: StopReason::Rejected { status: 404, .. },
+        } => {}
         other => panic!("{other:?}"),
     }
     assert!(events.recv().await.is_none());
-
-    let err = ClientBuilder::new(server.url("/ws/chat"))
-        .connect()
-        .await
-        .expect_err("refused");
-    assert!(
-        matches!(err, ConnectError::Http { status: 401, .. }),
-        "{err:?}"
-    );
 }
 
 #[tokio::test]
