@@ -245,6 +245,7 @@ impl Broker for RedisBroker {
             kind: "redis",
             connected,
             detail,
+            history: None,
         }
     }
 

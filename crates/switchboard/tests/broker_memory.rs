@@ -87,6 +87,7 @@ async fn history_is_trimmed_by_age() {
     let b = broker(MemoryConfig {
         history_count: 100,
         history_age: Duration::from_secs(60),
+        ..MemoryConfig::default()
     });
     b.subscribe(&Topic::Room("r".into())).await.unwrap();
     publish(&b, "r").await;
@@ -146,6 +147,7 @@ async fn idle_rooms_without_subscribers_are_forgotten_and_restart_with_a_new_epo
     let b = broker(MemoryConfig {
         history_count: 10,
         history_age: age,
+        ..MemoryConfig::default()
     });
     let watched = Topic::Room("watched".into());
     b.subscribe(&watched).await.unwrap();
@@ -204,4 +206,124 @@ async fn a_dropped_node_takes_its_presence_and_subscriptions_along() {
     };
     a.publish(p).await.unwrap();
     assert!(rec.deliveries().is_empty(), "a dropped node got a delivery");
+}
+
+/// A publication of `size` bytes of JSON to `room`.
+fn sized(room: &str, size: usize) -> Publication {
+    Publication {
+        topic: Topic::Room(Arc::from(room)),
+        data: Bytes::from(format!("\"{}\"", "x".repeat(size - 2))),
+        from: None,
+    }
+}
+
+async fn recovered(b: &MemoryBroker, room: &str, since: &Position) -> Option<usize> {
+    match b.recover(room, since).await.expect("recover") {
+        Recovery::Recovered { messages, .. } => Some(messages.len()),
+        Recovery::Gap { .. } => None,
+    }
+}
+
+/// The per-message overhead the budget counts (see `MemoryConfig`).
+const OVERHEAD: usize = 160;
+/// The per-room overhead the budget counts, plus a one-letter name.
+const ROOM: usize = 256 + 1;
+
+#[tokio::test]
+async fn a_rooms_history_is_bounded_by_bytes_as_well_as_by_count() {
+    let per = 1000 + OVERHEAD;
+    let b = broker(MemoryConfig {
+        history_bytes: 10 * per,
+        ..MemoryConfig::default()
+    });
+    let mut last = None;
+    for _ in 0..25 {
+        let r = b.publish(sized("r", 1000)).await.unwrap();
+        last = Some(Position {
+            offset: r.offset.unwrap(),
+            epoch: r.epoch.unwrap(),
+        });
+    }
+    let last = last.unwrap();
+    let at = |offset| Position {
+        offset,
+        epoch: last.epoch.clone(),
+    };
+    // Ten messages fit: 16..=25.
+    assert_eq!(recovered(&b, "r", &at(15)).await, Some(10));
+    assert_eq!(recovered(&b, "r", &at(14)).await, None);
+    assert_eq!(b.bus().usage().bytes, (ROOM + 10 * per) as u64);
+    // A message larger than the room's whole allowance is not retained, and
+    // the history no longer leads up to the current offset.
+    b.publish(sized("r", 20 * per)).await.unwrap();
+    assert_eq!(recovered(&b, "r", &at(25)).await, None);
+    b.publish(sized("r", 1000)).await.unwrap();
+    assert_eq!(recovered(&b, "r", &at(26)).await, Some(1));
+    assert_eq!(b.bus().usage().bytes, (ROOM + per) as u64);
+}
+
+#[tokio::test]
+async fn over_the_node_budget_the_oldest_messages_of_any_room_go_first() {
+    let per = 1000 + OVERHEAD;
+    // Room a: 10 messages, then b: 10, then c: 10; the budget holds 25
+    // messages and three rooms.
+    let b = broker(MemoryConfig {
+        memory_budget: 3 * ROOM + 25 * per,
+        ..MemoryConfig::default()
+    });
+    let mut epochs = Vec::new();
+    for room in ["a", "b", "c"] {
+        for _ in 0..10 {
+            let r = b.publish(sized(room, 1000)).await.unwrap();
+            if r.offset == Some(1) {
+                epochs.push(r.epoch.unwrap());
+            }
+        }
+    }
+    let usage = b.bus().usage();
+    assert!(usage.bytes <= usage.budget, "{usage:?}");
+    assert_eq!(usage.evicted, 5, "{usage:?}");
+    let since = |i: usize, offset| Position {
+        offset,
+        epoch: epochs[i].clone(),
+    };
+    // a lost its five oldest; b and c are whole.
+    assert_eq!(recovered(&b, "a", &since(0, 0)).await, None);
+    assert_eq!(recovered(&b, "a", &since(0, 5)).await, Some(5));
+    assert_eq!(recovered(&b, "b", &since(1, 0)).await, Some(10));
+    assert_eq!(recovered(&b, "c", &since(2, 0)).await, Some(10));
+    // Ten more in c push the rest of a out, then the five oldest of b; a,
+    // with no history and no subscriber, is forgotten.
+    for _ in 0..10 {
+        b.publish(sized("c", 1000)).await.unwrap();
+    }
+    let usage = b.bus().usage();
+    assert!(usage.bytes <= usage.budget, "{usage:?}");
+    assert_eq!(usage.evicted, 15, "{usage:?}");
+    assert_eq!(b.bus().room_count(), 2);
+    assert_eq!(recovered(&b, "b", &since(1, 5)).await, Some(5));
+    assert_eq!(recovered(&b, "b", &since(1, 4)).await, None);
+    assert_eq!(recovered(&b, "c", &since(2, 0)).await, Some(20));
+}
+
+/// The attack a guest could make with the defaults: many large messages
+/// into many rooms. The history stays within the budget.
+#[tokio::test]
+async fn a_flood_of_large_messages_stays_within_the_budget() {
+    let b = broker(MemoryConfig {
+        memory_budget: 4 << 20,
+        ..MemoryConfig::default()
+    });
+    for round in 0..200 {
+        for room in 0..10 {
+            b.publish(sized(&format!("flood-{room}"), 60_000))
+                .await
+                .unwrap();
+            let usage = b.bus().usage();
+            assert!(usage.bytes <= usage.budget, "round {round}: {usage:?}");
+        }
+    }
+    let usage = b.bus().usage();
+    // 2,000 messages of 60 kB: about 120 MB offered, 4 MiB kept.
+    assert!(usage.evicted > 1900, "{usage:?}");
 }

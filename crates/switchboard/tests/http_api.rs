@@ -170,6 +170,7 @@ impl Broker for Switchable {
             kind: "switchable",
             connected,
             detail: None,
+            history: None,
         }
     }
 }

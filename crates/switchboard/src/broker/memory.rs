@@ -29,6 +29,7 @@
 //! Presence lives in the bus. Dropping a [`MemoryBroker`] removes its
 //! node's subscriptions and presence entries, as a dead node's would expire.
 
+mod budget;
 mod room;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -41,10 +42,11 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
+use self::budget::Budget;
 use self::room::RoomState;
 use super::{
-    Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, Position, PresenceEntry,
-    Publication, Receipt, Recovery, Topic,
+    Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, HistoryUsage, Position,
+    PresenceEntry, Publication, Receipt, Recovery, Topic,
 };
 
 /// Settings of the in-memory broker. Every field states its default.
@@ -55,6 +57,14 @@ pub struct MemoryConfig {
     pub history_count: usize,
     /// How long a message is retained for recovery. Default: 10 minutes.
     pub history_age: Duration,
+    /// The most bytes one room's history may hold (payloads and publisher
+    /// ids, plus a fixed overhead per message); the oldest messages go
+    /// first. A message larger than this on its own is not retained.
+    /// Default: 1 MiB.
+    pub history_bytes: usize,
+    /// The most bytes the history and state of all rooms together may hold;
+    /// the oldest messages, of any room, are evicted first. Default: 128 MiB.
+    pub memory_budget: usize,
 }
 
 impl Default for MemoryConfig {
@@ -62,6 +72,8 @@ impl Default for MemoryConfig {
         MemoryConfig {
             history_count: 1000,
             history_age: Duration::from_secs(600),
+            history_bytes: 1 << 20,
+            memory_budget: 128 << 20,
         }
     }
 }
@@ -78,6 +90,8 @@ pub struct MemoryBus {
     next_node: AtomicU64,
     /// When the next eviction sweep is due; `try_lock` keeps sweeps single.
     next_sweep: Mutex<Instant>,
+    /// What the rooms cost, and the order in which messages are evicted.
+    budget: Budget,
 }
 
 struct Present {
@@ -110,6 +124,7 @@ impl MemoryBus {
     /// A new, empty bus.
     pub fn with_config(config: MemoryConfig) -> Arc<Self> {
         Arc::new(MemoryBus {
+            budget: Budget::new(config.memory_budget),
             config,
             rooms: DashMap::new(),
             nodes: RwLock::new(Vec::new()),
@@ -139,26 +154,87 @@ impl MemoryBus {
         self.rooms.len()
     }
 
+    /// What the rooms' history and state are counted for, against
+    /// [`MemoryConfig::memory_budget`], and how many messages the budget
+    /// evicted so far.
+    pub fn usage(&self) -> HistoryUsage {
+        self.budget.usage()
+    }
+
     fn room(&self, room: &str) -> Arc<Mutex<RoomState>> {
         if let Some(r) = self.rooms.get(room) {
             return r.clone();
         }
         self.rooms
             .entry(Arc::from(room))
-            .or_insert_with(|| Arc::new(Mutex::new(RoomState::new(Instant::now()))))
+            .or_insert_with(|| {
+                self.budget.add_room(room);
+                Arc::new(Mutex::new(RoomState::new(Instant::now())))
+            })
             .clone()
     }
 
     /// Runs `f` on the room's state under its lock, creating the state if
-    /// needed and retrying if a sweep evicted it in between.
+    /// needed and retrying if a sweep evicted it in between. Whatever `f`
+    /// retains or drops is counted in the budget.
     fn with_room<T>(&self, room: &str, f: impl FnOnce(&mut RoomState) -> T) -> T {
         loop {
             let state = self.room(room);
             let mut state = state.lock();
             if !state.evicted {
-                return f(&mut state);
+                let before = state.usage();
+                let out = f(&mut state);
+                self.budget.account(before, state.usage());
+                return out;
             }
         }
+    }
+
+    /// Forgets `room` if nothing keeps it (no subscriber, no history).
+    /// Takes the map's lock, then the room's, like the sweep.
+    fn forget_if_bare(&self, room: &str) {
+        self.rooms.remove_if(room, |name, state| {
+            let mut state = state.lock();
+            if !state.is_bare() {
+                return false;
+            }
+            state.evicted = true;
+            self.budget.remove_room(name, state.usage());
+            true
+        });
+    }
+
+    /// Counts a message just retained in `room` and, while the bus is over
+    /// its budget, evicts the oldest retained messages of any room. Never
+    /// called with a room lock held: the budget's order lock comes first.
+    fn retained(&self, room: &Arc<str>, epoch: &Arc<str>, offset: u64) {
+        let evict = |room: &str, epoch: &str, offset: u64| {
+            let state = self.rooms.get(room).map(|r| r.clone())?;
+            let mut state = state.lock();
+            if state.evicted {
+                return None;
+            }
+            let before = state.usage();
+            let messages = state.evict_through(epoch, offset);
+            self.budget.account(before, state.usage());
+            Some(budget::Evicted {
+                messages,
+                bare: state.is_bare(),
+            })
+        };
+        let bare = self
+            .budget
+            .retained(room, epoch, offset, evict, |room| self.first_retained(room));
+        for room in bare {
+            self.forget_if_bare(&room);
+        }
+    }
+
+    /// A room's epoch and oldest retained offset, for the budget's order.
+    fn first_retained(&self, room: &str) -> Option<(Arc<str>, u64)> {
+        let state = self.rooms.get(room).map(|r| r.clone())?;
+        let state = state.lock();
+        Some((state.epoch.clone(), state.first_retained()?))
     }
 
     fn deliver(&self, delivery: &Delivery) {
@@ -178,9 +254,12 @@ impl MemoryBus {
         }
         let age = self.config.history_age;
         *next = now + (age / 2).max(Duration::from_millis(100));
-        self.rooms.retain(|_, state| {
+        self.rooms.retain(|name, state| {
             let mut state = state.lock();
             state.evicted = state.idle(now, age);
+            if state.evicted {
+                self.budget.remove_room(name, state.usage());
+            }
             !state.evicted
         });
     }
@@ -269,14 +348,19 @@ impl Broker for MemoryBroker {
         let receipt = match &delivery.topic {
             Topic::Room(room) => {
                 let room = room.clone();
-                self.bus.with_room(&room, |seq| {
-                    seq.append(&mut delivery, now, &self.bus.config);
+                let (receipt, kept) = self.bus.with_room(&room, |seq| {
+                    let kept = seq.append(&mut delivery, now, &self.bus.config);
                     self.bus.deliver(&delivery);
-                    Receipt {
+                    let receipt = Receipt {
                         offset: delivery.offset,
                         epoch: Some(seq.epoch.clone()),
-                    }
-                })
+                    };
+                    (receipt, kept)
+                });
+                if kept && let (Some(offset), Some(epoch)) = (receipt.offset, &receipt.epoch) {
+                    self.bus.retained(&room, epoch, offset);
+                }
+                receipt
             }
             Topic::User(_) | Topic::Broadcast | Topic::Presence(_) => {
                 self.bus.deliver(&delivery);
@@ -322,6 +406,7 @@ impl Broker for MemoryBroker {
             kind: "memory",
             connected: true,
             detail: None,
+            history: Some(self.bus.usage()),
         }
     }
 

@@ -152,6 +152,24 @@ pub struct BrokerHealth {
     /// A short explanation when not connected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The memory the broker's room history and state take on this node,
+    /// for a broker that keeps them in the node (the in-memory one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryUsage>,
+}
+
+/// What a broker's room history and state take in memory, against its
+/// budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryUsage {
+    /// Bytes counted: retained payloads and publisher ids, plus a fixed
+    /// overhead per message and per room.
+    pub bytes: u64,
+    /// The most bytes allowed.
+    pub budget: u64,
+    /// Messages evicted, oldest first, to stay within the budget, since
+    /// start.
+    pub evicted: u64,
 }
 
 /// A broker operation failed. Nothing was delivered.

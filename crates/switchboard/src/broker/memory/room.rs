@@ -10,18 +10,35 @@ use tokio::time::Instant;
 use super::MemoryConfig;
 use crate::broker::{Delivery, Position, Recovery};
 
+/// What one retained message costs in memory beyond its payload and
+/// publisher id: its slot in the ring buffer (the instant and the
+/// [`Delivery`]), the payload's own allocation, and its place in the bus's
+/// eviction order. Rounded up.
+pub(super) const MESSAGE_OVERHEAD: usize = 160;
+
+/// What a room's state costs beyond its history: the map entry, the mutex
+/// and the state itself, the epoch. Rounded up; the name is added.
+pub(super) const ROOM_OVERHEAD: usize = 256;
+
+/// The memory a retained message is counted for.
+pub(super) fn cost(d: &Delivery) -> usize {
+    d.data.len() + d.from.as_deref().map_or(0, str::len) + MESSAGE_OVERHEAD
+}
+
 /// A room's state.
 ///
 /// Invariant: `history` holds the messages with offsets
 /// `last - history.len() + 1 ..= last`, oldest first (every publish appends
 /// one, trimming only ever drops the oldest), so an offset's index is
-/// arithmetic.
+/// arithmetic; `bytes` is the sum of their [`cost`].
 pub(super) struct RoomState {
     /// The offset of the last message (0 before the first).
     pub(super) last: u64,
     pub(super) epoch: Arc<str>,
     /// Retained messages with the instant each was published.
     history: VecDeque<(Instant, Delivery)>,
+    /// What `history` is counted for: the sum of [`cost`] of its messages.
+    bytes: usize,
     /// How many nodes subscribe to the room. A room with subscribers is never
     /// evicted, so live offsets never restart under a subscriber's feet.
     pub(super) subscribers: usize,
@@ -38,6 +55,7 @@ impl RoomState {
             last: 0,
             epoch: new_epoch(),
             history: VecDeque::new(),
+            bytes: 0,
             subscribers: 0,
             touched: now,
             evicted: false,
@@ -56,19 +74,79 @@ impl RoomState {
         }
     }
 
+    /// What the history is counted for, in bytes and in messages.
+    pub(super) fn usage(&self) -> (usize, usize) {
+        (self.bytes, self.history.len())
+    }
+
     /// Assigns the next offset to `delivery` and retains it, trimming the
-    /// history by count and by age.
-    pub(super) fn append(&mut self, delivery: &mut Delivery, now: Instant, cfg: &MemoryConfig) {
+    /// history by count, by bytes and by age. Returns whether the message
+    /// was retained. The retained copy owns its bytes: a payload sliced out
+    /// of a larger buffer (a client's frame) would otherwise keep all of
+    /// that buffer alive uncounted.
+    pub(super) fn append(
+        &mut self,
+        delivery: &mut Delivery,
+        now: Instant,
+        cfg: &MemoryConfig,
+    ) -> bool {
         self.last += 1;
         self.touched = now;
         delivery.offset = Some(self.last);
-        if cfg.history_count > 0 {
-            self.history.push_back((now, delivery.clone()));
+        let kept = cfg.history_count > 0 && cost(delivery) <= cfg.history_bytes;
+        if kept {
+            let mut copy = delivery.clone();
+            copy.data = bytes::Bytes::copy_from_slice(&delivery.data);
+            self.bytes += cost(&copy);
+            self.history.push_back((now, copy));
+        } else {
+            // Not retained: the history must not skip an offset, so what it
+            // held no longer leads up to the current one.
+            self.clear_history();
         }
-        while self.history.len() > cfg.history_count {
-            self.history.pop_front();
+        while self.history.len() > cfg.history_count || self.bytes > cfg.history_bytes {
+            self.pop_oldest();
         }
         self.trim_age(now, cfg.history_age);
+        kept
+    }
+
+    fn pop_oldest(&mut self) -> Option<(Instant, Delivery)> {
+        let oldest = self.history.pop_front()?;
+        self.bytes -= cost(&oldest.1);
+        Some(oldest)
+    }
+
+    fn clear_history(&mut self) {
+        self.history.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops the retained messages up to and including `offset` of `epoch`
+    /// (the node-wide budget evicting the oldest). Returns how many.
+    pub(super) fn evict_through(&mut self, epoch: &str, offset: u64) -> usize {
+        if *self.epoch != *epoch {
+            return 0;
+        }
+        let mut n = 0;
+        while let Some((_, d)) = self.history.front() {
+            if d.offset.is_some_and(|o| o > offset) {
+                break;
+            }
+            self.pop_oldest();
+            n += 1;
+        }
+        n
+    }
+
+    /// The offset of the oldest retained message, if any.
+    pub(super) fn first_retained(&self) -> Option<u64> {
+        self.history.front().and_then(|(_, d)| d.offset)
+    }
+
+    /// Whether nothing keeps the state: no subscriber and no history.
+    pub(super) fn is_bare(&self) -> bool {
+        self.subscribers == 0 && self.history.is_empty()
     }
 
     /// Drops the messages older than `age`.
@@ -77,7 +155,7 @@ impl RoomState {
             if now.saturating_duration_since(*at) <= age {
                 break;
             }
-            self.history.pop_front();
+            self.pop_oldest();
         }
     }
 
@@ -112,7 +190,7 @@ impl RoomState {
     pub(super) fn restart(&mut self) {
         self.last = 0;
         self.epoch = new_epoch();
-        self.history.clear();
+        self.clear_history();
     }
 }
 
