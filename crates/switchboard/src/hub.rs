@@ -313,9 +313,7 @@ impl Hub {
                 break;
             }
         }
-        if caught_up
-            && let Some(joining) = entry.joining.get_mut().remove(&conn)
-        {
+        if caught_up && let Some(joining) = entry.joining.get_mut().remove(&conn) {
             entry.live.insert(conn, joining.outbox);
         }
     }
