@@ -17,6 +17,12 @@ pub struct RedisConfig {
     pub history_count: usize,
     /// How long a message is retained for recovery. Default: 10 minutes.
     pub history_age: Duration,
+    /// The most bytes one room's history may hold in Redis (each entry
+    /// counts its payload, publisher id and about 30 bytes of framing); the
+    /// oldest entries go first. A message larger than this on its own is
+    /// not retained. Default: 1 MiB. Redis's own `maxmemory` bounds all
+    /// rooms together (see `docs/scaling.md`).
+    pub history_bytes: usize,
     /// How long a room's offset sequence and epoch outlive its last use
     /// (publish, position, recovery) while no node subscribes to it; nodes
     /// that subscribe keep it alive. Default: 10 minutes. At least
@@ -50,6 +56,7 @@ impl Default for RedisConfig {
             key_prefix: "sb:".to_string(),
             history_count: 1000,
             history_age: Duration::from_secs(600),
+            history_bytes: 1 << 20,
             room_ttl: Duration::from_secs(600),
             presence_ttl: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
@@ -83,6 +90,9 @@ impl RedisConfig {
         }
         if self.reconnect_max < self.reconnect_min {
             return Err("reconnect_max must be at least reconnect_min".into());
+        }
+        if self.history_bytes == 0 {
+            return Err("history_bytes must be at least 1".into());
         }
         if self.key_prefix.is_empty() {
             return Err("key_prefix must not be empty".into());

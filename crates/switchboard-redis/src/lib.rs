@@ -205,7 +205,8 @@ impl Broker for RedisBroker {
             .arg(new_epoch())
             .arg(sh.config.history_count)
             .arg(ms(sh.config.history_age))
-            .arg(ms(sh.config.room_ttl));
+            .arg(ms(sh.config.room_ttl))
+            .arg(sh.config.history_bytes);
         let (offset, epoch): (u64, String) =
             sh.link.run("publish", inv.invoke_async(&mut c)).await?;
         Ok(Receipt {

@@ -9,7 +9,9 @@
 
 use redis::Script;
 
-/// `now_ms()`; `trim_age(key, cutoff)` drops history entries older than
+/// `now_ms()`; `pop_oldest(hist_key, seq_key)` drops the oldest history
+/// entry and takes its size off the sequence's `hbytes` count;
+/// `trim_age(hist_key, seq_key, cutoff)` drops history entries older than
 /// `cutoff`; `epoch(seq_key, hist_key, candidate, ttl)` creates the epoch
 /// if absent and keeps the sequence alive for `ttl` ms.
 const PRELUDE: &str = r#"
@@ -17,13 +19,17 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function trim_age(key, cutoff)
+local function pop_oldest(hist, seq)
+  local head = redis.call('LPOP', hist)
+  if head then redis.call('HINCRBY', seq, 'hbytes', -#head) end
+end
+local function trim_age(hist, seq, cutoff)
   while true do
-    local head = redis.call('LINDEX', key, 0)
+    local head = redis.call('LINDEX', hist, 0)
     if not head then return end
     local ts = tonumber(string.match(head, '^(%d+) '))
     if ts and ts >= cutoff then return end
-    redis.call('LPOP', key)
+    pop_oldest(hist, seq)
   end
 end
 local function epoch(seq_key, hist_key, candidate, ttl)
@@ -42,21 +48,39 @@ end
 "#;
 
 /// Room publish. KEYS: seq, hist. ARGV: channel, tail, epoch candidate,
-/// history count, history age (ms), room ttl (ms). Returns
+/// history count, history age (ms), room ttl (ms), history bytes. Returns
 /// `{offset, epoch}`.
+///
+/// The sequence's `hbytes` field counts the bytes of the history entries;
+/// it starts again at 0 whenever the history list is new (first use, new
+/// epoch, expired). An entry larger than the byte limit on its own is not
+/// kept, and the history is dropped: it no longer leads up to the current
+/// offset.
 const PUBLISH_ROOM: &str = r#"
 local e = epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[6])
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local payload = '1r' .. string.format('%d', seq) .. ':' .. ARGV[2]
 local count = tonumber(ARGV[4])
-if count > 0 then
-  local now = now_ms()
-  redis.call('RPUSH', KEYS[2], string.format('%d', now) .. ' ' .. payload)
-  redis.call('LTRIM', KEYS[2], -count, -1)
-  trim_age(KEYS[2], now - tonumber(ARGV[5]))
+local max_bytes = tonumber(ARGV[7])
+local now = now_ms()
+local entry = string.format('%d', now) .. ' ' .. payload
+if count > 0 and #entry <= max_bytes then
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    redis.call('HSET', KEYS[1], 'hbytes', 0)
+  end
+  redis.call('RPUSH', KEYS[2], entry)
+  local bytes = redis.call('HINCRBY', KEYS[1], 'hbytes', #entry)
+  while redis.call('LLEN', KEYS[2]) > count or bytes > max_bytes do
+    pop_oldest(KEYS[2], KEYS[1])
+    bytes = tonumber(redis.call('HGET', KEYS[1], 'hbytes'))
+  end
+  trim_age(KEYS[2], KEYS[1], now - tonumber(ARGV[5]))
   if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('PEXPIRE', KEYS[2], ARGV[5])
   end
+else
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'hbytes', 0)
 end
 redis.call('PUBLISH', ARGV[1], payload)
 return {seq, e}
@@ -79,7 +103,7 @@ local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local since = tonumber(ARGV[2])
 if e ~= ARGV[1] or since > seq then return {0, seq, e} end
 if since == seq then return {1, seq, e, {}} end
-trim_age(KEYS[2], now_ms() - tonumber(ARGV[4]))
+trim_age(KEYS[2], KEYS[1], now_ms() - tonumber(ARGV[4]))
 local head = redis.call('LINDEX', KEYS[2], 0)
 if not head then return {0, seq, e} end
 local first = tonumber(string.match(head, '^%d+ 1r(%d+):'))
