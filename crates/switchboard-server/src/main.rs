@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use clap::Parser;
 use switchboard::Node;
 use switchboard::broker::memory::MemoryBroker;
 use switchboard::broker::{
@@ -26,7 +25,7 @@ use switchboard::broker::{
 use switchboard_redis::RedisBroker;
 use tracing_subscriber::EnvFilter;
 
-use settings::{Args, BrokerChoice};
+use settings::BrokerChoice;
 
 /// The Redis broker, shared between the node (which owns a `Box<dyn
 /// Broker>` of it) and `main`, which closes it after the node shut down.
@@ -127,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let args = Args::parse_from(settings::args_with_config_file()?);
+    let args = settings::load()?;
     let config = args.engine_config()?;
     let choice = args.broker_choice()?;
     let mut builder = Node::builder().config(config).default_endpoints();
@@ -156,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         node = node.id(),
         history_count = args.history_count,
-        history_age_s = args.history_age,
+        history_age_s = args.history_age.as_secs_f64(),
         "broker: {}",
         choice.describe()
     );

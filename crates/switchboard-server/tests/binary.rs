@@ -231,3 +231,373 @@ async fn a_config_file_sets_what_flags_and_environment_do_not() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"prot\""));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Where a bad value is given.
+#[derive(Clone, Copy, Debug)]
+enum Given {
+    Flag(&'static str),
+    Env(&'static str, &'static str),
+    File(&'static str),
+}
+
+/// Runs the binary with `from` and returns its exit status and stderr; it
+/// must exit on its own (starting up means the value was accepted: `Err`).
+fn run_refused(
+    from: Given,
+    dir: &std::path::Path,
+) -> Result<(std::process::ExitStatus, String), String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    let about_the_port = match from {
+        Given::Flag(f) => f.starts_with("--port"),
+        Given::Env(var, _) => var == "PORT",
+        Given::File(line) => line.starts_with("port "),
+    };
+    if !about_the_port {
+        // Should the value be accepted, do not take a fixed port.
+        cmd.args(["--port", "0"]);
+    }
+    cmd.env("NO_COLOR", "1")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (var, _) in std::env::vars() {
+        if var.starts_with("SWITCHBOARD_") || var == "PORT" {
+            cmd.env_remove(var);
+        }
+    }
+    match from {
+        Given::Flag(flag) => {
+            cmd.arg(flag);
+        }
+        Given::Env(var, value) => {
+            cmd.env(var, value);
+        }
+        Given::File(line) => {
+            let file = dir.join("bad.toml");
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            cmd.env("SWITCHBOARD_CONFIG", &file);
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn switchboard");
+    let Some(status) = (0..200).find_map(|_| {
+        let status = child.try_wait().unwrap();
+        if status.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        status
+    }) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "{from:?}: the server started; the value was accepted"
+        ));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    Ok((status, stderr))
+}
+
+/// Every numeric setting, given a value out of its range as a flag, an
+/// environment variable or a file key: the server does not start, and says
+/// which setting is wrong and where the value came from.
+#[test]
+fn bad_numeric_values_are_refused_at_startup_naming_setting_and_source() {
+    use Given::*;
+    let dir = std::env::temp_dir().join(format!("switchboard-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let flag = "the flag";
+    let env = "the environment variable";
+    let key = "the key";
+    // (where, what the error names, how it names the source)
+    let cases: &[(Given, &str, &str)] = &[
+        // Rate limits: only 0 switches them off.
+        (
+            Flag("--upgrade-rate=-1"),
+            "`upgrade_rate`",
+            "--upgrade-rate",
+        ),
+        (
+            Flag("--upgrade-rate=-inf"),
+            "`upgrade_rate`",
+            "--upgrade-rate",
+        ),
+        (
+            Flag("--upgrade-rate=nan"),
+            "`upgrade_rate`",
+            "--upgrade-rate",
+        ),
+        (
+            Flag("--message-rate=nan"),
+            "`message_rate`",
+            "--message-rate",
+        ),
+        (
+            Flag("--message-rate=inf"),
+            "`message_rate`",
+            "--message-rate",
+        ),
+        (
+            Flag("--message-rate=-0.5"),
+            "`message_rate`",
+            "--message-rate",
+        ),
+        (
+            Env("SWITCHBOARD_UPGRADE_RATE", "-1"),
+            "`upgrade_rate`",
+            "SWITCHBOARD_UPGRADE_RATE",
+        ),
+        (
+            Env("SWITCHBOARD_MESSAGE_RATE", "NaN"),
+            "`message_rate`",
+            "SWITCHBOARD_MESSAGE_RATE",
+        ),
+        (
+            File("upgrade_rate = -1"),
+            "`upgrade_rate`",
+            "upgrade_rate in",
+        ),
+        (
+            File("message_rate = nan"),
+            "`message_rate`",
+            "message_rate in",
+        ),
+        (
+            File("message_rate = inf"),
+            "`message_rate`",
+            "message_rate in",
+        ),
+        // Bursts: at least 1.
+        (
+            Flag("--upgrade-burst=0"),
+            "--upgrade-burst",
+            "--upgrade-burst",
+        ),
+        (
+            Flag("--message-burst=-1"),
+            "--message-burst",
+            "--message-burst",
+        ),
+        (
+            Env("SWITCHBOARD_MESSAGE_BURST", "0"),
+            "--message-burst",
+            "SWITCHBOARD_MESSAGE_BURST",
+        ),
+        (
+            File("upgrade_burst = 0"),
+            "--upgrade-burst",
+            "upgrade_burst in",
+        ),
+        // Durations: finite, not negative; heartbeats from 100 ms to 1 day.
+        (
+            Flag("--heartbeat-interval=-1"),
+            "--heartbeat-interval",
+            "--heartbeat-interval",
+        ),
+        (
+            Flag("--heartbeat-interval=0"),
+            "`heartbeat_interval`",
+            "--heartbeat-interval",
+        ),
+        (
+            Flag("--heartbeat-timeout=nan"),
+            "--heartbeat-timeout",
+            "--heartbeat-timeout",
+        ),
+        (
+            Flag("--heartbeat-timeout=86401"),
+            "`heartbeat_timeout`",
+            "--heartbeat-timeout",
+        ),
+        (
+            Flag("--shutdown-timeout=-1"),
+            "--shutdown-timeout",
+            "--shutdown-timeout",
+        ),
+        (
+            Flag("--shutdown-timeout=inf"),
+            "--shutdown-timeout",
+            "--shutdown-timeout",
+        ),
+        (
+            Env("SWITCHBOARD_HEARTBEAT_INTERVAL", "-5"),
+            "--heartbeat-interval",
+            "SWITCHBOARD_HEARTBEAT_INTERVAL",
+        ),
+        (
+            Env("SWITCHBOARD_HEARTBEAT_TIMEOUT", "0"),
+            "`heartbeat_timeout`",
+            "SWITCHBOARD_HEARTBEAT_TIMEOUT",
+        ),
+        (
+            Env("SWITCHBOARD_SHUTDOWN_TIMEOUT", "nan"),
+            "--shutdown-timeout",
+            "SWITCHBOARD_SHUTDOWN_TIMEOUT",
+        ),
+        (
+            File("heartbeat_interval = -inf"),
+            "--heartbeat-interval",
+            "heartbeat_interval in",
+        ),
+        (
+            File("heartbeat_timeout = 0"),
+            "`heartbeat_timeout`",
+            "heartbeat_timeout in",
+        ),
+        (
+            File("shutdown_timeout = nan"),
+            "--shutdown-timeout",
+            "shutdown_timeout in",
+        ),
+        // History: age more than 0 and at most 30 days, count at most 10^6.
+        (Flag("--history-age=0"), "--history-age", "--history-age"),
+        (Flag("--history-age=nan"), "--history-age", "--history-age"),
+        (
+            Flag("--history-count=-1"),
+            "--history-count",
+            "--history-count",
+        ),
+        (
+            Flag("--history-count=1000001"),
+            "--history-count",
+            "--history-count",
+        ),
+        (
+            Env("SWITCHBOARD_HISTORY_AGE", "-1"),
+            "--history-age",
+            "SWITCHBOARD_HISTORY_AGE",
+        ),
+        (
+            Env("SWITCHBOARD_HISTORY_COUNT", "many"),
+            "--history-count",
+            "SWITCHBOARD_HISTORY_COUNT",
+        ),
+        (File("history_age = 0"), "--history-age", "history_age in"),
+        (
+            File("history_count = -1"),
+            "--history-count",
+            "history_count in",
+        ),
+        // Integers out of range.
+        (Flag("--port=70000"), "--port", "--port"),
+        (Env("PORT", "-1"), "--port", "PORT"),
+        (File("port = 65536"), "--port", "port in"),
+        (Flag("--jwt-leeway=-1"), "--jwt-leeway", "--jwt-leeway"),
+        (
+            Env("SWITCHBOARD_JWT_LEEWAY", "86401"),
+            "--jwt-leeway",
+            "SWITCHBOARD_JWT_LEEWAY",
+        ),
+        (File("jwt_leeway = 100000"), "--jwt-leeway", "jwt_leeway in"),
+        (
+            Flag("--message-rate-strikes=-1"),
+            "--message-rate-strikes",
+            "--message-rate-strikes",
+        ),
+        (
+            Flag("--max-connections=-1"),
+            "--max-connections",
+            "--max-connections",
+        ),
+        (
+            Env("SWITCHBOARD_MAX_CONNECTIONS_PER_IP", "-1"),
+            "--max-connections-per-ip",
+            "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
+        ),
+        (
+            File("max_connections_per_user = -3"),
+            "--max-connections-per-user",
+            "max_connections_per_user in",
+        ),
+        (
+            Flag("--max-message-size=0"),
+            "`max_message_size`",
+            "--max-message-size",
+        ),
+        (
+            Env("SWITCHBOARD_MAX_MESSAGE_SIZE", "-1"),
+            "--max-message-size",
+            "SWITCHBOARD_MAX_MESSAGE_SIZE",
+        ),
+        (
+            Flag("--outbound-queue=0"),
+            "`outbound_queue_frames`",
+            "--outbound-queue",
+        ),
+        (
+            Env("SWITCHBOARD_OUTBOUND_QUEUE", "0"),
+            "`outbound_queue_frames`",
+            "SWITCHBOARD_OUTBOUND_QUEUE",
+        ),
+        (
+            File("outbound_queue_bytes = 1"),
+            "`outbound_queue_bytes`",
+            "outbound_queue_bytes in",
+        ),
+        (
+            Flag("--max-room-name-len=129"),
+            "`max_room_name_len`",
+            "--max-room-name-len",
+        ),
+        (
+            Env("SWITCHBOARD_MAX_ROOM_NAME_LEN", "0"),
+            "`max_room_name_len`",
+            "SWITCHBOARD_MAX_ROOM_NAME_LEN",
+        ),
+        (
+            Flag("--max-rooms-per-connection=0"),
+            "`max_rooms_per_connection`",
+            "--max-rooms-per-connection",
+        ),
+        (
+            File("max_rooms_per_connection = 0"),
+            "`max_rooms_per_connection`",
+            "max_rooms_per_connection in",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for &(from, setting, source) in cases {
+        let (status, stderr) = match run_refused(from, &dir) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        let kind = match from {
+            Flag(_) => flag,
+            Env(..) => env,
+            File(_) => key,
+        };
+        let names_source = stderr.contains(&format!("{kind} {source}"));
+        if status.success() || !stderr.contains(setting) || !names_source {
+            failures.push(format!("{from:?} ({status}): {stderr}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// 0 still switches the rate limits off, and a shutdown timeout of 0 (do not
+/// wait) is allowed.
+#[tokio::test]
+async fn zero_rates_and_a_zero_shutdown_timeout_still_start() {
+    let server = start(
+        &[
+            "--port",
+            "0",
+            "--upgrade-rate",
+            "0",
+            "--message-rate",
+            "0",
+            "--shutdown-timeout",
+            "0",
+        ],
+        &[],
+    );
+    let health = reqwest::get(format!("http://127.0.0.1:{}/health", server.port))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
