@@ -472,6 +472,7 @@ impl State {
     fn send_publish(&mut self, room: String, data: &RawValue, reply: PublishReply, now: Instant) {
         let id = self.id();
         self.send(&ClientFrame::Publish {
+            idempotency_key: None,
             room: room.into(),
             data,
             id: Some(id),

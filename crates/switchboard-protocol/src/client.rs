@@ -62,6 +62,12 @@ pub enum ClientFrame<'a> {
         /// carrying this id once the broker accepted (or refused) the message.
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
+        /// When present, a publish by the same user to the same room with the
+        /// same key within the server's idempotency window is delivered once:
+        /// a retry is acknowledged with the first one's offset and
+        /// `duplicate: true`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<Cow<'a, str>>,
     },
     /// Replace the connection's credentials before they expire. The token
     /// must be valid and name the same user.
@@ -100,13 +106,15 @@ impl PartialEq for ClientFrame<'_> {
                     room: a,
                     data: d,
                     id: x,
+                    idempotency_key: k,
                 },
                 Publish {
                     room: b,
                     data: e,
                     id: y,
+                    idempotency_key: l,
                 },
-            ) => a == b && d.get() == e.get() && x == y,
+            ) => a == b && d.get() == e.get() && x == y && k == l,
             _ => false,
         }
     }
@@ -185,6 +193,8 @@ struct Envelope<'a> {
     since: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     presence: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    idempotency_key: Option<&'a RawValue>,
 }
 
 /// A position in a room's offset sequence, sent by a reconnecting client.
@@ -290,7 +300,26 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             let data = env.data.ok_or_else(|| {
                 FrameError::new(id, ErrorCode::MissingField, "missing field \"data\"")
             })?;
-            Ok(ClientFrame::Publish { room, data, id })
+            let idempotency_key = match env.idempotency_key {
+                None => None,
+                Some(raw) => {
+                    let key = string_field(raw, "idempotency_key", id)?;
+                    crate::names::validate_idempotency_key(&key).map_err(|e| {
+                        FrameError::new(
+                            id,
+                            ErrorCode::InvalidField,
+                            format!("field \"idempotency_key\" {e}"),
+                        )
+                    })?;
+                    Some(key)
+                }
+            };
+            Ok(ClientFrame::Publish {
+                room,
+                data,
+                id,
+                idempotency_key,
+            })
         }
         "refresh" => match env.token {
             None => Err(FrameError::new(
@@ -376,12 +405,43 @@ mod tests {
         );
         let f = parse(r#"{"type":"publish","room":"r","data":{"a":[1, 2]},"id":1,"x":0}"#).unwrap();
         match f {
-            ClientFrame::Publish { room, data, id } => {
+            ClientFrame::Publish {
+                room,
+                data,
+                id,
+                idempotency_key,
+            } => {
                 assert_eq!(room, "r");
                 assert_eq!(data.get(), r#"{"a":[1, 2]}"#);
                 assert_eq!(id, Some(1));
+                assert_eq!(idempotency_key, None);
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_idempotency_key() {
+        let f = parse(r#"{"type":"publish","room":"r","data":1,"idempotency_key":"order-42"}"#)
+            .unwrap();
+        assert!(
+            matches!(f, ClientFrame::Publish { idempotency_key: Some(ref k), .. } if k == "order-42"),
+            "{f:?}"
+        );
+        let long = "k".repeat(129);
+        for (key, why) in [
+            ("\"\"", "must not be empty"),
+            ("\"a b\"", "forbidden character ' '"),
+            ("7", "must be a string"),
+            (&format!("\"{long}\""), "at most 128 bytes"),
+        ] {
+            let text = format!(
+                r#"{{"type":"publish","room":"r","data":1,"id":5,"idempotency_key":{key}}}"#
+            );
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.id, Some(5), "{key}");
+            assert_eq!(e.code, ErrorCode::InvalidField, "{key}");
+            assert!(e.message.contains(why), "{key}: {}", e.message);
         }
     }
 

@@ -32,6 +32,11 @@ pub enum ErrorCode {
     RateLimited,
     /// The broker did not accept the publish; it was not delivered.
     PublishFailed,
+    /// The broker is unreachable: the publish was delivered to the members
+    /// on the node that took it only, without an offset and not into the
+    /// room's history. A retry without an idempotency key delivers it to
+    /// those members again.
+    PartiallyDelivered,
     /// A join could not be completed because the broker is unreachable; try
     /// again later.
     Unavailable,
@@ -59,6 +64,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::PublishFailed => "publish_failed",
+            ErrorCode::PartiallyDelivered => "partially_delivered",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
@@ -101,6 +107,7 @@ mod tests {
             ErrorCode::Unauthorized,
             ErrorCode::RateLimited,
             ErrorCode::PublishFailed,
+            ErrorCode::PartiallyDelivered,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
         ] {

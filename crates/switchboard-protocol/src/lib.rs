@@ -25,7 +25,7 @@ pub mod server;
 pub use client::{ClientFrame, FrameError};
 pub use close::{CloseCode, ReconnectPolicy};
 pub use error::ErrorCode;
-pub use names::{NameError, validate_room, validate_user};
+pub use names::{NameError, validate_idempotency_key, validate_room, validate_user};
 
 /// The WebSocket subprotocol name of this protocol version. A client may offer
 /// it in `Sec-WebSocket-Protocol`; the server then selects it.

@@ -1,4 +1,4 @@
-//! Naming rules for rooms and users.
+//! Naming rules for rooms, users and idempotency keys.
 //!
 //! Room names are short ASCII identifiers so they are safe in URLs, log
 //! lines, Redis keys and permission patterns: 1 to [`MAX_ROOM_LEN`] bytes of
@@ -12,6 +12,8 @@
 pub const MAX_ROOM_LEN: usize = 128;
 /// The longest user id the protocol allows.
 pub const MAX_USER_LEN: usize = 256;
+/// The longest idempotency key the protocol allows.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 /// Why a name was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +63,24 @@ pub fn validate_room(name: &str, max_len: usize) -> Result<(), NameError> {
         .chars()
         .find(|c| !c.is_ascii() || !is_room_byte(*c as u8))
     {
+        Some(ch) => Err(NameError::ForbiddenChar { ch }),
+        None => Ok(()),
+    }
+}
+
+/// Checks an idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes of
+/// visible ASCII (`!` to `~`), so that a UUID, a ULID or a database id fits
+/// and the key is safe in headers, logs and Redis keys.
+pub fn validate_idempotency_key(key: &str) -> Result<(), NameError> {
+    if key.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(NameError::TooLong {
+            max: MAX_IDEMPOTENCY_KEY_LEN,
+        });
+    }
+    match key.chars().find(|c| !c.is_ascii_graphic()) {
         Some(ch) => Err(NameError::ForbiddenChar { ch }),
         None => Ok(()),
     }

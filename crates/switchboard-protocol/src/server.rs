@@ -160,6 +160,11 @@ pub struct Ack {
     /// The offset the room assigned to the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// `true` when the publish carried an idempotency key already used
+    /// within the window: nothing was delivered this time, and `offset` is
+    /// the first publish's. Absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// The `refreshed` frame, the reply to `refresh`.

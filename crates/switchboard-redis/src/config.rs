@@ -23,6 +23,10 @@ pub struct RedisConfig {
     /// not retained. Default: 1 MiB. Redis's own `maxmemory` bounds all
     /// rooms together (see `docs/scaling.md`).
     pub history_bytes: usize,
+    /// How long a publish's idempotency key is remembered in Redis: a
+    /// publish to the same topic with the same key within this time, from
+    /// any node, is not delivered again. Default: 5 minutes.
+    pub idempotency_window: Duration,
     /// How long a room's offset sequence and epoch outlive its last use
     /// (publish, position, recovery) while no node subscribes to it; nodes
     /// that subscribe keep it alive. Default: 10 minutes. At least
@@ -57,6 +61,7 @@ impl Default for RedisConfig {
             history_count: 1000,
             history_age: Duration::from_secs(600),
             history_bytes: 1 << 20,
+            idempotency_window: Duration::from_secs(300),
             room_ttl: Duration::from_secs(600),
             presence_ttl: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
@@ -79,6 +84,7 @@ impl RedisConfig {
             ("command_timeout", self.command_timeout),
             ("ping_interval", self.ping_interval),
             ("reconnect_min", self.reconnect_min),
+            ("idempotency_window", self.idempotency_window),
         ];
         for (name, value) in positive {
             if value < Duration::from_millis(3) {
@@ -138,7 +144,22 @@ impl Keys {
         }
     }
 
-    /// HASH `{epoch, seq}`: a room's offset sequence.
+    /// STRING, expiring after the idempotency window: a publish's
+    /// idempotency key on one topic (`<offset> <epoch>` for a room, `1`
+    /// otherwise). The topic's name is length-prefixed, so no room, user
+    /// and key can make another's.
+    pub(crate) fn idem(&self, topic: &Topic, key: &str) -> String {
+        let p = &self.prefix;
+        match topic {
+            Topic::Room(r) => format!("{p}idem:room:{}:{r}:{key}", r.len()),
+            Topic::User(u) => format!("{p}idem:user:{}:{u}:{key}", u.len()),
+            Topic::Broadcast => format!("{p}idem:broadcast:{key}"),
+            Topic::Presence(r) => format!("{p}idem:presence:{}:{r}:{key}", r.len()),
+        }
+    }
+
+    /// HASH `{epoch, seq, hbytes}`: a room's offset sequence, and the bytes
+    /// of its history.
     pub(crate) fn seq(&self, room: &str) -> String {
         format!("{}seq:{room}", self.prefix)
     }

@@ -185,33 +185,55 @@ impl Broker for RedisBroker {
             return Err(BrokerError::NotAttached);
         }
         let channel = sh.keys.channel(&p.topic);
+        let idem = p
+            .idempotency_key
+            .as_ref()
+            .map(|k| sh.keys.idem(&p.topic, k));
+        let window = ms(sh.config.idempotency_window);
         let mut c = sh.link.cmd()?;
         let Topic::Room(room) = &p.topic else {
             let payload = codec::payload(codec::kind(&p.topic), p.from.as_deref(), &p.data);
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(channel).arg(payload);
-            sh.link
-                .run("publish", cmd.query_async::<i64>(&mut c))
-                .await?;
+            let duplicate = match idem {
+                None => {
+                    let mut cmd = redis::cmd("PUBLISH");
+                    cmd.arg(channel).arg(payload);
+                    sh.link
+                        .run("publish", cmd.query_async::<i64>(&mut c))
+                        .await?;
+                    false
+                }
+                Some(idem) => {
+                    let mut inv = sh.scripts.publish_once.key(idem);
+                    inv.arg(channel).arg(payload).arg(window);
+                    let dup: i64 = sh.link.run("publish", inv.invoke_async(&mut c)).await?;
+                    dup == 1
+                }
+            };
             return Ok(Receipt {
                 offset: None,
                 epoch: None,
+                duplicate,
             });
         };
         let mut inv = sh.scripts.publish_room.key(sh.keys.seq(room));
-        inv.key(sh.keys.hist(room))
-            .arg(channel)
+        inv.key(sh.keys.hist(room));
+        if let Some(idem) = idem {
+            inv.key(idem);
+        }
+        inv.arg(channel)
             .arg(codec::tail(p.from.as_deref(), &p.data))
             .arg(new_epoch())
             .arg(sh.config.history_count)
             .arg(ms(sh.config.history_age))
             .arg(ms(sh.config.room_ttl))
-            .arg(sh.config.history_bytes);
-        let (offset, epoch): (u64, String) =
+            .arg(sh.config.history_bytes)
+            .arg(window);
+        let (offset, epoch, duplicate): (u64, String, i64) =
             sh.link.run("publish", inv.invoke_async(&mut c)).await?;
         Ok(Receipt {
             offset: Some(offset),
             epoch: Some(Arc::from(epoch)),
+            duplicate: duplicate == 1,
         })
     }
 

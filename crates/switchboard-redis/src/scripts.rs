@@ -47,9 +47,12 @@ local function refresh_members(members_key, nodes_key, ttl, instance)
 end
 "#;
 
-/// Room publish. KEYS: seq, hist. ARGV: channel, tail, epoch candidate,
-/// history count, history age (ms), room ttl (ms), history bytes. Returns
-/// `{offset, epoch}`.
+/// Room publish. KEYS: seq, hist, and the idempotency key's key when the
+/// publish has one. ARGV: channel, tail, epoch candidate, history count,
+/// history age (ms), room ttl (ms), history bytes, idempotency window (ms).
+/// Returns `{offset, epoch, duplicate}`: for a key already used within the
+/// window, nothing is published and the first publish's offset and epoch
+/// come back with `duplicate` 1.
 ///
 /// The sequence's `hbytes` field counts the bytes of the history entries;
 /// it starts again at 0 whenever the history list is new (first use, new
@@ -57,6 +60,13 @@ end
 /// kept, and the history is dropped: it no longer leads up to the current
 /// offset.
 const PUBLISH_ROOM: &str = r#"
+if #KEYS == 3 then
+  local prev = redis.call('GET', KEYS[3])
+  if prev then
+    local o, pe = string.match(prev, '^(%d+) (.+)$')
+    return {tonumber(o), pe, 1}
+  end
+end
 local e = epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[6])
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local payload = '1r' .. string.format('%d', seq) .. ':' .. ARGV[2]
@@ -83,7 +93,19 @@ else
   redis.call('HSET', KEYS[1], 'hbytes', 0)
 end
 redis.call('PUBLISH', ARGV[1], payload)
-return {seq, e}
+if #KEYS == 3 then
+  redis.call('SET', KEYS[3], string.format('%d', seq) .. ' ' .. e, 'PX', ARGV[8])
+end
+return {seq, e, 0}
+"#;
+
+/// Publish to a user, everyone or a room's presence, once per idempotency
+/// key. KEYS: the key's key. ARGV: channel, payload, window (ms). Returns 1
+/// for a key already used within the window (nothing published), else 0.
+const PUBLISH_ONCE: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then return 1 end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 0
 "#;
 
 /// Room position. KEYS: seq, hist. ARGV: epoch candidate, room ttl (ms).
@@ -222,6 +244,7 @@ return n
 /// The loaded scripts.
 pub(crate) struct Scripts {
     pub(crate) publish_room: Script,
+    pub(crate) publish_once: Script,
     pub(crate) position: Script,
     pub(crate) recover: Script,
     pub(crate) presence_add: Script,
@@ -237,6 +260,7 @@ impl Scripts {
         let s = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
         Scripts {
             publish_room: s(PUBLISH_ROOM),
+            publish_once: s(PUBLISH_ONCE),
             position: s(POSITION),
             recover: s(RECOVER),
             presence_add: s(PRESENCE_ADD),

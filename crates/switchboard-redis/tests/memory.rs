@@ -17,6 +17,7 @@ fn sized(room: &str, size: usize) -> Publication {
         topic: Topic::Room(Arc::from(room)),
         data: Bytes::from(format!("\"{}\"", "x".repeat(size - 2))),
         from: Some(Arc::from("ana")),
+        idempotency_key: None,
     }
 }
 
@@ -149,4 +150,33 @@ async fn at_maxmemory_publishes_are_refused_and_nothing_is_delivered() {
     })
     .await;
     assert_eq!(rec.of(&marker).len(), accepted.div_ceil(8) + 1);
+}
+
+/// An idempotency key lives in Redis for the window and no longer.
+#[tokio::test]
+async fn an_idempotency_key_expires_with_its_window() {
+    let server = RedisServer::start();
+    let config = RedisConfig {
+        idempotency_window: std::time::Duration::from_millis(300),
+        ..RedisConfig::default()
+    };
+    let (a, _) = node(&server, config.clone()).await;
+    let (b, _) = node(&server, config).await;
+    let keyed = || Publication {
+        idempotency_key: Some(Arc::from("api:k")),
+        ..sized("r", 10)
+    };
+    assert!(!a.publish(keyed()).await.unwrap().duplicate);
+    let again = b.publish(keyed()).await.unwrap();
+    assert_eq!((again.offset, again.duplicate), (Some(1), true));
+    let keys: Vec<String> = server.query(redis::cmd("KEYS").arg("sb:idem:*")).await;
+    assert_eq!(keys, ["sb:idem:room:1:r:api:k"]);
+    let ttl: i64 = server.query(redis::cmd("PTTL").arg(&keys[0])).await;
+    assert!(ttl > 0 && ttl <= 300, "{ttl}");
+    let later = common::eventually("the key to expire", || async {
+        let r = a.publish(keyed()).await.unwrap();
+        (!r.duplicate).then_some(r)
+    })
+    .await;
+    assert_eq!(later.offset, Some(2));
 }

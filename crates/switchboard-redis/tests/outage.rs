@@ -27,6 +27,7 @@ fn publication(topic: &Topic, data: &'static str) -> Publication {
         topic: topic.clone(),
         data: Bytes::from_static(data.as_bytes()),
         from: None,
+        idempotency_key: None,
     }
 }
 

@@ -17,6 +17,7 @@ fn publication(topic: &Topic, data: &'static str) -> Publication {
         topic: topic.clone(),
         data: Bytes::from_static(data.as_bytes()),
         from: Some(Arc::from("ana")),
+        idempotency_key: None,
     }
 }
 

@@ -331,7 +331,7 @@ impl Conn {
         let topic = Topic::Presence(room.clone());
         if let Err(e) = self
             .node
-            .publish_json(topic, data.to_string().into(), None)
+            .publish_json(topic, data.to_string().into(), None, None)
             .await
         {
             tracing::debug!(room = %room, error = %e, "presence event not published");
@@ -401,16 +401,29 @@ impl Conn {
     /// the user's permissions allow it. The caller guarantees `data` is valid
     /// JSON.
     pub async fn publish(&self, room: &str, data: Bytes) -> Result<Receipt, PublishError> {
+        self.publish_keyed(room, data, None).await
+    }
+
+    /// [`Conn::publish`] with an optional idempotency key (already checked
+    /// against the protocol's rules), scoped to this connection's user.
+    pub(crate) async fn publish_keyed(
+        &self,
+        room: &str,
+        data: Bytes,
+        key: Option<&str>,
+    ) -> Result<Receipt, PublishError> {
         if !self.identity.permissions.can_publish(room) {
             validate_room(room, self.node.config().max_room_name_len)
                 .map_err(PublishError::InvalidRoom)?;
             return Err(PublishError::Forbidden(room.to_string()));
         }
+        let user = &self.identity.user;
         self.node
             .publish_json(
                 Topic::Room(Arc::from(room)),
                 data,
-                Some(self.identity.user.clone()),
+                Some(user.clone()),
+                key.map(|k| crate::node::user_key_scope(user, k)),
             )
             .await
     }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use switchboard_protocol::{CloseCode, NameError, validate_room, validate_user};
+use switchboard_protocol::{CloseCode, ErrorCode, NameError, validate_room, validate_user};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Guests};
@@ -42,13 +42,39 @@ pub enum PublishError {
     /// The payload is larger than `max_message_size`.
     #[error("payload of {0} bytes exceeds the limit")]
     TooLarge(usize),
+    /// The idempotency key breaks its rules (1 to 128 visible ASCII
+    /// characters).
+    #[error("idempotency key {0}")]
+    InvalidKey(NameError),
     /// The broker did not accept the message; it was not delivered.
     #[error(transparent)]
     Broker(#[from] BrokerError),
     /// The broker is unreachable: the message was delivered to this node's
-    /// members only, without an offset, and is not in the room's history.
-    #[error("broker unavailable ({0}); delivered to this node's members only")]
+    /// members only, without an offset, and is not in the room's history. A
+    /// retry delivers it to those members again; a publish with an
+    /// idempotency key is never delivered this way (it fails with
+    /// [`PublishError::Broker`] instead), so that its retry is safe.
+    #[error(
+        "broker unavailable ({0}); delivered to this node's members only, not to other nodes \
+         and not into history"
+    )]
     LocalOnly(String),
+}
+
+impl PublishError {
+    /// The protocol's error code for this failure, the same in an `error`
+    /// frame and in an HTTP API error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PublishError::InvalidRoom(_) => ErrorCode::InvalidRoom,
+            PublishError::Forbidden(_) => ErrorCode::Forbidden,
+            PublishError::InvalidUser(_)
+            | PublishError::TooLarge(_)
+            | PublishError::InvalidKey(_) => ErrorCode::InvalidField,
+            PublishError::Broker(_) => ErrorCode::PublishFailed,
+            PublishError::LocalOnly(_) => ErrorCode::PartiallyDelivered,
+        }
+    }
 }
 
 /// The `/health` document.
@@ -242,30 +268,50 @@ impl Node {
     /// Publishes `data` to a room, on every node. Returns once the broker
     /// accepted it, with the offset assigned.
     pub async fn publish_room(&self, room: &str, data: &RawValue) -> Result<Receipt, PublishError> {
-        self.publish_json(Topic::Room(Arc::from(room)), raw_bytes(data), None)
+        self.publish_json(Topic::Room(Arc::from(room)), raw_bytes(data), None, None)
             .await
     }
 
     /// Sends `data` to every connection of `user`, on every node, on every
     /// endpoint that takes user messages.
     pub async fn send_to_user(&self, user: &str, data: &RawValue) -> Result<Receipt, PublishError> {
-        self.publish_json(Topic::User(Arc::from(user)), raw_bytes(data), None)
+        self.publish_json(Topic::User(Arc::from(user)), raw_bytes(data), None, None)
             .await
     }
 
     /// Sends `data` to every connection, on every node, on every endpoint
     /// that takes broadcasts.
     pub async fn broadcast(&self, data: &RawValue) -> Result<Receipt, PublishError> {
-        self.publish_json(Topic::Broadcast, raw_bytes(data), None)
+        self.publish_json(Topic::Broadcast, raw_bytes(data), None, None)
             .await
     }
 
-    /// Publishes JSON text that was already validated.
+    /// Publishes `data` to `topic` (a room, a user or everyone) once per
+    /// idempotency `key`: a publish to the same topic with the same key
+    /// within the broker's idempotency window (5 minutes by default), from
+    /// this node or any other, delivers nothing and returns the first one's
+    /// receipt with [`Receipt::duplicate`] set. The HTTP API's
+    /// `Idempotency-Key` shares these keys. A publish that failed may be
+    /// retried with the same key: it is delivered once.
+    pub async fn publish_idempotent(
+        &self,
+        topic: Topic,
+        data: &RawValue,
+        key: &str,
+    ) -> Result<Receipt, PublishError> {
+        let key = api_key_scope(key)?;
+        self.publish_json(topic, raw_bytes(data), None, Some(key))
+            .await
+    }
+
+    /// Publishes JSON text that was already validated. `idempotency_key`
+    /// is already scoped to its publisher (see [`api_key_scope`]).
     pub(crate) async fn publish_json(
         &self,
         topic: Topic,
         data: Bytes,
         from: Option<Arc<str>>,
+        idempotency_key: Option<Arc<str>>,
     ) -> Result<Receipt, PublishError> {
         match &topic {
             Topic::Room(room) | Topic::Presence(room) => {
@@ -278,28 +324,34 @@ impl Node {
         if data.len() > self.inner.config.max_message_size {
             return Err(PublishError::TooLarge(data.len()));
         }
-        let publication = crate::broker::Publication { topic, data, from };
-        let local = self
-            .inner
-            .config
-            .local_delivery_during_outage
-            .then(|| publication.clone());
+        // A keyed publish is never delivered locally during an outage: its
+        // retry must be safe.
+        let local = (self.inner.config.local_delivery_during_outage && idempotency_key.is_none())
+            .then(|| (topic.clone(), data.clone(), from.clone()));
+        let publication = crate::broker::Publication {
+            topic,
+            data,
+            from,
+            idempotency_key,
+        };
         match self.inner.broker.publish(publication).await {
             Ok(receipt) => {
-                self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+                if !receipt.duplicate {
+                    self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(receipt)
             }
             Err(BrokerError::Unavailable(reason)) if local.is_some() => {
                 // The broker cannot be reached: this node's members still get
                 // the message (without an offset: it is in no history), and
                 // the caller is told it reached this node only.
-                if let Some(p) = local {
+                if let Some((topic, data, from)) = local {
                     use crate::broker::DeliveryHandler;
                     let delivery = Delivery {
-                        topic: p.topic,
+                        topic,
                         offset: None,
-                        data: p.data,
-                        from: p.from,
+                        data,
+                        from,
                     };
                     self.inner.hub.deliver(&delivery);
                 }
@@ -383,6 +435,20 @@ impl Node {
     pub(crate) fn inner_conn_outboxes(&self) -> Vec<Arc<Outbox>> {
         self.inner.conns.iter().map(|e| e.value().clone()).collect()
     }
+}
+
+/// An idempotency key of the application's (the HTTP API or
+/// [`Node::publish_idempotent`]), checked and scoped apart from the keys of
+/// client publishes.
+pub(crate) fn api_key_scope(key: &str) -> Result<Arc<str>, PublishError> {
+    switchboard_protocol::validate_idempotency_key(key).map_err(PublishError::InvalidKey)?;
+    Ok(Arc::from(format!("api:{key}")))
+}
+
+/// An idempotency key of a client's publish, scoped to its user: one user's
+/// keys never suppress another's publishes.
+pub(crate) fn user_key_scope(user: &str, key: &str) -> Arc<str> {
+    Arc::from(format!("user:{}:{user}:{key}", user.len()))
 }
 
 fn raw_bytes(data: &RawValue) -> Bytes {

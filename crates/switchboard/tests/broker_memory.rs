@@ -74,6 +74,7 @@ async fn publish(b: &MemoryBroker, room: &str) -> Position {
         topic: Topic::Room(Arc::from(room)),
         data: Bytes::from_static(b"0"),
         from: None,
+        idempotency_key: None,
     };
     let r = b.publish(p).await.expect("publish");
     Position {
@@ -203,6 +204,7 @@ async fn a_dropped_node_takes_its_presence_and_subscriptions_along() {
         topic: Topic::Broadcast,
         data: Bytes::from_static(b"1"),
         from: None,
+        idempotency_key: None,
     };
     a.publish(p).await.unwrap();
     assert!(rec.deliveries().is_empty(), "a dropped node got a delivery");
@@ -214,6 +216,7 @@ fn sized(room: &str, size: usize) -> Publication {
         topic: Topic::Room(Arc::from(room)),
         data: Bytes::from(format!("\"{}\"", "x".repeat(size - 2))),
         from: None,
+        idempotency_key: None,
     }
 }
 
@@ -326,4 +329,27 @@ async fn a_flood_of_large_messages_stays_within_the_budget() {
     let usage = b.bus().usage();
     // 2,000 messages of 60 kB: about 120 MB offered, 4 MiB kept.
     assert!(usage.evicted > 1900, "{usage:?}");
+}
+
+/// A key is remembered for the idempotency window, then a publish with it
+/// is new again.
+#[tokio::test(start_paused = true)]
+async fn an_idempotency_key_is_forgotten_after_the_window() {
+    let b = broker(MemoryConfig {
+        idempotency_window: Duration::from_secs(60),
+        ..MemoryConfig::default()
+    });
+    let keyed = || Publication {
+        topic: Topic::Room(Arc::from("r")),
+        data: Bytes::from_static(b"0"),
+        from: None,
+        idempotency_key: Some(Arc::from("k")),
+    };
+    assert!(!b.publish(keyed()).await.unwrap().duplicate);
+    tokio::time::advance(Duration::from_secs(59)).await;
+    let again = b.publish(keyed()).await.unwrap();
+    assert_eq!((again.offset, again.duplicate), (Some(1), true));
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let later = b.publish(keyed()).await.unwrap();
+    assert_eq!((later.offset, later.duplicate), (Some(2), false));
 }

@@ -209,7 +209,7 @@ async fn during_a_broker_outage_publishes_fail_loudly_and_reach_this_node_only()
         .await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
-        (503, Some("publish_failed"))
+        (503, Some("partially_delivered"))
     );
     assert!(
         v["error"]["message"]
@@ -232,7 +232,7 @@ async fn during_a_broker_outage_publishes_fail_loudly_and_reach_this_node_only()
     let e = a.next_json().await;
     assert_eq!(
         (e["type"].as_str(), e["code"].as_str(), e["id"].as_u64()),
-        (Some("error"), Some("publish_failed"), Some(1))
+        (Some("error"), Some("partially_delivered"), Some(1))
     );
     assert_eq!(b.next_json().await["data"], "ws");
     let health: serde_json::Value = reqwest::get(server.http("/health"))
@@ -251,6 +251,55 @@ async fn during_a_broker_outage_publishes_fail_loudly_and_reach_this_node_only()
         (m["data"].as_str(), m["offset"].as_u64()),
         (Some("back"), Some(1))
     );
+}
+
+/// A publish with an idempotency key is never delivered locally during an
+/// outage: it fails as not delivered, and its retry once the broker is back
+/// is delivered once, everywhere.
+#[tokio::test]
+async fn during_an_outage_a_keyed_publish_is_not_delivered_so_its_retry_is_safe() {
+    let (server, down, mut a, mut b) = outage_server(true).await;
+    let body = r#"{"data":"keyed","idempotency_key":"order-7"}"#;
+    let (status, v) = server.post("/api/rooms/r/messages", body).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("publish_failed")),
+        "{v}"
+    );
+    a.send(json!({"type":"publish","room":"r","data":"ws","id":1,"idempotency_key":"k"}))
+        .await;
+    let e = a.next_json().await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["id"].as_u64()),
+        (Some("error"), Some("publish_failed"), Some(1)),
+        "{e}"
+    );
+    down.store(false, Ordering::SeqCst);
+    // The retries: each delivered once, with an offset; a second retry is a
+    // duplicate.
+    let (status, v) = server.post("/api/rooms/r/messages", body).await;
+    assert_eq!((status, v["offset"].as_u64()), (200, Some(1)), "{v}");
+    let (status, v) = server.post("/api/rooms/r/messages", body).await;
+    assert_eq!(
+        (status, v["offset"].as_u64(), v["duplicate"].as_bool()),
+        (200, Some(1), Some(true)),
+        "{v}"
+    );
+    a.send(json!({"type":"publish","room":"r","data":"ws","id":2,"idempotency_key":"k"}))
+        .await;
+    for c in [&mut a, &mut b] {
+        let m = c.next_json().await;
+        assert_eq!(
+            (m["data"].as_str(), m["offset"].as_u64()),
+            (Some("keyed"), Some(1))
+        );
+        let m = c.next_json().await;
+        assert_eq!(
+            (m["data"].as_str(), m["offset"].as_u64()),
+            (Some("ws"), Some(2))
+        );
+    }
+    assert_eq!(a.next_json().await, json!({"type":"ack","id":2,"offset":2}));
 }
 
 #[tokio::test]

@@ -153,6 +153,7 @@ impl Nodes {
             topic: topic.clone(),
             data: Bytes::copy_from_slice(data.as_bytes()),
             from: from.map(Arc::from),
+            idempotency_key: None,
         };
         let r = self.brokers[node].publish(p).await;
         r.unwrap_or_else(|e| panic!("node {node}: publish to {topic:?}: {e}"))
@@ -198,6 +199,51 @@ pub async fn run_all(factory: &dyn Factory) {
     recover_reports_gap_after_trimming(factory).await;
     recover_reports_gap_after_epoch_change(factory).await;
     presence_merges_nodes(factory).await;
+    idempotent_publishes_deliver_once_across_nodes(factory).await;
+}
+
+/// A publication with an idempotency key is delivered once per topic and
+/// key, whichever node it is published from: a retry gets the first
+/// receipt, marked as a duplicate. Another key, or the same key on another
+/// topic, is another publication.
+pub async fn idempotent_publishes_deliver_once_across_nodes(factory: &dyn Factory) {
+    let nodes = Nodes::new(factory, 2).await;
+    let room = room_topic(&unique("room"));
+    let other = room_topic(&unique("room"));
+    let user = Topic::User(unique("user"));
+    for topic in [&room, &other, &user] {
+        nodes.subscribe(&[0, 1], topic).await;
+    }
+    let keyed = |topic: &Topic, data: &'static str, key: &str| Publication {
+        topic: topic.clone(),
+        data: Bytes::from_static(data.as_bytes()),
+        from: None,
+        idempotency_key: Some(Arc::from(key)),
+    };
+    let publish = |node: usize, p: Publication| {
+        let b = nodes.brokers[node].clone();
+        async move { b.publish(p).await.expect("publish") }
+    };
+    let first = publish(0, keyed(&room, "1", "k1")).await;
+    assert_eq!(first.offset, Some(1));
+    assert!(!first.duplicate, "a new key is no duplicate");
+    for node in [0, 1] {
+        let again = publish(node, keyed(&room, "1", "k1")).await;
+        assert!(again.duplicate, "node {node}: a retry is a duplicate");
+        assert_eq!((again.offset, &again.epoch), (first.offset, &first.epoch));
+    }
+    let second = publish(1, keyed(&room, "2", "k2")).await;
+    assert_eq!((second.offset, second.duplicate), (Some(2), false));
+    let elsewhere = publish(1, keyed(&other, "3", "k1")).await;
+    assert_eq!((elsewhere.offset, elsewhere.duplicate), (Some(1), false));
+    assert!(!publish(0, keyed(&user, "4", "k1")).await.duplicate);
+    assert!(publish(1, keyed(&user, "4", "k1")).await.duplicate);
+    nodes.settle().await;
+    for i in [0, 1] {
+        assert_eq!(offsets(&nodes.of(i, &room)), vec![1, 2], "node {i}");
+        assert_eq!(nodes.of(i, &other).len(), 1, "node {i}");
+        assert_eq!(nodes.of(i, &user).len(), 1, "node {i}");
+    }
 }
 
 /// A room message reaches each subscribed node once, with its offset,
@@ -241,6 +287,7 @@ pub async fn user_broadcast_and_presence_delivery(factory: &dyn Factory) {
     let none = Receipt {
         offset: None,
         epoch: None,
+        duplicate: false,
     };
     assert_eq!(nodes.publish(0, &user, "1", None).await, none);
     assert_eq!(nodes.publish(1, &Topic::Broadcast, "2", None).await, none);

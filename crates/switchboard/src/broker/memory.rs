@@ -30,6 +30,7 @@
 //! node's subscriptions and presence entries, as a dead node's would expire.
 
 mod budget;
+mod idem;
 mod room;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -65,6 +66,11 @@ pub struct MemoryConfig {
     /// The most bytes the history and state of all rooms together may hold;
     /// the oldest messages, of any room, are evicted first. Default: 128 MiB.
     pub memory_budget: usize,
+    /// How long a publish's idempotency key is remembered: a publish to the
+    /// same topic with the same key within this time is not delivered
+    /// again. At most 100,000 keys are remembered, the oldest forgotten
+    /// first. Default: 5 minutes.
+    pub idempotency_window: Duration,
 }
 
 impl Default for MemoryConfig {
@@ -74,6 +80,7 @@ impl Default for MemoryConfig {
             history_age: Duration::from_secs(600),
             history_bytes: 1 << 20,
             memory_budget: 128 << 20,
+            idempotency_window: Duration::from_secs(300),
         }
     }
 }
@@ -92,6 +99,8 @@ pub struct MemoryBus {
     next_sweep: Mutex<Instant>,
     /// What the rooms cost, and the order in which messages are evicted.
     budget: Budget,
+    /// Idempotency keys within the window. Locked before any room.
+    seen: Mutex<idem::Seen>,
 }
 
 struct Present {
@@ -125,6 +134,7 @@ impl MemoryBus {
     pub fn with_config(config: MemoryConfig) -> Arc<Self> {
         Arc::new(MemoryBus {
             budget: Budget::new(config.memory_budget),
+            seen: Mutex::default(),
             config,
             rooms: DashMap::new(),
             nodes: RwLock::new(Vec::new()),
@@ -339,6 +349,15 @@ impl Broker for MemoryBroker {
             return Err(BrokerError::NotAttached);
         }
         let now = Instant::now();
+        let key = p.idempotency_key.map(|k| idem::scoped(&p.topic, &k));
+        // Held across the publish: checking the key and publishing are one
+        // step (see `idem`).
+        let mut seen = key.as_ref().map(|_| self.bus.seen.lock());
+        if let (Some(seen), Some(key)) = (seen.as_mut(), &key)
+            && let Some(receipt) = seen.check(key, now, self.bus.config.idempotency_window)
+        {
+            return Ok(receipt);
+        }
         let mut delivery = Delivery {
             topic: p.topic,
             offset: None,
@@ -354,6 +373,7 @@ impl Broker for MemoryBroker {
                     let receipt = Receipt {
                         offset: delivery.offset,
                         epoch: Some(seq.epoch.clone()),
+                        duplicate: false,
                     };
                     (receipt, kept)
                 });
@@ -367,9 +387,13 @@ impl Broker for MemoryBroker {
                 Receipt {
                     offset: None,
                     epoch: None,
+                    duplicate: false,
                 }
             }
         };
+        if let (Some(mut seen), Some(key)) = (seen, key) {
+            seen.insert(key, &receipt, now);
+        }
         self.bus.maybe_sweep(now);
         Ok(receipt)
     }

@@ -26,6 +26,10 @@
 //!   broker misses what was published meanwhile. Rooms make up for it with a
 //!   bounded history: [`Broker::recover`] returns what a client missed, or
 //!   says plainly ([`Recovery::Gap`]) that it cannot.
+//! - A publication with an idempotency key is delivered at most once per
+//!   topic and key within the broker's idempotency window, across every
+//!   node: the check and the publish are one atomic step, so two racing
+//!   publishes with one key deliver one message.
 //! - Presence ([`Broker::presence`]) is the union of every live node's
 //!   entries; a node that dies without cleaning up loses its entries after a
 //!   bounded time.
@@ -71,6 +75,11 @@ pub struct Publication {
     pub data: Bytes,
     /// The publishing user, when a client published it.
     pub from: Option<Arc<str>>,
+    /// When set, a publication to the same topic with the same key within
+    /// the broker's idempotency window is not delivered again: the broker
+    /// answers with the first one's receipt, marked as a duplicate. The
+    /// node scopes keys by publisher (the HTTP API, or one user).
+    pub idempotency_key: Option<Arc<str>>,
 }
 
 /// A message a broker hands to a subscribed node.
@@ -93,6 +102,10 @@ pub struct Receipt {
     pub offset: Option<u64>,
     /// The room's epoch (room topics only).
     pub epoch: Option<Arc<str>>,
+    /// The publication's idempotency key was seen within the window: this
+    /// publish delivered nothing, and the offset and epoch are the first
+    /// one's.
+    pub duplicate: bool,
 }
 
 /// Where a room's offset sequence stands.

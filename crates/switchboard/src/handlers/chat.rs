@@ -60,11 +60,16 @@ impl Handler for Chat {
             ClientFrame::Presence { room, id } => presence(conn, &room, id).await,
             ClientFrame::Leave { room, id } => leave(conn, &room, id).await,
             ClientFrame::Refresh { token, id } => super::refresh(conn, &token, id).await,
-            ClientFrame::Publish { room, data, id } => {
+            ClientFrame::Publish {
+                room,
+                data,
+                id,
+                idempotency_key,
+            } => {
                 // `data` borrows from the frame text: slice the same bytes
                 // instead of copying the payload.
                 let data = text.slice_ref(data.get().as_bytes());
-                publish(conn, &room, data, id).await
+                publish(conn, &room, data, id, idempotency_key.as_deref()).await
             }
         }
     }
@@ -146,33 +151,25 @@ async fn leave(conn: &mut Conn, room: &str, id: Option<u64>) {
     }
 }
 
-async fn publish(conn: &mut Conn, room: &str, data: Bytes, id: Option<u64>) {
-    match conn.publish(room, data).await {
+async fn publish(conn: &mut Conn, room: &str, data: Bytes, id: Option<u64>, key: Option<&str>) {
+    match conn.publish_keyed(room, data, key).await {
         Ok(receipt) => {
             if let Some(id) = id {
                 let _ = conn.send_frame(&ServerFrame::Ack(Ack {
                     id,
                     offset: receipt.offset,
+                    duplicate: receipt.duplicate,
                 }));
             }
         }
-        Err(PublishError::InvalidRoom(e)) => {
-            send_error(conn, id, ErrorCode::InvalidRoom, format!("room name {e}"))
-        }
-        Err(e @ PublishError::Forbidden(_)) => {
-            send_error(conn, id, ErrorCode::Forbidden, e.to_string())
-        }
-        Err(e @ (PublishError::InvalidUser(_) | PublishError::TooLarge(_))) => {
-            send_error(conn, id, ErrorCode::InvalidField, e.to_string())
-        }
-        Err(PublishError::Broker(e)) => send_error(
-            conn,
-            id,
-            ErrorCode::PublishFailed,
-            format!("not delivered: {e}"),
-        ),
-        Err(e @ PublishError::LocalOnly(_)) => {
-            send_error(conn, id, ErrorCode::PublishFailed, e.to_string())
+        Err(e) => {
+            let code = e.code();
+            let message = match e {
+                PublishError::InvalidRoom(e) => format!("room name {e}"),
+                PublishError::Broker(e) => format!("not delivered: {e}"),
+                e => e.to_string(),
+            };
+            send_error(conn, id, code, message)
         }
     }
 }

@@ -4,10 +4,14 @@
 //! - `POST /api/users/{user}/messages`: every connection of a user.
 //! - `POST /api/broadcast`: everyone.
 //!
-//! The body is a JSON object with the payload under `"data"`. The reply is
-//! `200` with what the broker accepted (for a room, the offset assigned), or
-//! a JSON error `{"error":{"code":..,"message":..}}` with `400`, `401`,
-//! `403`, `413` or `503`. A `503` means the message was not delivered.
+//! The body is a JSON object with the payload under `"data"` and, optionally,
+//! an `"idempotency_key"` (or the `Idempotency-Key` header). The reply is
+//! `200` with what the broker accepted (for a room, the offset assigned;
+//! `"duplicate": true` when the key was already used and nothing was
+//! delivered), or a JSON error `{"error":{"code":..,"message":..}}` with
+//! `400`, `401`, `403`, `413` or `503`. A `503` with `publish_failed` means
+//! the message was not delivered; with `partially_delivered`, it reached
+//! this node's members only.
 //!
 //! Access: with an API key configured, callers present it as
 //! `Authorization: Bearer <key>`; without one, only loopback callers are
@@ -133,14 +137,23 @@ fn unauthorized(message: &str) -> ApiError {
 struct PublishBody<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    idempotency_key: Option<&'a RawValue>,
+}
+
+/// A checked publish body: the payload's JSON text, and the idempotency key
+/// if the body named one.
+struct PublishRequest {
+    data: Bytes,
+    key: Option<String>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// Reads and checks the body; returns the payload's JSON text.
-async fn read_data(node: &Node, body: Body) -> Result<Bytes, ApiError> {
+/// Reads and checks the body.
+async fn read_body(node: &Node, body: Body) -> Result<PublishRequest, ApiError> {
     let limit = node.config().max_message_size;
     let bytes = axum::body::to_bytes(body, limit + 1024)
         .await
@@ -174,42 +187,91 @@ async fn read_data(node: &Node, body: Body) -> Result<Bytes, ApiError> {
             "missing field \"data\"",
         )
     })?;
-    Ok(bytes.slice_ref(data.get().as_bytes()))
+    let key = parsed
+        .idempotency_key
+        .map(|raw| {
+            serde_json::from_str::<String>(raw.get()).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    "field \"idempotency_key\" must be a string",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(PublishRequest {
+        data: bytes.slice_ref(data.get().as_bytes()),
+        key,
+    })
+}
+
+/// The idempotency key of a request: the `Idempotency-Key` header or the
+/// body's `idempotency_key` (both may be given if they agree), checked and
+/// scoped to the API.
+fn idempotency_key(
+    headers: &HeaderMap,
+    body: Option<String>,
+) -> Result<Option<std::sync::Arc<str>>, ApiError> {
+    let header = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map(str::to_string).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "header Idempotency-Key must be visible ASCII",
+            )
+        })?),
+    };
+    let key = match (header, body) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "the Idempotency-Key header and the body's idempotency_key differ",
+            ));
+        }
+        (h, b) => h.or(b),
+    };
+    key.map(|k| crate::node::api_key_scope(&k).map_err(publish_error))
+        .transpose()
 }
 
 fn publish_error(e: PublishError) -> ApiError {
-    match e {
-        PublishError::InvalidRoom(e) => ApiError::new(
+    let (status, code, message) = match e {
+        PublishError::InvalidRoom(e) => (
             StatusCode::BAD_REQUEST,
             "invalid_room",
             format!("room name {e}"),
         ),
-        PublishError::InvalidUser(e) => ApiError::new(
+        PublishError::InvalidUser(e) => (
             StatusCode::BAD_REQUEST,
             "invalid_user",
             format!("user id {e}"),
         ),
-        PublishError::Forbidden(room) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("not allowed to publish to room {room:?}"),
+        PublishError::InvalidKey(e) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("idempotency key {e}"),
         ),
-        PublishError::TooLarge(n) => ApiError::new(
+        PublishError::TooLarge(n) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("payload of {n} bytes exceeds the limit"),
         ),
-        PublishError::Broker(e) => ApiError::new(
+        PublishError::Broker(ref b) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "publish_failed",
-            format!("not delivered: {e}"),
+            e.code().as_str(),
+            format!("not delivered: {b}"),
         ),
-        e @ PublishError::LocalOnly(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "publish_failed",
-            e.to_string(),
-        ),
-    }
+        e @ (PublishError::Forbidden(_) | PublishError::LocalOnly(_)) => {
+            let status = match e {
+                PublishError::Forbidden(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, e.code().as_str(), e.to_string())
+        }
+    };
+    ApiError::new(status, code, message)
 }
 
 async fn publish(
@@ -222,10 +284,21 @@ async fn publish(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     authorize(node, req.headers(), peer)?;
-    let data = read_data(node, req.into_body()).await?;
-    node.publish_json(topic, data, None)
+    let (parts, body) = req.into_parts();
+    let body = read_body(node, body).await?;
+    let key = idempotency_key(&parts.headers, body.key)?;
+    node.publish_json(topic, body.data, None, key)
         .await
         .map_err(publish_error)
+}
+
+/// The reply to an accepted publish: `fields`, and `"duplicate": true`
+/// when the idempotency key was already used (nothing was delivered).
+fn published(mut fields: serde_json::Value, receipt: &Receipt) -> Response {
+    if receipt.duplicate {
+        fields["duplicate"] = serde_json::Value::Bool(true);
+    }
+    axum::Json(fields).into_response()
 }
 
 /// `POST /api/rooms/{room}/messages`
@@ -236,13 +309,15 @@ pub(crate) async fn publish_room(
 ) -> Response {
     let topic = crate::broker::Topic::Room(room.as_str().into());
     match publish(&node, req, topic).await {
-        Ok(r) => axum::Json(json!({
-            "status": "published",
-            "room": room,
-            "offset": r.offset,
-            "epoch": r.epoch.as_deref(),
-        }))
-        .into_response(),
+        Ok(r) => published(
+            json!({
+                "status": "published",
+                "room": room,
+                "offset": r.offset,
+                "epoch": r.epoch.as_deref(),
+            }),
+            &r,
+        ),
         Err(e) => e.into_response(),
     }
 }
@@ -255,7 +330,7 @@ pub(crate) async fn publish_user(
 ) -> Response {
     let topic = crate::broker::Topic::User(user.as_str().into());
     match publish(&node, req, topic).await {
-        Ok(_) => axum::Json(json!({ "status": "published", "user": user })).into_response(),
+        Ok(r) => published(json!({ "status": "published", "user": user }), &r),
         Err(e) => e.into_response(),
     }
 }
@@ -263,7 +338,7 @@ pub(crate) async fn publish_user(
 /// `POST /api/broadcast`
 pub(crate) async fn broadcast(State(node): State<Node>, req: Request) -> Response {
     match publish(&node, req, crate::broker::Topic::Broadcast).await {
-        Ok(_) => axum::Json(json!({ "status": "published", "broadcast": true })).into_response(),
+        Ok(r) => published(json!({ "status": "published", "broadcast": true }), &r),
         Err(e) => e.into_response(),
     }
 }
