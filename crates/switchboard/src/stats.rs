@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::broker::HistoryUsage;
+
 /// Node counters. Updated with relaxed atomics: they are for people and
 /// dashboards, not for synchronization.
 #[derive(Debug, Default)]
@@ -59,8 +61,9 @@ impl Stats {
         }
     }
 
-    /// The counters in the Prometheus text exposition format.
-    pub fn prometheus(&self) -> String {
+    /// The counters in the Prometheus text exposition format, with the
+    /// broker's history usage when it keeps history in the node.
+    pub fn prometheus(&self, history: Option<&HistoryUsage>) -> String {
         let s = self.snapshot();
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
@@ -110,6 +113,26 @@ impl Stats {
             "Refused upgrades.",
             s.rejected_upgrades,
         );
+        if let Some(h) = history {
+            metric(
+                "history_bytes",
+                "gauge",
+                "Bytes of room history and state held by this node's broker.",
+                h.bytes,
+            );
+            metric(
+                "history_budget_bytes",
+                "gauge",
+                "The most bytes of room history and state the broker may hold.",
+                h.budget,
+            );
+            metric(
+                "history_evicted_total",
+                "counter",
+                "Messages evicted from room history, oldest first, to stay within the budget.",
+                h.evicted,
+            );
+        }
         out
     }
 }

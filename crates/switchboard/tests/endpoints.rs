@@ -288,6 +288,29 @@ async fn health_reports_ok_and_the_broker() {
         .await
         .unwrap();
     assert!(metrics.contains("switchboard_connections 0"), "{metrics}");
+    // The in-memory broker's history, against its budget (128 MiB).
+    assert_eq!(v["broker"]["history"]["bytes"], 0, "{v}");
+    assert_eq!(v["broker"]["history"]["budget"], 128 << 20, "{v}");
+    assert_eq!(v["broker"]["history"]["evicted"], 0, "{v}");
+    for line in [
+        "switchboard_history_bytes 0",
+        "switchboard_history_budget_bytes 134217728",
+        "switchboard_history_evicted_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    server
+        .post("/api/rooms/r/messages", r#"{"data":"12345"}"#)
+        .await;
+    let v: serde_json::Value = reqwest::get(server.http("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // One room (256 bytes and its name) and one message (160 and its
+    // payload).
+    assert_eq!(v["broker"]["history"]["bytes"], 256 + 1 + 160 + 7, "{v}");
 }
 
 #[tokio::test]

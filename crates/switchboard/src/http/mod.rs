@@ -61,7 +61,8 @@ async fn health(State(node): State<Node>) -> impl IntoResponse {
 async fn metrics(State(node): State<Node>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.stats().prometheus(),
+        node.stats()
+            .prometheus(node.broker().health().history.as_ref()),
     )
 }
 
