@@ -3,10 +3,10 @@
 //! Each node writes its own entries of a room into a hash of its own,
 //! `members:<instance>:<room>`, and records itself in the room's index
 //! `member-nodes:<room>` (score: when its entries expire, `presence_ttl`
-//! after the last refresh). A read merges the hashes of every node whose score is still in
-//! the future. A background task of the live node (the refresher) extends
-//! the scores and TTLs every `presence_ttl / 3`, so only a dead node's
-//! entries expire.
+//! after the last refresh). A read merges the hashes of every node whose
+//! score is still in the future. A background task of the live node (the
+//! refresher) extends the scores and TTLs every `presence_ttl / 3`, so only
+//! a dead node's entries expire.
 //!
 //! The node keeps a mirror of its entries. It is the truth the refresher
 //! writes back whenever Redis lost them (expired during an outage, or a
