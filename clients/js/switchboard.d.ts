@@ -7,7 +7,7 @@ export declare const PROTOCOL: "switchboard.v1";
 /** Any JSON value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-/** A WebSocket constructor: the browser's, Node 22's, or `ws`'s `WebSocket`. */
+/** A WebSocket constructor: the browser's, Node's built-in one, or `ws`'s `WebSocket`. */
 export interface WebSocketConstructor {
   new (url: string, protocols?: string | string[]): WebSocketLike;
 }
@@ -17,6 +17,7 @@ export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
   onmessage: ((event: { data: unknown }) => void) | null;
   onclose: ((event: { code: number; reason: string }) => void) | null;
   onerror: ((event: unknown) => void) | null;
@@ -29,10 +30,26 @@ export interface BackoffOptions {
   cap?: number;
 }
 
+/**
+ * Returns the token for a connection attempt: called at the start of every
+ * attempt (so also after a 4004 close), and by `setToken(provider)` for the
+ * in-band `refresh`. Throwing or rejecting fails that attempt, which is
+ * retried with backoff.
+ */
+export type TokenProvider = () => string | null | undefined | Promise<string | null | undefined>;
+
 export interface SwitchboardOptions {
-  /** A JWT, sent as the `token` query parameter (browsers cannot set headers on a WebSocket). */
-  token?: string | null;
-  /** The WebSocket implementation. Default: `globalThis.WebSocket` (Node 20 has none: pass `ws`'s). */
+  /**
+   * A JWT, or a function that returns one, sent as the `token` query parameter
+   * (browsers cannot set headers on a WebSocket). With a plain string the
+   * client waits for `setToken` after a 4004 close; with a provider it asks
+   * the provider and reconnects.
+   */
+  token?: string | TokenProvider | null;
+  /**
+   * The WebSocket implementation. Default: `globalThis.WebSocket` (Node 20 has
+   * one only with --experimental-websocket: otherwise pass `ws`'s).
+   */
   WebSocket?: WebSocketConstructor;
   /** Exponential backoff with full jitter: delay = random(0, min(cap, base * 2^attempt)). */
   backoff?: BackoffOptions;
@@ -44,6 +61,24 @@ export interface SwitchboardOptions {
   publishBuffer?: number;
   /** How long (ms) a request (publish, join, leave, presence, refresh) waits for its reply. Default 10000. */
   ackTimeout?: number;
+  /**
+   * How long (ms) one connection attempt may take, from its start (the token
+   * provider's answer included) to the server's `welcome` frame: TCP connect,
+   * upgrade and `welcome` together. An attempt that takes longer is abandoned
+   * (its socket closed, `disconnected` with code 1006) and retried with
+   * backoff. Default 10000.
+   */
+  connectTimeout?: number;
+  /**
+   * After this many attempts in a row with the same token failed before the
+   * upgrade (the server refuses a bad token with HTTP 401, which browsers see
+   * as a 1006 close), the client stops with a SwitchboardError `unauthorized`
+   * instead of retrying. A new token from the provider, or an attempt that got
+   * past the upgrade, starts the count over; failures the runtime tells apart
+   * as something else (the `ws` package reports refused connections and other
+   * HTTP statuses) do not count. Default 5; `Infinity` never stops.
+   */
+  maxAuthFailures?: number;
   /** Source of randomness in [0, 1) for the jitter. Default Math.random. */
   random?: () => number;
 }
@@ -54,6 +89,8 @@ export declare const DEFAULTS: Readonly<{
   stableAfter: number;
   publishBuffer: number;
   ackTimeout: number;
+  connectTimeout: number;
+  maxAuthFailures: number;
 }>;
 
 export type ReconnectPolicy = "immediately" | "backoff" | "refresh" | "never";
@@ -67,7 +104,8 @@ export declare function backoffDelay(attempt: number, backoff?: BackoffOptions, 
 /**
  * The server's error codes (docs/protocol.md, "Error codes"), and the
  * client's own: `timeout`, `disconnected`, `buffer_full`, `closed`,
- * `stopped`, `not_connected`, `left`.
+ * `stopped`, `not_connected`, `left`; `unauthorized` also when the client
+ * stopped after `maxAuthFailures` refusals of its token.
  */
 export type ErrorCode =
   | "bad_json"
@@ -106,12 +144,22 @@ export declare class SwitchboardEvent<T = unknown> extends Event {
 
 export type ConnectionState = "idle" | "connecting" | "connected" | "disconnected" | "reconnecting" | "stopped";
 
+/**
+ * `attempt` is one counter: 0 for the first attempt after `connect()`, then
+ * 1, 2, … for each reconnect since the last connection that stayed up
+ * `stableAfter` (going-away and 4004 reconnects included). `reconnecting`
+ * announces the attempt that the next `connecting` makes, with the same
+ * number; reconnect `n` waits `backoffDelay(n - 1)` after a failure.
+ * `disconnected` follows every attempt or connection that ended, 1006 for one
+ * that failed before `welcome` (refused, `error`, `connectTimeout`, token
+ * provider failed); `reason` then says why when the runtime tells.
+ */
 export type StateEvent =
   | { state: "connecting"; attempt: number }
   | { state: "connected"; user: string; conn: string }
   | { state: "disconnected"; code: number; reason: string }
   | { state: "reconnecting"; attempt: number; delay: number; code: number }
-  | { state: "stopped"; reason: string; code?: number };
+  | { state: "stopped"; reason: string; code?: number; error?: SwitchboardError };
 
 /** A delivered message: a room message, a message to this user, or a broadcast. */
 export interface Message<T = Json> {
@@ -199,7 +247,12 @@ export declare class Switchboard extends EventTarget {
   leave(room: string): Promise<void>;
   publish(room: string, data: Json): Promise<{ offset: number }>;
   presence(room: string): Promise<PresenceMember[]>;
-  setToken(token: string): Promise<{ type: "refreshed"; id: number; expires_at?: number } | null>;
+  /**
+   * Replaces the token or the provider. Connected: sends `refresh` (with the
+   * provider's token) and resolves with the `refreshed` frame. After a 4004
+   * close: reconnects. Otherwise used from the next attempt on.
+   */
+  setToken(token: string | TokenProvider): Promise<{ type: "refreshed"; id: number; expires_at?: number } | null>;
 
   on<K extends keyof SwitchboardEvents>(name: K, fn: (detail: SwitchboardEvents[K], event: SwitchboardEvent<SwitchboardEvents[K]>) => void): () => void;
   on(name: `room:${string}`, fn: (detail: RoomMessage, event: SwitchboardEvent<RoomMessage>) => void): () => void;

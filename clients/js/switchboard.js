@@ -12,7 +12,8 @@
 //   sb.join("lobby");
 //   await sb.publish("lobby", { text: "hi" });
 //
-// Node 20 has no global WebSocket: pass one, for example
+// Node 20 has a global WebSocket only with --experimental-websocket (20.10 or
+// later); otherwise pass one, for example
 // `new Switchboard(url, { WebSocket: (await import("ws")).WebSocket })`.
 //
 // Layout of this file: the pure policy functions (close codes, backoff), the
@@ -28,6 +29,8 @@ export const DEFAULTS = Object.freeze({
   stableAfter: 10000,
   publishBuffer: 256,
   ackTimeout: 10000,
+  connectTimeout: 10000,
+  maxAuthFailures: 5,
 });
 
 /**
@@ -58,7 +61,8 @@ export function backoffDelay(attempt, { base = DEFAULTS.backoff.base, cap = DEFA
  * A request the server refused (an `error` frame: `code` is the protocol's
  * error code), or one the client gave up on: `timeout`, `disconnected`
  * (the connection dropped before the reply), `buffer_full`, `closed`,
- * `stopped` or `not_connected`.
+ * `stopped` or `not_connected`; `unauthorized` when the client stopped because
+ * the server kept refusing its token.
  */
 export class SwitchboardError extends Error {
   constructor(code, message) {
@@ -78,6 +82,25 @@ export class SwitchboardEvent extends Event {
 
 const OPEN = 1;
 
+/** The message of a WebSocket `error` event, when the implementation gives one (browsers do not). */
+function errorMessage(event) {
+  return String(event?.message || event?.error?.message || "");
+}
+
+/**
+ * What an `error` event before the upgrade says about the failure:
+ * "unauthorized" (the server answered 401), "other" (another HTTP status, or a
+ * network error such as a refused connection) or "unknown". Only the `ws`
+ * package tells: browsers and Node's built-in WebSocket report nothing.
+ */
+function refusalOf(event) {
+  const status = /Unexpected server response: (\d{3})/.exec(errorMessage(event));
+  if (status) return status[1] === "401" ? "unauthorized" : "other";
+  const code = event?.error?.code;
+  if (typeof code === "string" && /^E[A-Z]+$/.test(code)) return "other"; // ECONNREFUSED, ENOTFOUND, ...
+  return "unknown";
+}
+
 export class Switchboard extends EventTarget {
   /**
    * @param {string} url  ws:// or wss:// URL of an endpoint; in a browser a
@@ -95,17 +118,24 @@ export class Switchboard extends EventTarget {
     this._WebSocket = options.WebSocket || globalThis.WebSocket;
     if (typeof this._WebSocket !== "function") {
       throw new TypeError(
-        "no WebSocket implementation: pass { WebSocket } (for example from the `ws` package) on Node < 22",
+        "no WebSocket implementation: pass { WebSocket } (for example from the `ws` package), or run Node 20 with --experimental-websocket",
       );
     }
     this._wsUrl(); // throws now on a URL that cannot be resolved
     this._random = options.random || Math.random;
-    this._token = options.token ?? null;
+    this._token = options.token ?? null; // a string, or a function that returns one (or a promise of one)
     this._state = "idle";
-    this._ws = null;
+    // The attempt in progress, then the connection it made:
+    // { ws, token, opened, welcomed, refusal } (see _open).
+    this._conn = null;
     this._ready = false; // welcome received and rooms restored on this socket
-    this._attempt = 0; // consecutive failed attempts, for the backoff exponent
+    // The number of the current attempt: 0 for the first after connect(), n
+    // for the n-th reconnect since the last stable connection. Reconnect n
+    // waits backoffDelay(n - 1).
+    this._attempt = 0;
+    this._refusals = { token: null, count: 0 }; // consecutive refusals of one token
     this._timer = null; // reconnect timer
+    this._connectTimer = null; // connectTimeout of the attempt in progress
     this._stableTimer = null;
     this._awaitingToken = false;
     this._nextId = 1;
@@ -120,6 +150,11 @@ export class Switchboard extends EventTarget {
   /** "idle", "connecting", "connected", "disconnected", "reconnecting" or "stopped". */
   get state() {
     return this._state;
+  }
+
+  /** The socket of the current attempt or connection, if any. */
+  get _ws() {
+    return this._conn?.ws ?? null;
   }
 
   /** The rooms this client is in (or will rejoin), by name. */
@@ -163,8 +198,15 @@ export class Switchboard extends EventTarget {
 
   /** Opens the connection (and keeps it open until `close()` or a terminal close code). */
   connect() {
-    if (this._ws || this._timer) return this;
-    this._awaitingToken = false;
+    if (this._conn || this._timer) return this;
+    if (this._awaitingToken) {
+      // Waiting after a 4004: this is a reconnect.
+      this._awaitingToken = false;
+      this._attempt += 1;
+    } else {
+      this._attempt = 0;
+      this._refusals = { token: null, count: 0 };
+    }
     this._open();
     return this;
   }
@@ -238,90 +280,184 @@ export class Switchboard extends EventTarget {
   }
 
   /**
-   * Replaces the token. Connected: sends `refresh` and resolves with the
-   * `refreshed` frame (rejects with `unauthorized`/`forbidden`). Waiting after
-   * a 4004 close: reconnects with the new token. Otherwise the token is used
-   * at the next connect.
+   * Replaces the token, or the token provider. Connected: sends `refresh`
+   * (with the provider's token) and resolves with the `refreshed` frame
+   * (rejects with `unauthorized`/`forbidden`). Waiting after a 4004 close:
+   * reconnects with the new token. Otherwise the token is used at the next
+   * attempt.
    */
   setToken(token) {
     this._token = token;
     if (this._awaitingToken) {
       this._awaitingToken = false;
-      this._attempt = 0;
+      this._attempt += 1;
       this._open();
       return Promise.resolve(null);
     }
-    if (this._ready) return this._request({ type: "refresh", token }, "refresh");
-    return Promise.resolve(null);
+    if (!this._ready) return Promise.resolve(null);
+    if (typeof token !== "function") return this._request({ type: "refresh", token }, "refresh");
+    return Promise.resolve()
+      .then(token)
+      .then((t) => this._request({ type: "refresh", token: t }, "refresh"));
   }
 
   // ---- connection lifecycle ----
 
-  _wsUrl() {
+  _wsUrl(token = null) {
     const base = globalThis.location?.href;
     const u = new URL(this.url, base);
     if (u.protocol === "http:") u.protocol = "ws:";
     else if (u.protocol === "https:") u.protocol = "wss:";
-    if (this._token) u.searchParams.set("token", this._token);
+    if (token) u.searchParams.set("token", token);
     return u.toString();
   }
 
+  // One attempt: ask the token provider, open the socket, wait for `welcome`.
+  // It ends once, at the first of: the socket's `close`, an `error` before
+  // `welcome` (Node's built-in WebSocket fires no `close` after a refused
+  // connection), or `connectTimeout`. Events of a socket that is no longer
+  // the current one are ignored.
   _open() {
     clearTimeout(this._timer);
     this._timer = null;
+    const conn = { ws: null, token: null, opened: false, welcomed: false, refusal: "unknown" };
+    this._conn = conn;
     this._setState("connecting", { attempt: this._attempt });
+    if (this._conn !== conn) return; // a state listener closed the client
+    const timeout = this.options.connectTimeout;
+    this._connectTimer = setTimeout(() => {
+      this._connectTimer = null;
+      conn.refusal = "other";
+      this._endAttempt(conn, `no welcome within ${timeout} ms`);
+    }, timeout);
+    const providerFailed = (e) => {
+      conn.refusal = "other";
+      this._endAttempt(conn, `token provider failed: ${e?.message ?? e}`);
+    };
+    let token;
+    try {
+      token = typeof this._token === "function" ? this._token() : this._token;
+    } catch (e) {
+      return providerFailed(e);
+    }
+    if (typeof token?.then === "function") {
+      token.then((t) => this._conn === conn && this._dial(conn, t), providerFailed);
+    } else {
+      this._dial(conn, token);
+    }
+  }
+
+  _dial(conn, token) {
+    conn.token = token || null;
     let ws;
     try {
-      ws = new this._WebSocket(this._wsUrl(), PROTOCOL);
+      ws = new this._WebSocket(this._wsUrl(conn.token), PROTOCOL);
     } catch (e) {
       // A malformed URL is a programming error: nothing to retry.
       this._stop(`cannot connect: ${e.message}`, undefined, "stopped");
       return;
     }
-    this._ws = ws;
+    conn.ws = ws;
+    ws.onopen = () => {
+      if (this._conn !== conn) return;
+      conn.opened = true; // the server took the credentials
+      this._refusals = { token: null, count: 0 };
+    };
     ws.onmessage = (ev) => {
-      if (this._ws === ws) this._onFrame(ev.data);
+      if (this._conn === conn) this._onFrame(ev.data);
     };
     ws.onclose = (ev) => {
-      if (this._ws === ws) this._onClose(ev.code, ev.reason || "");
+      if (this._conn === conn) this._onClose(ev.code, ev.reason || "");
     };
-    ws.onerror = () => {}; // a close event follows
+    ws.onerror = (ev) => {
+      // After `welcome` a `close` follows and tells the code. Before it, the
+      // `error` ends the attempt: some implementations fire no `close`.
+      if (this._conn !== conn || conn.welcomed) return;
+      if (!conn.opened) conn.refusal = refusalOf(ev);
+      this._endAttempt(conn, errorMessage(ev));
+    };
+  }
+
+  /** Ends the attempt `conn` (if it is still the current one) as a 1006 close, and closes its socket. */
+  _endAttempt(conn, reason) {
+    if (this._conn !== conn) return;
+    this._onClose(1006, reason);
+    try {
+      conn.ws?.close();
+    } catch {
+      // already closing
+    }
   }
 
   _onClose(code, reason) {
-    this._ws = null;
+    const conn = this._conn;
+    this._conn = null;
     this._ready = false;
     clearTimeout(this._stableTimer);
-    this._stableTimer = null;
+    clearTimeout(this._connectTimer);
+    this._stableTimer = this._connectTimer = null;
     this._failRequests("disconnected", `connection closed (${code}${reason ? " " + reason : ""}) before the reply`);
     for (const room of this._rooms.values()) room.status = "pending";
     this._setState("disconnected", { code, reason });
+    if (this._state !== "disconnected") return; // a state listener closed or reconnected the client
+    if (this._refused(conn)) return;
     const policy = closePolicy(code);
     if (policy === "never") {
       this._stop(`closed by the server: ${code}${reason ? " " + reason : ""}`, code, "stopped");
     } else if (policy === "refresh") {
-      this._awaitingToken = true;
-      this._emit("tokenexpired", { code, reason });
+      if (typeof this._token === "function") {
+        this._emit("tokenexpired", { code, reason });
+        if (this._state === "disconnected" && !this._conn && !this._timer && !this._awaitingToken) this._reconnect(code, 0);
+      } else {
+        this._awaitingToken = true;
+        this._emit("tokenexpired", { code, reason });
+      }
     } else {
-      // A going-away close is not a failure: it does not raise the backoff.
-      let delay;
-      if (policy === "immediately") delay = Math.floor(this._random() * this.options.goingAwayJitter);
-      else delay = backoffDelay(this._attempt++, this.options.backoff, this._random);
-      this._setState("reconnecting", { attempt: this._attempt + (policy === "immediately" ? 1 : 0), delay, code });
-      this._timer = setTimeout(() => {
-        this._timer = null;
-        this._open();
-      }, delay);
+      // After a going-away close, the jitter alone; after a failure, the
+      // backoff of this attempt's number.
+      const delay =
+        policy === "immediately"
+          ? Math.floor(this._random() * this.options.goingAwayJitter)
+          : backoffDelay(this._attempt, this.options.backoff, this._random);
+      this._reconnect(code, delay);
     }
   }
 
-  _stop(reason, code, rejectCode) {
+  _reconnect(code, delay) {
+    this._attempt += 1;
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this._open();
+    }, delay);
+    this._setState("reconnecting", { attempt: this._attempt, delay, code });
+  }
+
+  /**
+   * Counts an attempt with a token that failed before the upgrade (unless the
+   * runtime told of another cause); stops the client with `unauthorized` at
+   * `maxAuthFailures` refusals of the same token in a row. True if it stopped.
+   */
+  _refused(conn) {
+    if (!conn || conn.opened || !conn.token || conn.refusal === "other") return false;
+    const refusals = this._refusals;
+    if (refusals.token === conn.token) refusals.count += 1;
+    else this._refusals = { token: conn.token, count: 1 };
+    const count = this._refusals.count;
+    if (count < this.options.maxAuthFailures) return false;
+    const message = `the server refused the same token ${count} times in a row`;
+    this._emit("error", { code: "unauthorized", message });
+    this._stop(message, undefined, "unauthorized", new SwitchboardError("unauthorized", message));
+    return true;
+  }
+
+  _stop(reason, code, rejectCode, error) {
     clearTimeout(this._timer);
     clearTimeout(this._stableTimer);
-    this._timer = this._stableTimer = null;
+    clearTimeout(this._connectTimer);
+    this._timer = this._stableTimer = this._connectTimer = null;
     this._awaitingToken = false;
     const ws = this._ws;
-    this._ws = null;
+    this._conn = null;
     this._ready = false;
     if (ws) {
       try {
@@ -339,7 +475,12 @@ export class Switchboard extends EventTarget {
       for (const w of room.waiters) w.reject(new SwitchboardError(rejectCode, reason));
       room.waiters = [];
     }
-    if (this._state !== "stopped") this._setState("stopped", code === undefined ? { reason } : { reason, code });
+    if (this._state !== "stopped") {
+      const detail = { reason };
+      if (code !== undefined) detail.code = code;
+      if (error) detail.error = error;
+      this._setState("stopped", detail);
+    }
   }
 
   _failRequests(code, message) {
@@ -420,6 +561,9 @@ export class Switchboard extends EventTarget {
   }
 
   _onWelcome(f) {
+    if (this._conn) this._conn.welcomed = true;
+    clearTimeout(this._connectTimer);
+    this._connectTimer = null;
     this.user = f.user;
     this.conn = f.conn;
     this._ready = true;

@@ -6,6 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { Switchboard, backoffDelay, closePolicy, DEFAULTS } from "../switchboard.js";
+import { fakeSockets, rows } from "../testing/fake-websocket.js";
 
 test("backoffDelay: full jitter under an exponential ceiling capped at `cap`", () => {
   const opts = { base: 500, cap: 30000 };
@@ -34,39 +35,6 @@ test("closePolicy follows the protocol's close codes", () => {
     for (const code of codes) assert.equal(closePolicy(code), policy, `code ${code}`);
   }
 });
-
-/** A WebSocket stand-in: records each connection; the test decides its fate. */
-function fakeSockets() {
-  const sockets = [];
-  class FakeWebSocket {
-    constructor(url, protocol) {
-      this.url = url;
-      this.protocol = protocol;
-      this.readyState = 0;
-      this.sent = [];
-      sockets.push(this);
-    }
-    send(text) {
-      this.sent.push(JSON.parse(text));
-    }
-    close() {
-      this.readyState = 3;
-    }
-    // Test side:
-    welcome(user = "u") {
-      this.readyState = 1;
-      this.onmessage({ data: JSON.stringify({ type: "welcome", user, conn: "c-1", protocol: "switchboard.v1", heartbeat_ms: 30000 }) });
-    }
-    serverFrame(frame) {
-      this.onmessage({ data: JSON.stringify(frame) });
-    }
-    serverClose(code, reason = "") {
-      this.readyState = 3;
-      this.onclose({ code, reason });
-    }
-  }
-  return { sockets, FakeWebSocket };
-}
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 
@@ -114,14 +82,15 @@ test("a connection that stayed up `stableAfter` resets the backoff; a going-away
   assert.deepEqual(states.at(-1), { state: "connected", user: "u", conn: "c-1" });
   await tick(60); // longer than stableAfter
   sockets[1].serverClose(1001, "server shutting down");
-  assert.deepEqual(states.at(-1), { state: "reconnecting", attempt: 1, delay: 9, code: 1001 });
+  assert.deepEqual(states.at(-1), { state: "reconnecting", attempt: 1, delay: 9, code: 1001 }, "attempt was reset");
   await until(() => sockets.length === 3);
   sockets[2].serverClose(1006);
-  assert.deepEqual(states.at(-1), { state: "reconnecting", attempt: 1, delay: 39, code: 1006 }, "attempt was reset");
+  // The going-away reconnect was attempt 1: this failure's backoff is attempt 2's.
+  assert.deepEqual(states.at(-1), { state: "reconnecting", attempt: 2, delay: 79, code: 1006 });
   await until(() => sockets.length === 4);
   sockets[3].welcome();
   sockets[3].serverClose(1006); // up for less than stableAfter: no reset
-  assert.deepEqual(states.at(-1), { state: "reconnecting", attempt: 2, delay: 79, code: 1006 });
+  assert.deepEqual(states.at(-1), { state: "reconnecting", attempt: 3, delay: 158, code: 1006 });
   sb.close();
   assert.deepEqual(states.at(-1), { state: "stopped", reason: "closed by client" });
 });
@@ -153,6 +122,134 @@ test("terminal codes stop; 4004 waits for setToken and reconnects with the new t
     sockets.at(-1).welcome();
   }
   sb.close();
+});
+
+test("attempt numbers: one counter, raised by every reconnect, reset by a stable connection, never backwards", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const { sockets, FakeWebSocket } = fakeSockets();
+  const sb = new Switchboard("ws://example.invalid/ws/chat", {
+    WebSocket: FakeWebSocket,
+    token: "t",
+    backoff: { base: 40, cap: 1000 },
+    goingAwayJitter: 10,
+    stableAfter: 50,
+    random: () => 0.5,
+  });
+  const states = [];
+  sb.on("state", (s) => states.push(s));
+  sb.connect();
+  sockets[0].serverClose(1006);
+  t.mock.timers.tick(20);
+  sockets[1].welcome();
+  sockets[1].serverClose(1001); // before stableAfter: the counter goes on
+  t.mock.timers.tick(5);
+  sockets[2].serverClose(1006);
+  t.mock.timers.tick(80);
+  sockets[3].welcome();
+  t.mock.timers.tick(50); // stable: the counter starts over
+  sockets[3].serverClose(1006);
+  t.mock.timers.tick(20);
+  sockets[4].welcome();
+  sockets[4].serverClose(4004);
+  sb.setToken("t2");
+  sb.close();
+  assert.equal(sockets.length, 6);
+  assert.deepEqual(rows(states), [
+    ["connecting", 0],
+    ["disconnected", 1006],
+    ["reconnecting", 1, 20, 1006],
+    ["connecting", 1],
+    ["connected"],
+    ["disconnected", 1001],
+    ["reconnecting", 2, 5, 1001],
+    ["connecting", 2],
+    ["disconnected", 1006],
+    ["reconnecting", 3, 80, 1006],
+    ["connecting", 3],
+    ["connected"],
+    ["disconnected", 1006],
+    ["reconnecting", 1, 20, 1006],
+    ["connecting", 1],
+    ["connected"],
+    ["disconnected", 4004],
+    ["connecting", 2],
+    ["stopped"],
+  ]);
+});
+
+test("an `error` without a `close` ends the attempt; a later `close` of the same socket changes nothing", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const { sockets, FakeWebSocket } = fakeSockets();
+  const sb = new Switchboard("ws://example.invalid/ws/chat", { WebSocket: FakeWebSocket, backoff: { base: 40, cap: 40 }, random: () => 0.5 });
+  const states = [];
+  sb.on("state", (s) => states.push(s));
+  sb.connect();
+  sockets[0].serverError("Received network error or non-101 status code.");
+  assert.equal(sb.state, "reconnecting");
+  sockets[0].serverClose(1006);
+  sockets[0].serverError();
+  t.mock.timers.tick(20);
+  assert.equal(sockets.length, 2, "one reconnect");
+  sockets[1].serverClose(1006); // `close` alone (a browser's error comes first, but need not)
+  sockets[1].serverError();
+  t.mock.timers.tick(20);
+  assert.equal(sockets.length, 3);
+  sockets[2].welcome();
+  sockets[2].serverError(); // on a welcomed connection the close follows: it tells the code
+  assert.equal(sb.state, "connected");
+  sockets[2].serverClose(1003, "binary frames are not supported");
+  assert.deepEqual(rows(states), [
+    ["connecting", 0],
+    ["disconnected", 1006],
+    ["reconnecting", 1, 20, 1006],
+    ["connecting", 1],
+    ["disconnected", 1006],
+    ["reconnecting", 2, 20, 1006],
+    ["connecting", 2],
+    ["connected"],
+    ["disconnected", 1003],
+    ["stopped", 1003],
+  ]);
+  assert.equal(states[1].reason, "Received network error or non-101 status code.");
+  t.mock.timers.tick(1000);
+  assert.equal(sockets.length, 3);
+});
+
+test("connectTimeout (default 10 s) abandons an attempt that got no `welcome`: socket closed, backoff, retry", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  assert.equal(DEFAULTS.connectTimeout, 10000);
+  const { sockets, FakeWebSocket } = fakeSockets();
+  const sb = new Switchboard("ws://example.invalid/ws/chat", { WebSocket: FakeWebSocket, backoff: { base: 40, cap: 40 }, random: () => 0.5 });
+  const states = [];
+  sb.on("state", (s) => states.push(s));
+  sb.connect();
+  t.mock.timers.tick(9999);
+  assert.equal(sb.state, "connecting");
+  t.mock.timers.tick(1);
+  assert.equal(sockets[0].readyState, 3, "the abandoned socket is closed");
+  sockets[0].serverClose(1006); // its close event comes later: ignored
+  t.mock.timers.tick(20);
+  sockets[1].open(); // upgraded, but no welcome either
+  t.mock.timers.tick(10000);
+  assert.equal(sockets[1].readyState, 3);
+  t.mock.timers.tick(20);
+  sockets[2].welcome(); // in time: the timer is cleared
+  t.mock.timers.tick(60000);
+  assert.equal(sb.state, "connected");
+  sb.close();
+  assert.deepEqual(rows(states), [
+    ["connecting", 0],
+    ["disconnected", 1006],
+    ["reconnecting", 1, 20, 1006],
+    ["connecting", 1],
+    ["disconnected", 1006],
+    ["reconnecting", 2, 20, 1006],
+    ["connecting", 2],
+    ["connected"],
+    ["stopped"],
+  ]);
+  assert.equal(states[1].reason, "no welcome within 10000 ms");
+  assert.equal(sockets.length, 3);
 });
 
 test("publishes wait in a bounded buffer while disconnected; rooms are rejoined before they are sent", async () => {
