@@ -168,3 +168,48 @@ test("the server restarts: the page shows reconnecting, reconnects, and shows wh
   assert.deepEqual(page.problems, []);
   await page.close();
 });
+
+test("in the browser, where a refused upgrade is a bare 1006: a token provider recovers from an expired token; a token refused again and again stops the client", async () => {
+  const s = await server({ env: { SWITCHBOARD_JWT_SECRET: JWT_SECRET }, args: ["--jwt-leeway", "0"] });
+  const expired = jwt(JWT_SECRET, { sub: "ana", exp: Math.floor(Date.now() / 1000) - 60 });
+  const fresh = jwt(JWT_SECRET, { sub: "ana" });
+  const page = await context.newPage();
+  await page.goto(`${s.http}/switchboard.js`); // any page of the server's origin
+  const result = await page.evaluate(
+    async ({ url, expired, fresh }) => {
+      const { Switchboard } = await import("/switchboard.js");
+      const run = (token, maxAuthFailures, until) =>
+        new Promise((resolve) => {
+          const sb = new Switchboard(url, { token, maxAuthFailures, backoff: { base: 20, cap: 20 } });
+          const states = [];
+          sb.on("state", (st) => {
+            states.push([st.state, st.attempt ?? st.code ?? st.error?.code].filter((x) => x !== undefined));
+            if (st.state === until) {
+              resolve({ states: [...states], user: sb.user });
+              sb.close();
+            }
+          });
+          sb.connect();
+        });
+      const tokens = [expired];
+      return {
+        provided: await run(() => tokens.shift() ?? fresh, 5, "connected"),
+        refused: await run(expired, 2, "stopped"),
+      };
+    },
+    { url: `${s.ws}/ws/chat`, expired, fresh },
+  );
+  assert.deepEqual(result.provided, {
+    states: [["connecting", 0], ["disconnected", 1006], ["reconnecting", 1], ["connecting", 1], ["connected"]],
+    user: "ana",
+  });
+  assert.deepEqual(result.refused.states, [
+    ["connecting", 0],
+    ["disconnected", 1006],
+    ["reconnecting", 1],
+    ["connecting", 1],
+    ["disconnected", 1006],
+    ["stopped", "unauthorized"],
+  ]);
+  await page.close();
+});
