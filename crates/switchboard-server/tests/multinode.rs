@@ -378,8 +378,9 @@ async fn a_redis_outage_fails_publishes_loudly_and_heals() {
 
     cluster.redis.kill();
 
-    // The HTTP API: 503 publish_failed, on both nodes (the first call may
-    // still be the one that finds the connection gone).
+    // The HTTP API: 503 partially_delivered, on both nodes (the first call
+    // may still be the one that finds the connection gone): each reached
+    // its own node's members only.
     for (i, api) in [&api0, &api1].into_iter().enumerate() {
         let body = eventually("a 503 from the API", DEADLINE, || async {
             let (status, body) = post(
@@ -390,12 +391,21 @@ async fn a_redis_outage_fails_publishes_loudly_and_heals() {
             (status == 503).then_some(body)
         })
         .await;
-        assert_eq!(body["error"]["code"], "publish_failed", "{body}");
+        assert_eq!(body["error"]["code"], "partially_delivered", "{body}");
     }
+    // With an idempotency key nothing is delivered anywhere: 503
+    // publish_failed, and the retry after the outage is safe.
+    let keyed = json!({"data": "keyed", "idempotency_key": "outage-1"});
+    let (status, body) = post(&format!("{api0}/api/rooms/outage/messages"), &keyed).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("publish_failed")),
+        "{body}"
+    );
     // WebSocket publishes: an error frame, and the connection stays open.
     let err = a.publish("outage", json!("from-a"), 3).await;
     assert_eq!(err["type"], "error", "{err}");
-    assert_eq!(err["code"], "publish_failed", "{err}");
+    assert_eq!(err["code"], "partially_delivered", "{err}");
     assert!(
         err["message"]
             .as_str()
@@ -404,7 +414,7 @@ async fn a_redis_outage_fails_publishes_loudly_and_heals() {
         "{err}"
     );
     let err = b.publish("outage", json!("from-b"), 3).await;
-    assert_eq!(err["code"], "publish_failed", "{err}");
+    assert_eq!(err["code"], "partially_delivered", "{err}");
     // A join that needs a new subscription cannot be completed either.
     b.send(json!({"type": "join", "room": "elsewhere", "id": 4}))
         .await;
@@ -455,15 +465,26 @@ async fn a_redis_outage_fails_publishes_loudly_and_heals() {
     publish_api(&api0, "outage", json!("after, from node 0's API")).await;
     let ack = b.publish("outage", json!("after, from B"), 5).await;
     assert_eq!(ack["type"], "ack", "{ack}");
+    // The keyed publish, retried on both nodes: delivered once.
+    for api in [&api0, &api1] {
+        let (status, body) = post(&format!("{api}/api/rooms/outage/messages"), &keyed).await;
+        assert_eq!((status, body["offset"].as_u64()), (200, Some(4)), "{body}");
+    }
     let want = vec![
         json!("after, from A"),
         json!("after, from node 0's API"),
         json!("after, from B"),
+        json!("keyed"),
     ];
     for (name, client) in [("A", &mut a), ("B", &mut b)] {
-        let got = messages(client, 3).await;
+        let got = messages(client, 4).await;
         assert_eq!(datas(&got), want, "client {name}: {got:?}");
-        assert_eq!(offsets(&got), vec![1, 2, 3], "client {name}: {got:?}");
+        assert_eq!(offsets(&got), vec![1, 2, 3, 4], "client {name}: {got:?}");
+    }
+    // Nothing after it: the next message is the marker.
+    publish_api(&api1, "outage", json!("marker")).await;
+    for client in [&mut a, &mut b] {
+        assert_eq!(client.message().await["data"], "marker");
     }
 }
 
