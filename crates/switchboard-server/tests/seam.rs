@@ -31,7 +31,9 @@ struct Seen {
 /// Checks one message frame against the last offset seen.
 fn check(seen: &mut Seen, last: &mut Option<u64>, frame: &Value, phase: &str) {
     assert_eq!(frame["room"], ROOM, "{frame}");
-    let offset = frame["offset"].as_u64().expect("a room message has an offset");
+    let offset = frame["offset"]
+        .as_u64()
+        .expect("a room message has an offset");
     if let Some(l) = *last {
         if offset <= l {
             seen.duplicates
@@ -97,7 +99,11 @@ async fn churn(url: String, index: usize, published: Arc<AtomicU64>) -> Seen {
             assert_eq!(f["recovered"], true, "{f}");
             assert_eq!(f["id"], id, "{f}");
             let at = f["offset"].as_u64().expect("offset");
-            assert_eq!(Some(at), last.max(Some(offset)), "joined after the replay: {f}");
+            assert_eq!(
+                Some(at),
+                last.max(Some(offset)),
+                "joined after the replay: {f}"
+            );
             break;
         }
         seen.rejoins += 1;
