@@ -12,7 +12,8 @@ use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
 const SECRET: &str = "bench-smoke-secret-32-bytes-long!";
 
 /// Serves a node with the standard endpoints on a free loopback port, on a
-/// runtime of its own, for the rest of the test process. With `jwt`, every
+/// runtime of its own, for the rest of the test process. Guests have no
+/// message rate limit, as with bench/run. With `jwt`, every
 /// WebSocket client needs an HS256 token signed with [`SECRET`].
 fn start_node(jwt: bool) -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -23,7 +24,15 @@ fn start_node(jwt: bool) -> u16 {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let mut builder = switchboard::Node::builder().default_endpoints();
+            // As bench/run starts the server: guests unthrottled, so that
+            // the load tool measures the engine and not the rate limit.
+            let config = switchboard::Config::builder()
+                .guest_message_rate(None)
+                .build()
+                .expect("config");
+            let mut builder = switchboard::Node::builder()
+                .config(config)
+                .default_endpoints();
             if jwt {
                 let key = JwtKey::Hs256(SECRET.as_bytes().to_vec());
                 let auth = JwtAuthenticator::new(JwtConfig::new(key)).expect("jwt config");

@@ -135,6 +135,20 @@ pub struct Args {
     )]
     pub message_burst: u32,
 
+    /// Messages per second per guest connection (anonymous, when no tokens
+    /// are configured): positive, or 0 for guests to follow --message-rate.
+    #[arg(long, env = "SWITCHBOARD_GUEST_MESSAGE_RATE", default_value_t = 20.0)]
+    pub guest_message_rate: f64,
+
+    /// Burst of messages allowed per guest connection (at least 1).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_GUEST_MESSAGE_BURST",
+        default_value_t = 50,
+        value_parser = RangedU64ValueParser::<u32>::new().range(1..=u64::from(u32::MAX))
+    )]
+    pub guest_message_burst: u32,
+
     /// Messages dropped by the message rate limit within 10 s after which the
     /// connection is closed with 4002.
     #[arg(long, env = "SWITCHBOARD_MESSAGE_RATE_STRIKES", default_value_t = 20)]
@@ -242,6 +256,38 @@ pub struct Args {
     )]
     pub history_age: Duration,
 
+    /// Bytes one room's history may hold, either broker (at least 1024, at
+    /// most 1 GiB).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HISTORY_BYTES",
+        default_value_t = 1 << 20,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1024..=1 << 30)
+    )]
+    pub history_bytes: usize,
+
+    /// Bytes all rooms' history and state may hold on this node, with the
+    /// built-in broker; the oldest messages are evicted first (at least
+    /// 1 MiB). With Redis, Redis's own maxmemory is the bound.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MEMORY_BUDGET",
+        default_value_t = 128 << 20,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1 << 20..)
+    )]
+    pub memory_budget: usize,
+
+    /// Seconds an idempotency key of a publish is remembered (more than 0, at
+    /// most 1 day).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_IDEMPOTENCY_WINDOW",
+        default_value = "300",
+        value_name = "SECONDS",
+        value_parser = idempotency_window
+    )]
+    pub idempotency_window: Duration,
+
     /// Where each setting's value came from (filled in by [`load`]).
     #[arg(skip)]
     pub sources: Sources,
@@ -281,6 +327,15 @@ fn history_age(value: &str) -> Result<Duration, String> {
             "must be more than 0 and at most {} seconds (30 days); --history-count 0 keeps no history",
             MAX_HISTORY_AGE.as_secs()
         ));
+    }
+    Ok(d)
+}
+
+/// `--idempotency-window`: more than 0 and at most a day.
+fn idempotency_window(value: &str) -> Result<Duration, String> {
+    let d = seconds(value)?;
+    if d.is_zero() || d > Duration::from_secs(24 * 60 * 60) {
+        return Err("must be more than 0 and at most 86400 seconds (1 day)".into());
     }
     Ok(d)
 }
@@ -334,6 +389,10 @@ const FIELD_ARGS: &[(&str, &[&str])] = &[
     ),
     ("upgrade_rate", &["upgrade_rate", "upgrade_burst"]),
     ("message_rate", &["message_rate", "message_burst"]),
+    (
+        "guest_message_rate",
+        &["guest_message_rate", "guest_message_burst"],
+    ),
     ("origin.allowed", &["allowed_origins"]),
     ("caps.total", &["max_connections"]),
     ("caps.per_ip", &["max_connections_per_ip"]),
@@ -437,6 +496,7 @@ impl Args {
             .trusted_proxies(trusted_proxies)
             .upgrade_rate(rate(self.upgrade_rate, self.upgrade_burst))
             .message_rate(rate(self.message_rate, self.message_burst))
+            .guest_message_rate(rate(self.guest_message_rate, self.guest_message_burst))
             .caps(Caps {
                 total: self.max_connections,
                 per_ip: self.max_connections_per_ip,
@@ -471,6 +531,8 @@ impl Args {
         Ok(switchboard_redis::RedisConfig {
             history_count: self.history_count,
             history_age,
+            history_bytes: self.history_bytes,
+            idempotency_window: self.idempotency_window,
             // A room's sequence must outlive its history.
             room_ttl: defaults.room_ttl.max(history_age),
             ..defaults
@@ -482,7 +544,9 @@ impl Args {
         Ok(switchboard::broker::memory::MemoryConfig {
             history_count: self.history_count,
             history_age: self.history_age,
-            ..Default::default()
+            history_bytes: self.history_bytes,
+            memory_budget: self.memory_budget,
+            idempotency_window: self.idempotency_window,
         })
     }
 
@@ -703,6 +767,44 @@ mod tests {
         );
         assert_eq!(redact_url("redis://s3cret@h:1"), "redis://***@h:1");
         assert_eq!(redact_url("redis://:p@w@h"), "redis://:***@h");
+    }
+
+    #[test]
+    fn memory_bounds_and_idempotency_reach_the_brokers_and_guests_are_limited() {
+        let a = args(&[]);
+        let memory = a.memory_config().unwrap();
+        assert_eq!(memory, switchboard::broker::memory::MemoryConfig::default());
+        let redis = a.redis_config().unwrap();
+        assert_eq!(redis, switchboard_redis::RedisConfig::default());
+        let guests = a.engine_config().unwrap().guest_message_rate;
+        assert_eq!(
+            guests,
+            Some(RateLimit {
+                per_second: 20.0,
+                burst: 50
+            })
+        );
+        let a = args(&[
+            "--history-bytes=4096",
+            "--memory-budget=2097152",
+            "--idempotency-window=60",
+            "--guest-message-rate=0",
+        ]);
+        let memory = a.memory_config().unwrap();
+        assert_eq!(
+            (
+                memory.history_bytes,
+                memory.memory_budget,
+                memory.idempotency_window
+            ),
+            (4096, 2 << 20, Duration::from_secs(60))
+        );
+        let redis = a.redis_config().unwrap();
+        assert_eq!(
+            (redis.history_bytes, redis.idempotency_window),
+            (4096, Duration::from_secs(60))
+        );
+        assert_eq!(a.engine_config().unwrap().guest_message_rate, None);
     }
 
     #[test]

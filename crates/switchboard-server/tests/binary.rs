@@ -479,6 +479,32 @@ fn bad_numeric_values_are_refused_at_startup_naming_setting_and_source() {
             "--history-count",
             "history_count in",
         ),
+        // History bytes, the memory budget, the idempotency window, guests.
+        (
+            Flag("--history-bytes=100"),
+            "--history-bytes",
+            "--history-bytes",
+        ),
+        (
+            Env("SWITCHBOARD_MEMORY_BUDGET", "-5"),
+            "--memory-budget",
+            "SWITCHBOARD_MEMORY_BUDGET",
+        ),
+        (
+            File("idempotency_window = 0"),
+            "--idempotency-window",
+            "idempotency_window in",
+        ),
+        (
+            Flag("--guest-message-rate=nan"),
+            "`guest_message_rate`",
+            "--guest-message-rate",
+        ),
+        (
+            Flag("--guest-message-burst=0"),
+            "--guest-message-burst",
+            "--guest-message-burst",
+        ),
         // Integers out of range.
         (Flag("--port=70000"), "--port", "--port"),
         (Env("PORT", "-1"), "--port", "PORT"),

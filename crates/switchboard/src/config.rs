@@ -52,6 +52,13 @@ pub struct Config {
     /// Messages per connection. Default: `None` (no limit). A message over
     /// the limit is dropped with a `rate_limited` error frame.
     pub message_rate: Option<RateLimit>,
+    /// Messages per connection of an anonymous guest (an identity the
+    /// authenticator generated, such as every connection of the standalone
+    /// server without tokens), on top of `message_rate`: a guest is held to
+    /// both, so that nobody who did not prove who they are can flood the
+    /// node by default. `None`: guests are held to `message_rate` only.
+    /// Default: 20/s with bursts of 50.
+    pub guest_message_rate: Option<RateLimit>,
     /// Messages dropped by `message_rate` within 10 s after which the
     /// connection is closed with 4002. Default: 20.
     pub message_rate_strikes: u32,
@@ -84,9 +91,30 @@ impl Default for Config {
                 burst: 200,
             }),
             message_rate: None,
+            guest_message_rate: Some(RateLimit {
+                per_second: 20.0,
+                burst: 50,
+            }),
             message_rate_strikes: 20,
             caps: Caps::default(),
             local_delivery_during_outage: true,
+        }
+    }
+}
+
+impl Config {
+    /// The message rate limit of one connection: `message_rate`, and for a
+    /// guest also `guest_message_rate`. Both at once are one token bucket
+    /// with the lower rate and the smaller burst, which admits nothing that
+    /// either would refuse.
+    pub fn message_limit(&self, guest: bool) -> Option<RateLimit> {
+        let guest = self.guest_message_rate.filter(|_| guest);
+        match (self.message_rate, guest) {
+            (Some(a), Some(b)) => Some(RateLimit {
+                per_second: a.per_second.min(b.per_second),
+                burst: a.burst.min(b.burst),
+            }),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -161,6 +189,7 @@ impl Config {
         }
         rate("upgrade_rate", self.upgrade_rate.as_ref())?;
         rate("message_rate", self.message_rate.as_ref())?;
+        rate("guest_message_rate", self.guest_message_rate.as_ref())?;
         for entry in &self.origin.allowed {
             let ok = entry.split_once("://").is_some_and(|(scheme, rest)| {
                 !scheme.is_empty() && !rest.is_empty() && !rest.contains('/')
@@ -302,6 +331,8 @@ impl ConfigBuilder {
         upgrade_rate: Option<RateLimit>,
         /// Sets [`Config::message_rate`].
         message_rate: Option<RateLimit>,
+        /// Sets [`Config::guest_message_rate`].
+        guest_message_rate: Option<RateLimit>,
         /// Sets [`Config::message_rate_strikes`].
         message_rate_strikes: u32,
         /// Sets [`Config::caps`].
@@ -326,6 +357,21 @@ impl ConfigBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guests_are_held_to_both_message_limits() {
+        let r = |per_second, burst| Some(RateLimit { per_second, burst });
+        let mut c = Config::default();
+        assert_eq!(c.message_limit(false), None);
+        assert_eq!(c.message_limit(true), r(20.0, 50));
+        c.message_rate = r(5.0, 100);
+        assert_eq!(c.message_limit(false), r(5.0, 100));
+        assert_eq!(c.message_limit(true), r(5.0, 50));
+        c.guest_message_rate = None;
+        assert_eq!(c.message_limit(true), r(5.0, 100));
+        c.message_rate = None;
+        assert_eq!(c.message_limit(true), None);
+    }
 
     #[test]
     fn defaults_are_valid() {

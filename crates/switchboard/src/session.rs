@@ -476,7 +476,7 @@ where
         endpoint.handler.on_open(conn).await;
         let handler = endpoint.handler.clone();
         let mut throttle = config
-            .message_rate
+            .message_limit(conn.identity.guest)
             .map(|limit| Box::new(Throttle::new(limit, Instant::now())));
         loop {
             let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
