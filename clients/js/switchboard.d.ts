@@ -120,6 +120,7 @@ export type ErrorCode =
   | "unauthorized"
   | "rate_limited"
   | "publish_failed"
+  | "partially_delivered"
   | "unavailable"
   | "internal"
   | "timeout"
@@ -245,7 +246,20 @@ export declare class Switchboard extends EventTarget {
 
   join(room: string, options?: { presence?: boolean }): Promise<JoinedEvent>;
   leave(room: string): Promise<void>;
-  publish(room: string, data: Json): Promise<{ offset: number }>;
+  /**
+   * Publishes `data` to `room`; resolves at the server's `ack`. With an
+   * `idempotencyKey` (1 to 128 visible ASCII characters), a publish of the
+   * same key to the same room within the server's window (5 minutes by
+   * default) is delivered once: the repeat resolves with the first offset
+   * and `duplicate: true`. Publish again with the same key after a
+   * `disconnected` or `timeout` rejection to be sure the message is
+   * delivered exactly once.
+   */
+  publish(
+    room: string,
+    data: Json,
+    options?: { idempotencyKey?: string },
+  ): Promise<{ offset: number; duplicate?: true }>;
   presence(room: string): Promise<PresenceMember[]>;
   /**
    * Replaces the token or the provider. Connected: sends `refresh` (with the

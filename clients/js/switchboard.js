@@ -253,18 +253,21 @@ export class Switchboard extends EventTarget {
 
   /**
    * Publishes `data` (any JSON value) to `room`. Resolves with `{offset}` once
-   * the server acknowledged it. While disconnected the publish waits in a
-   * bounded buffer (`publishBuffer`) and is sent after the rooms are rejoined.
+   * the server acknowledged it (`{offset, duplicate: true}` when
+   * `idempotencyKey` was already used within the server's window: nothing was
+   * delivered again). While disconnected the publish waits in a bounded
+   * buffer (`publishBuffer`) and is sent after the rooms are rejoined.
    * Rejects with the server's error code, or with `timeout`, `disconnected`
    * (the connection dropped before the ack: the message may or may not have
-   * been published), `buffer_full`, `closed` or `stopped`.
+   * been published; publish again with the same `idempotencyKey` to be sure
+   * it is delivered once), `buffer_full`, `closed` or `stopped`.
    */
-  publish(room, data) {
+  publish(room, data, { idempotencyKey } = {}) {
     if (this._state === "stopped") {
       return Promise.reject(new SwitchboardError("stopped", "the client is stopped; call connect() first"));
     }
     return new Promise((resolve, reject) => {
-      const item = { room, data, resolve, reject };
+      const item = { room, data, idempotencyKey, resolve, reject };
       if (this._ready && this._ws?.readyState === OPEN) return this._sendPublish(item);
       if (this._outbox.length >= this.options.publishBuffer) {
         return reject(new SwitchboardError("buffer_full", `publish buffer full (${this.options.publishBuffer} messages waiting for a connection)`));
@@ -546,7 +549,7 @@ export class Switchboard extends EventTarget {
       case "left":
         return this._onLeft(f);
       case "ack":
-        return void this._settle(f.id, { offset: f.offset });
+        return void this._settle(f.id, f.duplicate ? { offset: f.offset, duplicate: true } : { offset: f.offset });
       case "presence":
         return void this._settle(f.id, f);
       case "refreshed":
@@ -582,7 +585,9 @@ export class Switchboard extends EventTarget {
   }
 
   _sendPublish(item) {
-    this._request({ type: "publish", room: item.room, data: item.data }, "publish").then(item.resolve, item.reject);
+    const frame = { type: "publish", room: item.room, data: item.data };
+    if (item.idempotencyKey !== undefined) frame.idempotency_key = item.idempotencyKey;
+    this._request(frame, "publish").then(item.resolve, item.reject);
   }
 
   _onError(f) {

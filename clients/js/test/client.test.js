@@ -54,6 +54,24 @@ test("connect, join, publish, ack; the publisher receives its own message", asyn
   assert.deepEqual(await toA, { data: { title: "for a" }, user: a.user });
 });
 
+test("a publish with an idempotency key is delivered once; its repeat resolves as a duplicate", async () => {
+  const s = await server();
+  const a = connect(`${s.ws}/ws/chat`);
+  const b = connect(`${s.ws}/ws/chat`);
+  await b.join("orders");
+  const seen = record(b, "room:orders");
+  const first = await a.publish("orders", { id: 42 }, { idempotencyKey: "order-42" });
+  assert.deepEqual(first, { offset: 1 });
+  const again = await a.publish("orders", { id: 42 }, { idempotencyKey: "order-42" });
+  assert.deepEqual(again, { offset: 1, duplicate: true });
+  // The next message shows nothing came in between.
+  const marker = await a.publish("orders", "marker");
+  assert.deepEqual(marker, { offset: 2 });
+  await until(() => seen.length === 2);
+  assert.deepEqual(seen.map((m) => m.data), [{ id: 42 }, "marker"]);
+  await assert.rejects(a.publish("orders", 1, { idempotencyKey: "a b" }), { code: "invalid_field" });
+});
+
 test("errors reject with the server's code; the room of a refused join is forgotten", async () => {
   const s = await server();
   const a = connect(`${s.ws}/ws/chat`);

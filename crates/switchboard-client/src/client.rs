@@ -36,6 +36,7 @@ pub(crate) enum Command {
     Publish {
         room: String,
         data: Box<RawValue>,
+        key: Option<String>,
         reply: PublishReply,
     },
     SetToken {
@@ -54,6 +55,10 @@ pub struct Ack {
     /// The offset the room gave the message (absent only from servers that
     /// do not report it).
     pub offset: Option<u64>,
+    /// The publish's idempotency key was already used within the server's
+    /// window: nothing was delivered this time, and `offset` is the first
+    /// publish's.
+    pub duplicate: bool,
 }
 
 /// The client is in a room.
@@ -113,6 +118,32 @@ impl Client {
         room: impl Into<String>,
         data: serde_json::Value,
     ) -> Result<Ack, PublishError> {
+        self.send_publish(room.into(), data, None).await
+    }
+
+    /// [`Client::publish`] with an idempotency key (1 to 128 visible ASCII
+    /// characters): a publish of the same key to the same room within the
+    /// server's window (5 minutes by default) is delivered once, and its
+    /// repeat is acknowledged with the first offset and
+    /// [`Ack::duplicate`]. After [`PublishError::ConnectionLost`] or
+    /// [`PublishError::Timeout`] the message may or may not have been
+    /// published: publishing it again with the same key makes sure it is
+    /// delivered exactly once.
+    pub async fn publish_with_key(
+        &self,
+        room: impl Into<String>,
+        data: serde_json::Value,
+        key: impl Into<String>,
+    ) -> Result<Ack, PublishError> {
+        self.send_publish(room.into(), data, Some(key.into())).await
+    }
+
+    async fn send_publish(
+        &self,
+        room: String,
+        data: serde_json::Value,
+        key: Option<String>,
+    ) -> Result<Ack, PublishError> {
         // Serializing a `Value` cannot fail (its map keys are strings), but
         // say so plainly if it ever does.
         let raw = serde_json::value::to_raw_value(&data).map_err(|e| {
@@ -123,8 +154,9 @@ impl Client {
         })?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Publish {
-            room: room.into(),
+            room,
             data: raw,
+            key,
             reply,
         };
         if self.commands.send(cmd).await.is_err() {

@@ -268,8 +268,13 @@ impl Driver {
                 self.state.presence(room, reply, now);
                 Flow::Continue
             }
-            Some(Command::Publish { room, data, reply }) => {
-                self.state.publish(room, data, reply, now);
+            Some(Command::Publish {
+                room,
+                data,
+                key,
+                reply,
+            }) => {
+                self.state.publish(room, data, key, reply, now);
                 Flow::Continue
             }
             Some(Command::SetToken { token, reply }) => {

@@ -107,6 +107,7 @@ impl Room {
 struct Buffered {
     room: String,
     data: Box<RawValue>,
+    key: Option<String>,
     reply: PublishReply,
 }
 
@@ -183,7 +184,7 @@ impl State {
         }
         for b in std::mem::take(&mut self.buffer) {
             if !b.reply.is_closed() {
-                self.send_publish(b.room, &b.data, b.reply, now);
+                self.send_publish(b.room, &b.data, b.key, b.reply, now);
             }
         }
         self.count_buffered();
@@ -367,11 +368,12 @@ impl State {
         &mut self,
         room: String,
         data: Box<RawValue>,
+        key: Option<String>,
         reply: PublishReply,
         now: Instant,
     ) {
         if self.online {
-            return self.send_publish(room, &data, reply, now);
+            return self.send_publish(room, &data, key, reply, now);
         }
         // Callers that went away no longer hold their place.
         self.buffer.retain(|b| !b.reply.is_closed());
@@ -382,7 +384,12 @@ impl State {
                 data,
             }));
         } else {
-            self.buffer.push_back(Buffered { room, data, reply });
+            self.buffer.push_back(Buffered {
+                room,
+                data,
+                key,
+                reply,
+            });
         }
         self.count_buffered();
     }
@@ -469,10 +476,17 @@ impl State {
         );
     }
 
-    fn send_publish(&mut self, room: String, data: &RawValue, reply: PublishReply, now: Instant) {
+    fn send_publish(
+        &mut self,
+        room: String,
+        data: &RawValue,
+        key: Option<String>,
+        reply: PublishReply,
+        now: Instant,
+    ) {
         let id = self.id();
         self.send(&ClientFrame::Publish {
-            idempotency_key: None,
+            idempotency_key: key.map(Into::into),
             room: room.into(),
             data,
             id: Some(id),

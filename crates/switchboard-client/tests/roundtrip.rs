@@ -243,3 +243,36 @@ async fn publishes_beyond_the_buffer_fail_while_disconnected() {
     }
     assert_eq!(client.buffered(), 0);
 }
+
+#[tokio::test]
+async fn a_publish_with_a_key_is_delivered_once_and_its_repeat_is_a_duplicate() {
+    let server = Server::start(&MemoryBus::new()).await;
+    let (client, _events) = ClientBuilder::new(server.url("/ws/chat"))
+        .connect()
+        .await
+        .expect("connected");
+    client.join("orders").await.expect("joined");
+    let mut orders = client.messages("orders");
+    let first = client
+        .publish_with_key("orders", json!({"id": 42}), "order-42")
+        .await
+        .expect("acked");
+    assert_eq!((first.offset, first.duplicate), (Some(1), false));
+    let again = client
+        .publish_with_key("orders", json!({"id": 42}), "order-42")
+        .await
+        .expect("acked");
+    assert_eq!((again.offset, again.duplicate), (Some(1), true));
+    let marker = client.publish("orders", json!("marker")).await.unwrap();
+    assert_eq!((marker.offset, marker.duplicate), (Some(2), false));
+    // Delivered once: the marker comes right after the first.
+    let got = orders.recv().await.expect("open").expect("no lag");
+    assert_eq!(got.data.get(), r#"{"id":42}"#);
+    let got = orders.recv().await.expect("open").expect("no lag");
+    assert_eq!(got.data.get(), r#""marker""#);
+    let refused = client.publish_with_key("orders", json!(1), "a b").await;
+    match refused {
+        Err(PublishError::Rejected(e)) => assert_eq!(e.kind(), Some(ErrorCode::InvalidField)),
+        other => panic!("{other:?}"),
+    }
+}

@@ -46,7 +46,10 @@ impl State {
             ServerFrame::Message(m) => self.on_message(m),
             ServerFrame::Ack(a) => match self.take_pending(a.id) {
                 Some(Pending::Publish { reply }) => {
-                    let _ = reply.send(Ok(Ack { offset: a.offset }));
+                    let _ = reply.send(Ok(Ack {
+                        offset: a.offset,
+                        duplicate: a.duplicate,
+                    }));
                 }
                 other => self.unexpected("ack", a.id, other),
             },
