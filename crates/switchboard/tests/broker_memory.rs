@@ -263,6 +263,9 @@ async fn a_rooms_history_is_bounded_by_bytes_as_well_as_by_count() {
     b.publish(sized("r", 1000)).await.unwrap();
     assert_eq!(recovered(&b, "r", &at(26)).await, Some(1));
     assert_eq!(b.bus().usage().bytes, (ROOM + per) as u64);
+    // A restarted room holds no history, and the count says so.
+    b.bus().restart_room("r");
+    assert_eq!(b.bus().usage().bytes, ROOM as u64);
 }
 
 #[tokio::test]

@@ -155,7 +155,10 @@ impl MemoryBus {
     pub fn restart_room(&self, room: &str) {
         let state = self.rooms.get(room).map(|r| r.clone());
         if let Some(state) = state {
-            state.lock().restart();
+            let mut state = state.lock();
+            let before = state.usage();
+            state.restart();
+            self.budget.account(before, state.usage());
         }
     }
 
