@@ -713,3 +713,23 @@ async fn the_api_key_guards_the_http_api_the_same_way() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// A validly signed token whose `exp` is beyond what the clock can hold (a
+/// signer's bug, such as milliseconds sent as seconds, or `u64::MAX`) is
+/// accepted as expiring far in the future, never a panic.
+#[test]
+fn an_expiry_beyond_the_clock_saturates() {
+    let auth = JwtAuthenticator::new(JwtConfig::new(JwtKey::Hs256(SECRET.to_vec()))).unwrap();
+    for exp in [
+        u64::MAX,
+        u64::MAX - 5,
+        i64::MAX as u64,
+        1_800_000_000_000_000,
+    ] {
+        let token = hs256(&json!({"sub": "ana", "exp": exp}));
+        let identity = auth.verify(&token).expect("valid token");
+        let at = identity.expires_at.expect("an expiry");
+        let far = SystemTime::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        assert!(at > far, "{exp}: {at:?}");
+    }
+}

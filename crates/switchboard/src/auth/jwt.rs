@@ -194,7 +194,13 @@ impl JwtAuthenticator {
             guest: false,
             // The same leeway that admitted the token keeps it alive, so a token
             // accepted within the leeway is not closed on arrival.
-            expires_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(exp + self.leeway)),
+            // An `exp` too far ahead for the clock (a signer's bug) saturates
+            // to "far in the future" instead of overflowing.
+            expires_at: SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(exp.saturating_add(self.leeway)))
+                .or_else(|| {
+                    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64 / 2))
+                }),
             permissions,
         })
     }
