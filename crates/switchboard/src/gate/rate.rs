@@ -60,25 +60,40 @@ impl Bucket {
 const SWEEP_AT: usize = 65_536;
 
 /// Token buckets keyed by client IP.
+///
+/// Sweeping scans every bucket, so it runs at most once per refill time (the
+/// time an emptied bucket takes to fill up, at least a second): a flood from
+/// many addresses costs one scan per interval, not one per upgrade. Between
+/// sweeps the map may grow past [`SWEEP_AT`] by the addresses new within
+/// that interval.
 #[derive(Debug)]
 pub struct IpRateLimiter {
     limit: RateLimit,
     buckets: DashMap<IpAddr, Bucket>,
+    /// When the next sweep may run; `try_lock` keeps sweeps single.
+    next_sweep: parking_lot::Mutex<Instant>,
+    /// How long an emptied bucket takes to fill up again (at least 1 s).
+    refill: Duration,
+    sweeps: std::sync::atomic::AtomicU64,
 }
 
 impl IpRateLimiter {
     /// A limiter with this rate for every address.
     pub fn new(limit: RateLimit) -> Self {
+        let refill = f64::from(limit.burst) / limit.per_second.max(f64::MIN_POSITIVE);
         IpRateLimiter {
             limit,
             buckets: DashMap::new(),
+            next_sweep: parking_lot::Mutex::new(Instant::now()),
+            refill: Duration::from_secs_f64(refill.clamp(1.0, 3600.0)),
+            sweeps: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Takes a token for `ip`, or returns how long until one is available.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         if self.buckets.len() >= SWEEP_AT {
-            self.buckets.retain(|_, b| !b.is_full(&self.limit, now));
+            self.maybe_sweep(now);
         }
         let limit = self.limit;
         self.buckets
@@ -90,6 +105,26 @@ impl IpRateLimiter {
     /// Addresses currently tracked.
     pub fn tracked(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// Drops the full buckets, unless a sweep ran within the refill time.
+    fn maybe_sweep(&self, now: Instant) {
+        let Some(mut next) = self.next_sweep.try_lock() else {
+            return;
+        };
+        if now < *next {
+            return;
+        }
+        *next = now + self.refill;
+        self.sweeps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.buckets.retain(|_, b| !b.is_full(&self.limit, now));
+    }
+
+    /// How many sweeps ran (for tests).
+    #[cfg(test)]
+    fn sweeps(&self) -> u64 {
+        self.sweeps.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -127,5 +162,31 @@ mod tests {
         assert!(l.check(a, now).is_err());
         assert!(l.check(b, now).is_ok());
         assert_eq!(l.tracked(), 2);
+    }
+
+    /// A flood from more addresses than the sweep threshold scans the map
+    /// once per refill time, not once per upgrade; full buckets go.
+    #[test]
+    fn a_flood_of_addresses_sweeps_once_per_refill_time() {
+        let l = IpRateLimiter::new(RateLimit {
+            per_second: 50.0,
+            burst: 200,
+        });
+        let t0 = Instant::now();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        for i in 0..(SWEEP_AT as u32 + 10_000) {
+            assert!(l.check(ip(i), t0).is_ok());
+        }
+        assert_eq!(l.sweeps(), 1, "one sweep when the threshold was reached");
+        assert_eq!(l.tracked(), SWEEP_AT + 10_000, "no bucket was full");
+        // Within the refill time (200 / 50 = 4 s): no further scan.
+        for i in 0..1000 {
+            assert!(l.check(ip(i), t0 + Duration::from_secs(3)).is_ok());
+        }
+        assert_eq!(l.sweeps(), 1);
+        // After it: one more, and the buckets that refilled are gone.
+        assert!(l.check(ip(0), t0 + Duration::from_secs(5)).is_ok());
+        assert_eq!(l.sweeps(), 2);
+        assert!(l.tracked() < 2000, "{}", l.tracked());
     }
 }
