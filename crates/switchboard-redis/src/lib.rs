@@ -1,6 +1,8 @@
 //! The Redis broker for Switchboard: several nodes behind a load balancer
-//! act as one server. Each node holds a [`RedisBroker`]; a message published
-//! on any node reaches the members of its room or user on every node.
+//! act as one server. Each node holds a [`RedisBroker`], which is both of
+//! the node's seams to the others, [`Broker`] and [`Presence`]; a message
+//! published on any node reaches the members of its room or user on every
+//! node.
 //!
 //! ```no_run
 //! use switchboard::Node;
@@ -14,6 +16,10 @@
 //! ```
 //!
 //! Guarantees, key names and sizing are in `docs/scaling.md`.
+//!
+//! To call [`RedisBroker::close`] on shutdown, hand the node an
+//! `Arc<RedisBroker>` and keep a clone: `Arc<T>` implements both traits
+//! whenever `T` does.
 //!
 //! # Layout
 //!
@@ -53,8 +59,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use switchboard::broker::{
-    Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, Position, PresenceEntry,
-    Publication, Receipt, Recovery, Topic,
+    Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, Position, Presence,
+    PresenceEntry, Publication, Receipt, Recovery, Topic,
 };
 use tokio::task::JoinHandle;
 
@@ -285,16 +291,19 @@ impl Broker for RedisBroker {
         let reply: redis::Value = sh.link.run("recover", inv.invoke_async(&mut c)).await?;
         parse_recovery(room, since, reply)
     }
+}
 
-    async fn presence_add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
+#[async_trait]
+impl Presence for RedisBroker {
+    async fn add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
         presence::add(&self.shared, room, conn, user).await
     }
 
-    async fn presence_remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
+    async fn remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
         presence::remove(&self.shared, room, conn).await
     }
 
-    async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+    async fn list(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
         let mut users: BTreeMap<String, u32> = BTreeMap::new();
         for user in presence::read(&self.shared, room).await? {
             *users.entry(user).or_default() += 1;

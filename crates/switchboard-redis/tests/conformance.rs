@@ -6,9 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use switchboard::broker::Broker;
-use switchboard::broker::conformance::{self, Factory};
 use switchboard_redis::{RedisBroker, RedisConfig};
+use switchboard_testkit::conformance::{self, Backend, Factory};
 
 use common::{Inspect, RedisServer};
 
@@ -19,8 +18,8 @@ struct Redis {
 
 #[async_trait]
 impl Factory for Redis {
-    async fn build(&self, n: usize) -> Vec<Arc<dyn Broker>> {
-        let mut brokers: Vec<Arc<dyn Broker>> = Vec::new();
+    async fn build(&self, n: usize) -> Vec<Arc<dyn Backend>> {
+        let mut brokers: Vec<Arc<dyn Backend>> = Vec::new();
         for _ in 0..n {
             let b = RedisBroker::connect(&self.server.url(), self.config.clone()).await;
             brokers.push(Arc::new(b.expect("connect")));

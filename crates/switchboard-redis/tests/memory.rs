@@ -132,7 +132,7 @@ async fn at_maxmemory_publishes_are_refused_and_nothing_is_delivered() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Every accepted message reaches both nodes; the refused one neither.
-    let total = |r: &switchboard::broker::conformance::Recorder| {
+    let total = |r: &switchboard_testkit::conformance::Recorder| {
         rooms.iter().map(|t| r.of(t).len()).sum::<usize>()
     };
     common::eventually("the accepted messages on both nodes", || async {

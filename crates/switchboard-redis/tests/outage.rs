@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard::broker::{Broker, BrokerError, Position, PresenceEntry, Publication, Topic};
+use switchboard::broker::{
+    Broker, BrokerError, Position, Presence, PresenceEntry, Publication, Topic,
+};
 use switchboard_redis::RedisConfig;
 
 use common::{RedisServer, eventually, node};
@@ -47,7 +49,7 @@ async fn a_lost_redis_fails_fast_and_the_broker_heals_on_its_own() {
     let user = Topic::User("bob".into());
     b.subscribe(&room).await.unwrap();
     b.subscribe(&user).await.unwrap();
-    b.presence_add("r", "b-1", "bob").await.unwrap();
+    b.add("r", "b-1", "bob").await.unwrap();
     let before = a.publish(publication(&room, "1")).await.unwrap();
     rec.wait_for(&room, 1).await;
 
@@ -68,8 +70,8 @@ async fn a_lost_redis_fails_fast_and_the_broker_heals_on_its_own() {
         epoch: Arc::from("e"),
     };
     unavailable("recover", a.recover("r", &pos).await);
-    unavailable("presence", a.presence("r").await);
-    unavailable("presence_add", a.presence_add("r", "a-1", "ann").await);
+    unavailable("presence", a.list("r").await);
+    unavailable("presence_add", a.add("r", "a-1", "ann").await);
     assert!(
         start.elapsed() < Duration::from_secs(1),
         "{:?}",
@@ -96,7 +98,7 @@ async fn a_lost_redis_fails_fast_and_the_broker_heals_on_its_own() {
         connections: 1,
     };
     eventually("b's presence to be written again", || async {
-        (a.presence("r").await.ok()? == [bob.clone()]).then_some(())
+        (a.list("r").await.ok()? == [bob.clone()]).then_some(())
     })
     .await;
 }

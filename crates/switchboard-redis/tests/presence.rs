@@ -7,9 +7,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard::broker::conformance::Recorder;
-use switchboard::broker::{Broker, PresenceEntry, Topic};
+use switchboard::broker::{Broker, Presence, PresenceEntry, Topic};
 use switchboard_redis::RedisConfig;
+use switchboard_testkit::conformance::Recorder;
 
 use common::{Inspect, RedisServer, eventually, node};
 
@@ -30,19 +30,19 @@ async fn a_dead_nodes_entries_expire_and_a_live_nodes_do_not() {
     };
     let (a, _) = node(&server, config.clone()).await;
     let (b, _) = node(&server, config).await;
-    a.presence_add("r", "a-1", "ann").await.unwrap();
-    a.presence_add("r", "a-2", "bob").await.unwrap();
-    b.presence_add("r", "b-1", "bob").await.unwrap();
+    a.add("r", "a-1", "ann").await.unwrap();
+    a.add("r", "a-2", "bob").await.unwrap();
+    b.add("r", "b-1", "bob").await.unwrap();
     let written = Instant::now();
     assert_eq!(
-        b.presence("r").await.unwrap(),
+        b.list("r").await.unwrap(),
         [entry("ann", 1), entry("bob", 2)]
     );
 
     // A crash: no cleanup, and the refresher stops with the broker.
     drop(a);
     eventually("the dead node's entries to expire", || async {
-        (b.presence("r").await.unwrap() == [entry("bob", 1)]).then_some(())
+        (b.list("r").await.unwrap() == [entry("bob", 1)]).then_some(())
     })
     .await;
     // b wrote its entry once; past two TTLs only its refresher kept it.
@@ -50,7 +50,7 @@ async fn a_dead_nodes_entries_expire_and_a_live_nodes_do_not() {
         (written.elapsed() > 2 * ttl).then_some(())
     })
     .await;
-    assert_eq!(b.presence("r").await.unwrap(), [entry("bob", 1)]);
+    assert_eq!(b.list("r").await.unwrap(), [entry("bob", 1)]);
 }
 
 #[tokio::test]
@@ -58,12 +58,12 @@ async fn close_removes_a_nodes_entries_at_once() {
     let server = RedisServer::start();
     let (a, _) = node(&server, RedisConfig::default()).await;
     let (b, _) = node(&server, RedisConfig::default()).await;
-    a.presence_add("r", "a-1", "ann").await.unwrap();
-    a.presence_add("s", "a-1", "ann").await.unwrap();
-    b.presence_add("r", "b-1", "bob").await.unwrap();
+    a.add("r", "a-1", "ann").await.unwrap();
+    a.add("s", "a-1", "ann").await.unwrap();
+    b.add("r", "b-1", "bob").await.unwrap();
     a.close().await.unwrap();
-    assert_eq!(b.presence("r").await.unwrap(), [entry("bob", 1)]);
-    assert_eq!(b.presence("s").await.unwrap(), []);
+    assert_eq!(b.list("r").await.unwrap(), [entry("bob", 1)]);
+    assert_eq!(b.list("s").await.unwrap(), []);
 }
 
 /// A leave event as a node publishes it for a connection leaving a room
@@ -134,22 +134,17 @@ async fn a_dead_nodes_connections_are_announced_as_leaving_once() {
         .subscribe(&Topic::Presence("r".into()))
         .await
         .unwrap();
-    member.presence_add("r", "m-1", "ann").await.unwrap();
-    member.presence_add("r", "m-2", "bob").await.unwrap();
-    member.presence_add("s", "m-1", "ann").await.unwrap();
-    member.presence_remove("r", "m-2").await.unwrap();
+    member.add("r", "m-1", "ann").await.unwrap();
+    member.add("r", "m-2", "bob").await.unwrap();
+    member.add("s", "m-1", "ann").await.unwrap();
+    member.remove("r", "m-2").await.unwrap();
 
     drop(member);
     let dead = Instant::now();
     // A presence read after the expiry must not lose the dead node's
     // entries before they are announced.
     eventually("the dead node's entries to expire", || async {
-        watcher
-            .presence("r")
-            .await
-            .unwrap()
-            .is_empty()
-            .then_some(())
+        watcher.list("r").await.unwrap().is_empty().then_some(())
     })
     .await;
     rec.wait_for(&Topic::Presence("r".into()), 1).await;
@@ -183,11 +178,11 @@ async fn survivors_announce_each_leave_once_between_them() {
     let (dying, _) = node(&server, config).await;
     for (n, conn, user) in [(&a, "a-1", "ann"), (&b, "b-1", "bob")] {
         n.subscribe(&topic).await.unwrap();
-        n.presence_add("r", conn, user).await.unwrap();
+        n.add("r", conn, user).await.unwrap();
     }
-    dying.presence_add("r", "d-1", "cat").await.unwrap();
-    dying.presence_add("r", "d-2", "cat").await.unwrap();
-    dying.presence_add("r", "d-3", "\"dan\"\n").await.unwrap();
+    dying.add("r", "d-1", "cat").await.unwrap();
+    dying.add("r", "d-2", "cat").await.unwrap();
+    dying.add("r", "d-3", "\"dan\"\n").await.unwrap();
 
     drop(dying);
     let dead = Instant::now();
@@ -209,7 +204,7 @@ async fn survivors_announce_each_leave_once_between_them() {
         );
     }
     assert_eq!(
-        a.presence("r").await.unwrap(),
+        a.list("r").await.unwrap(),
         [entry("ann", 1), entry("bob", 1)]
     );
 }
@@ -230,7 +225,7 @@ async fn a_node_taken_for_dead_announces_its_connections_again() {
     };
     let (member, _) = node(&server, slow).await;
     watcher.subscribe(&topic).await.unwrap();
-    member.presence_add("r", "m-1", "ann").await.unwrap();
+    member.add("r", "m-1", "ann").await.unwrap();
     // What a survivor sees of a node that missed its refreshes.
     let () = server
         .query(
@@ -245,7 +240,7 @@ async fn a_node_taken_for_dead_announces_its_connections_again() {
     let got: Vec<&[u8]> = got.iter().map(|d| &d.data[..]).collect();
     assert_eq!(got, [leave("ann", "m-1").as_bytes(), join.as_bytes()]);
     eventually("the entries to be back", || async {
-        (watcher.presence("r").await.unwrap() == [entry("ann", 1)]).then_some(())
+        (watcher.list("r").await.unwrap() == [entry("ann", 1)]).then_some(())
     })
     .await;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard::broker::{Broker, Position, Publication, Recovery, Topic};
+use switchboard::broker::{Broker, Position, Presence, Publication, Recovery, Topic};
 use switchboard_redis::RedisConfig;
 
 use common::{Inspect, RedisServer, eventually, node};
@@ -65,7 +65,7 @@ async fn keys_are_the_documented_ones_and_all_expire() {
     let (a, _) = node(&server, RedisConfig::default()).await;
     let room = Topic::Room("r".into());
     let receipt = a.publish(publication(&room, "{}")).await.unwrap();
-    a.presence_add("r", "n-1", "ana").await.unwrap();
+    a.add("r", "n-1", "ana").await.unwrap();
 
     let seq: Vec<String> = server.query(redis::cmd("HGETALL").arg("sb:seq:r")).await;
     let epoch = receipt.epoch.unwrap();

@@ -15,57 +15,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use switchboard::Node;
 use switchboard::broker::memory::MemoryBroker;
-use switchboard::broker::{
-    Broker, BrokerError, BrokerHealth, DeliveryHandler, Position, PresenceEntry, Publication,
-    Receipt, Recovery, Topic,
-};
 use switchboard_redis::RedisBroker;
 use tracing_subscriber::EnvFilter;
 
 use settings::BrokerChoice;
-
-/// The Redis broker, shared between the node (which owns a `Box<dyn
-/// Broker>` of it) and `main`, which closes it after the node shut down.
-/// Every method of [`Broker`] is forwarded, default methods included, so
-/// that none silently falls back to its default.
-struct SharedRedis(Arc<RedisBroker>);
-
-#[async_trait]
-impl Broker for SharedRedis {
-    fn attach(&self, handler: Arc<dyn DeliveryHandler>) {
-        self.0.attach(handler)
-    }
-    async fn publish(&self, publication: Publication) -> Result<Receipt, BrokerError> {
-        self.0.publish(publication).await
-    }
-    async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
-        self.0.subscribe(topic).await
-    }
-    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
-        self.0.unsubscribe(topic).await
-    }
-    async fn position(&self, room: &str) -> Result<Position, BrokerError> {
-        self.0.position(room).await
-    }
-    fn health(&self) -> BrokerHealth {
-        self.0.health()
-    }
-    async fn recover(&self, room: &str, since: &Position) -> Result<Recovery, BrokerError> {
-        self.0.recover(room, since).await
-    }
-    async fn presence_add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
-        self.0.presence_add(room, conn, user).await
-    }
-    async fn presence_remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
-        self.0.presence_remove(room, conn).await
-    }
-    async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
-        self.0.presence(room).await
-    }
-}
 
 /// Installs the SIGINT and SIGTERM handlers now (so that a signal that
 /// arrives right after the server says it is listening is not fatal) and
@@ -146,8 +101,10 @@ async fn main() -> anyhow::Result<()> {
             let broker = RedisBroker::connect(url, args.redis_config()?)
                 .await
                 .with_context(|| format!("cannot use the broker {}", choice.describe()))?;
+            // Shared: the node holds one handle, `main` keeps the other to
+            // close the broker after the node shut down.
             let broker = Arc::new(broker);
-            builder = builder.broker(SharedRedis(broker.clone()));
+            builder = builder.broker(broker.clone());
             redis = Some(broker);
         }
     }

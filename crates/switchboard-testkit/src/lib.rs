@@ -1,9 +1,17 @@
-//! Test support shared by Switchboard's crates: real services started on
-//! free loopback ports and stopped when their guard is dropped, also when a
-//! test panics.
+//! Test support shared by Switchboard's crates: the broker conformance
+//! suite, and real services started on free loopback ports and stopped when
+//! their guard is dropped, also when a test panics.
 //!
+//! A dev-dependency only: it depends on `switchboard` (for the seam traits),
+//! which uses it in its own integration tests but never in production code.
+//!
+//! - [`conformance`]: the checks every broker and presence backend must
+//!   pass, and the [`Recorder`](conformance::Recorder) that collects a
+//!   node's deliveries.
 //! - [`free_port`]: a port nobody listens on right now.
 //! - [`RedisServer`]: a `redis-server` of the test's own, without persistence.
+
+pub mod conformance;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -317,11 +317,11 @@ impl Conn {
     /// Records this connection in the room's presence and tells the room's
     /// presence watchers. Best effort: presence never fails a join or leave.
     async fn announce(&self, room: &Arc<str>, event: &str) {
-        let broker = self.node.broker();
+        let presence = self.node.presence();
         let conn = self.id();
         let result = match event {
-            "join" => broker.presence_add(room, &conn, &self.identity.user).await,
-            _ => broker.presence_remove(room, &conn).await,
+            "join" => presence.add(room, &conn, &self.identity.user).await,
+            _ => presence.remove(room, &conn).await,
         };
         if let Err(e) = result {
             tracing::debug!(room = %room, error = %e, "presence not recorded");
@@ -341,7 +341,7 @@ impl Conn {
     /// Who is in a room, on every node.
     pub async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, JoinError> {
         self.check_may_join(room)?;
-        Ok(self.node.broker().presence(room).await?)
+        Ok(self.node.presence().list(room).await?)
     }
 
     /// Leaves a room. Returns whether the connection was in it.

@@ -25,7 +25,8 @@
 //! - [`hub`]: local membership (rooms, users, broadcast) and fan-out.
 //! - `flush`: flusher tasks that write fan-out frames straight to idle
 //!   connections' sockets, one task wake-up per fan-out.
-//! - [`broker`]: the cross-node seam and the in-memory broker.
+//! - [`broker`]: the cross-node seams ([`Broker`](broker::Broker) and
+//!   [`Presence`](broker::Presence)) and the in-memory broker.
 //! - [`auth`]: [`Identity`](auth::Identity), permissions, JWT, and the
 //!   [`Authenticator`](auth::Authenticator) trait the gate consults.
 //! - [`gate`]: the other checks before a handshake: Origin, client IP behind

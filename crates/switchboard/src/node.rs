@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Guests};
 use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, BrokerError, BrokerHealth, Delivery, Receipt, Topic};
+use crate::broker::{Broker, BrokerError, BrokerHealth, Delivery, Presence, Receipt, Topic};
 use crate::config::{Config, ConfigError};
 use crate::endpoint::Endpoint;
 use crate::flush::Flusher;
@@ -99,6 +99,7 @@ pub(crate) struct Inner {
     config: Config,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
     stats: Arc<Stats>,
     pub(crate) endpoints: Vec<Arc<Endpoint>>,
     pub(crate) authenticator: Arc<dyn Authenticator>,
@@ -128,7 +129,10 @@ impl std::fmt::Debug for Node {
 /// Builds a [`Node`].
 pub struct NodeBuilder {
     config: Config,
-    broker: Option<Arc<dyn Broker>>,
+    /// The broker, and the presence backend it brings along.
+    broker: Option<(Arc<dyn Broker>, Arc<dyn Presence>)>,
+    /// A presence backend set apart from the broker; wins over the broker's.
+    presence: Option<Arc<dyn Presence>>,
     authenticator: Arc<dyn Authenticator>,
     endpoints: Vec<Endpoint>,
 }
@@ -140,9 +144,21 @@ impl NodeBuilder {
         self
     }
 
-    /// Sets the broker (default: a [`MemoryBroker`] of its own).
-    pub fn broker(mut self, broker: impl Broker) -> Self {
-        self.broker = Some(Arc::new(broker));
+    /// Sets the broker, which is the presence backend too (default: a
+    /// [`MemoryBroker`] of its own). The in-memory and Redis brokers
+    /// implement both [`Broker`] and [`Presence`], and so does an `Arc` of
+    /// either: pass `Arc<RedisBroker>` to keep a handle of your own.
+    pub fn broker<B: Broker + Presence>(mut self, broker: B) -> Self {
+        let broker = Arc::new(broker);
+        self.broker = Some((broker.clone(), broker));
+        self
+    }
+
+    /// Keeps presence somewhere other than in the broker: this backend
+    /// records and lists who is in each room, whether it is set before or
+    /// after [`broker`](Self::broker) (default: the broker).
+    pub fn presence(mut self, presence: impl Presence) -> Self {
+        self.presence = Some(Arc::new(presence));
         self
     }
 
@@ -181,7 +197,11 @@ impl NodeBuilder {
                 });
             }
         }
-        let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        let (broker, brought) = self.broker.unwrap_or_else(|| {
+            let memory = Arc::new(MemoryBroker::new());
+            (memory.clone(), memory)
+        });
+        let presence = self.presence.unwrap_or(brought);
         let stats = Arc::new(Stats::default());
         let hub = Arc::new(Hub::new(broker.clone(), stats.clone()));
         broker.attach(hub.clone());
@@ -190,6 +210,7 @@ impl NodeBuilder {
                 id: Arc::from(format!("{:08x}", rand::random::<u32>())),
                 hub,
                 broker,
+                presence,
                 stats,
                 endpoints: self.endpoints.into_iter().map(Arc::new).collect(),
                 authenticator: self.authenticator,
@@ -212,6 +233,7 @@ impl Node {
         NodeBuilder {
             config: Config::default(),
             broker: None,
+            presence: None,
             authenticator: Arc::new(Guests),
             endpoints: Vec::new(),
         }
@@ -235,6 +257,11 @@ impl Node {
     /// The broker.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker
+    }
+
+    /// The presence backend: who is in each room, on every node.
+    pub fn presence(&self) -> &Arc<dyn Presence> {
+        &self.inner.presence
     }
 
     /// The counters.

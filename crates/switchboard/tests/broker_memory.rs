@@ -1,6 +1,6 @@
 //! The broker conformance suite against linked `MemoryBroker`s on one
-//! `MemoryBus`, and the in-memory broker's own bounds (age trimming and
-//! eviction, with the clock paused). Needs `--features conformance`.
+//! `MemoryBus`, the in-memory broker's own bounds (age trimming and
+//! eviction, with the clock paused), and how a node takes a shared broker.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use switchboard::broker::conformance::{self, Factory, Recorder};
 use switchboard::broker::memory::{MemoryBroker, MemoryBus, MemoryConfig};
-use switchboard::broker::{Broker, Position, PresenceEntry, Publication, Recovery, Topic};
+use switchboard::broker::{
+    Broker, Position, Presence, PresenceEntry, Publication, Recovery, Topic,
+};
+use switchboard_testkit::conformance::{self, Backend, Factory, Recorder};
 
 /// Linked brokers on a fresh bus per build; the last bus is kept to restart
 /// rooms on it.
@@ -34,11 +36,11 @@ impl Memory {
 
 #[async_trait]
 impl Factory for Memory {
-    async fn build(&self, n: usize) -> Vec<Arc<dyn Broker>> {
+    async fn build(&self, n: usize) -> Vec<Arc<dyn Backend>> {
         let bus = MemoryBus::with_config(self.config.clone());
         *self.bus.lock() = Some(bus.clone());
         (0..n)
-            .map(|_| Arc::new(MemoryBroker::linked(&bus)) as Arc<dyn Broker>)
+            .map(|_| Arc::new(MemoryBroker::linked(&bus)) as Arc<dyn Backend>)
             .collect()
     }
 
@@ -192,14 +194,14 @@ async fn a_dropped_node_takes_its_presence_and_subscriptions_along() {
     a.attach(Recorder::new());
     b.attach(rec.clone());
     b.subscribe(&Topic::Broadcast).await.unwrap();
-    a.presence_add("r", "a-1", "ann").await.unwrap();
-    b.presence_add("r", "b-1", "bob").await.unwrap();
+    a.add("r", "a-1", "ann").await.unwrap();
+    b.add("r", "b-1", "bob").await.unwrap();
     drop(b);
     let ann = PresenceEntry {
         user: Arc::from("ann"),
         connections: 1,
     };
-    assert_eq!(a.presence("r").await, Ok(vec![ann]));
+    assert_eq!(a.list("r").await, Ok(vec![ann]));
     let p = Publication {
         topic: Topic::Broadcast,
         data: Bytes::from_static(b"1"),
@@ -355,4 +357,33 @@ async fn an_idempotency_key_is_forgotten_after_the_window() {
     tokio::time::advance(Duration::from_secs(2)).await;
     let later = b.publish(keyed()).await.unwrap();
     assert_eq!((later.offset, later.duplicate), (Some(2), false));
+}
+
+/// A node handed an `Arc` of a broker uses that very broker for both seams,
+/// and a presence backend set apart wins over the broker's, in either
+/// order.
+#[tokio::test]
+async fn a_node_uses_a_shared_broker_and_a_presence_backend_of_its_own() {
+    let shared = Arc::new(MemoryBroker::new());
+    let node = switchboard::Node::builder()
+        .broker(shared.clone())
+        .build()
+        .expect("valid");
+    node.presence().add("r", "n-1", "ann").await.unwrap();
+    assert_eq!(shared.list("r").await.unwrap().len(), 1);
+    let p = node.broker().position("r").await.unwrap();
+    assert_eq!(shared.position("r").await, Ok(p));
+
+    let apart = Arc::new(MemoryBroker::new());
+    let node = switchboard::Node::builder()
+        .presence(apart.clone())
+        .broker(MemoryBroker::new())
+        .build()
+        .expect("valid");
+    node.presence().add("r", "n-1", "bob").await.unwrap();
+    let bob = PresenceEntry {
+        user: Arc::from("bob"),
+        connections: 1,
+    };
+    assert_eq!(apart.list("r").await, Ok(vec![bob]));
 }

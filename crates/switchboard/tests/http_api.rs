@@ -10,7 +10,8 @@ use common::*;
 use serde_json::json;
 use switchboard::broker::memory::MemoryBroker;
 use switchboard::broker::{
-    Broker, BrokerError, BrokerHealth, DeliveryHandler, Position, Publication, Receipt, Topic,
+    Broker, BrokerError, BrokerHealth, DeliveryHandler, Position, Presence, PresenceEntry,
+    Publication, Receipt, Recovery, Topic,
 };
 use switchboard::{Config, Node};
 use tower::ServiceExt;
@@ -134,11 +135,23 @@ async fn without_a_key_only_loopback_callers_are_served() {
 }
 
 /// A broker that can be switched off, standing in for a lost Redis.
+/// Presence is the inner broker's, and never fails.
 struct Switchable {
     inner: MemoryBroker,
     down: Arc<AtomicBool>,
-    /// Whether `position` fails too while down (publish always does).
+    /// Whether `position` and `recover` fail too while down (publish always
+    /// does).
     fail_position: bool,
+}
+
+impl Switchable {
+    /// Fails a read (`position`, `recover`) while down, if so configured.
+    fn check_read(&self) -> Result<(), BrokerError> {
+        if self.fail_position && self.down.load(Ordering::SeqCst) {
+            return Err(BrokerError::Unavailable("connection refused".into()));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -159,10 +172,12 @@ impl Broker for Switchable {
         self.inner.unsubscribe(topic).await
     }
     async fn position(&self, room: &str) -> Result<Position, BrokerError> {
-        if self.fail_position && self.down.load(Ordering::SeqCst) {
-            return Err(BrokerError::Unavailable("connection refused".into()));
-        }
+        self.check_read()?;
         self.inner.position(room).await
+    }
+    async fn recover(&self, room: &str, since: &Position) -> Result<Recovery, BrokerError> {
+        self.check_read()?;
+        self.inner.recover(room, since).await
     }
     fn health(&self) -> BrokerHealth {
         let connected = !self.down.load(Ordering::SeqCst);
@@ -172,6 +187,19 @@ impl Broker for Switchable {
             detail: None,
             history: None,
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Presence for Switchable {
+    async fn add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
+        self.inner.add(room, conn, user).await
+    }
+    async fn remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
+        self.inner.remove(room, conn).await
+    }
+    async fn list(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+        self.inner.list(room).await
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard::broker::Broker;
-use switchboard::broker::conformance::Recorder;
 use switchboard_redis::{RedisBroker, RedisConfig};
+use switchboard_testkit::conformance::Recorder;
 
 /// The longest a test waits for anything.
 pub const DEADLINE: Duration = Duration::from_secs(10);

@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use self::budget::Budget;
 use self::room::RoomState;
 use super::{
-    Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, HistoryUsage, Position,
+    Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, HistoryUsage, Position, Presence,
     PresenceEntry, Publication, Receipt, Recovery, Topic,
 };
 
@@ -444,8 +444,11 @@ impl Broker for MemoryBroker {
         self.bus.maybe_sweep(now);
         Ok(recovery)
     }
+}
 
-    async fn presence_add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
+#[async_trait]
+impl Presence for MemoryBroker {
+    async fn add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
         let present = Present {
             user: Arc::from(user),
             node: self.entry.id,
@@ -458,7 +461,7 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn presence_remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
+    async fn remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
         if let Some(mut conns) = self.bus.presence.get_mut(room) {
             conns.remove(conn);
         }
@@ -468,7 +471,7 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+    async fn list(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
         let mut users: BTreeMap<Arc<str>, u32> = BTreeMap::new();
         if let Some(conns) = self.bus.presence.get(room) {
             for p in conns.values() {

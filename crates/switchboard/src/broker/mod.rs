@@ -7,6 +7,11 @@
 //! the [`DeliveryHandler`] the node attached. Clients never talk to the
 //! broker.
 //!
+//! Two small traits make the seam: [`Broker`] (publish, subscribe, room
+//! positions and history) and [`Presence`] (who is in which room). A node
+//! takes one value that implements both; `Arc<T>` implements each trait that
+//! `T` does, so a broker shared with other code needs no wrapper.
+//!
 //! # Guarantees a broker must give
 //!
 //! - `publish` returns `Ok` only once the message was accepted for delivery
@@ -30,22 +35,26 @@
 //!   topic and key within the broker's idempotency window, across every
 //!   node: the check and the publish are one atomic step, so two racing
 //!   publishes with one key deliver one message.
-//! - Presence ([`Broker::presence`]) is the union of every live node's
+//! - Presence ([`Presence::list`]) is the union of every live node's
 //!   entries; a node that dies without cleaning up loses its entries after a
-//!   bounded time.
+//!   bounded time (see [`Presence`]).
 //!
 //! Only [`Topic::Room`] gets offsets and history. Join/leave events go to
 //! [`Topic::Presence`] of the room and are delivered like user messages.
 //!
 //! Implementations: [`memory::MemoryBroker`] (the default; one process, or
 //! several nodes linked in one process for tests) and, in the
-//! `switchboard-redis` crate, a Redis broker. With the `conformance` feature,
-//! `conformance` (behind the cargo feature of that name) holds the checks every implementation must pass.
+//! `switchboard-redis` crate, a Redis broker. The checks every
+//! implementation must pass, the broker conformance suite, live in the
+//! dev-only `switchboard-testkit` crate (`switchboard_testkit::conformance`).
 
-#[cfg(feature = "conformance")]
-pub mod conformance;
 pub mod memory;
+mod presence;
 
+pub use presence::{Presence, PresenceEntry};
+
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -146,15 +155,6 @@ impl Recovery {
     }
 }
 
-/// One user present in a room, across every node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PresenceEntry {
-    /// The user id.
-    pub user: Arc<str>,
-    /// How many of the user's connections are in the room, on all nodes.
-    pub connections: u32,
-}
-
 /// A broker's state, shown by `/health`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BrokerHealth {
@@ -186,7 +186,10 @@ pub struct HistoryUsage {
 }
 
 /// A broker operation failed. Nothing was delivered.
+///
+/// More kinds of failure may be added: match with a wildcard arm.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BrokerError {
     /// The broker cannot be reached right now.
     #[error("broker unavailable: {0}")]
@@ -206,10 +209,14 @@ pub trait DeliveryHandler: Send + Sync + 'static {
     fn deliver(&self, delivery: &Delivery);
 }
 
+/// The future a seam method returns: what `#[async_trait]` makes of an
+/// `async fn` in [`Broker`] and [`Presence`], named so that `Arc<T>` can
+/// hand on `T`'s future without boxing it again.
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// The seam between nodes. Small on purpose: see the module docs for the
-/// guarantees. History and presence are default methods so that a broker
-/// without them (a test double, say) stays a handful of methods; both
-/// brokers of this project implement them.
+/// guarantees. Every method is required; a broker without history says so
+/// in [`Broker::recover`]. Presence is the separate [`Presence`] trait.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Connects the broker to the node's hub. Called once, by the node,
@@ -235,9 +242,6 @@ pub trait Broker: Send + Sync + 'static {
     /// offset 0 and an epoch that its first message will carry.
     async fn position(&self, room: &str) -> Result<Position, BrokerError>;
 
-    /// The broker's state.
-    fn health(&self) -> BrokerHealth;
-
     /// The retained messages of `room` after `since`.
     ///
     /// Returns [`Recovery::Recovered`] with every message whose offset is
@@ -253,42 +257,74 @@ pub trait Broker: Send + Sync + 'static {
     /// subscribes first and recovers second therefore misses nothing: it
     /// drops live deliveries with offsets at or below `position.offset`.
     ///
-    /// Default: a broker without history always reports a gap.
-    async fn recover(&self, room: &str, since: &Position) -> Result<Recovery, BrokerError> {
-        let _ = since;
-        Ok(Recovery::Gap {
-            position: self.position(room).await?,
-        })
-    }
+    /// A broker without history always reports a gap with the room's
+    /// current [`position`](Broker::position).
+    async fn recover(&self, room: &str, since: &Position) -> Result<Recovery, BrokerError>;
 
-    /// Records that connection `conn` (a cluster-unique id, `<node>-<n>`) of
-    /// `user` is in `room`. Adding the same connection again is harmless.
-    ///
-    /// Default: presence is not supported ([`BrokerError::Refused`]).
-    async fn presence_add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
-        let _ = (room, conn, user);
-        Err(no_presence())
-    }
-
-    /// Forgets connection `conn` in `room`. Removing an absent connection is
-    /// harmless.
-    ///
-    /// Default: presence is not supported ([`BrokerError::Refused`]).
-    async fn presence_remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
-        let _ = (room, conn);
-        Err(no_presence())
-    }
-
-    /// Who is in `room`, on every live node: one entry per user, sorted by
-    /// user id.
-    ///
-    /// Default: presence is not supported ([`BrokerError::Refused`]).
-    async fn presence(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
-        let _ = room;
-        Err(no_presence())
-    }
+    /// The broker's state.
+    fn health(&self) -> BrokerHealth;
 }
 
-fn no_presence() -> BrokerError {
-    BrokerError::Refused("presence is not supported by this broker".into())
+/// A shared broker is one: each call goes to the broker itself, returning
+/// its future as is (no allocation of its own on the publish path).
+impl<B: Broker + ?Sized> Broker for Arc<B> {
+    fn attach(&self, handler: Arc<dyn DeliveryHandler>) {
+        (**self).attach(handler)
+    }
+
+    fn publish<'s, 'f>(
+        &'s self,
+        publication: Publication,
+    ) -> BoxFuture<'f, Result<Receipt, BrokerError>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        (**self).publish(publication)
+    }
+
+    fn subscribe<'s, 't, 'f>(&'s self, topic: &'t Topic) -> BoxFuture<'f, Result<(), BrokerError>>
+    where
+        's: 'f,
+        't: 'f,
+        Self: 'f,
+    {
+        (**self).subscribe(topic)
+    }
+
+    fn unsubscribe<'s, 't, 'f>(&'s self, topic: &'t Topic) -> BoxFuture<'f, Result<(), BrokerError>>
+    where
+        's: 'f,
+        't: 'f,
+        Self: 'f,
+    {
+        (**self).unsubscribe(topic)
+    }
+
+    fn position<'s, 'r, 'f>(&'s self, room: &'r str) -> BoxFuture<'f, Result<Position, BrokerError>>
+    where
+        's: 'f,
+        'r: 'f,
+        Self: 'f,
+    {
+        (**self).position(room)
+    }
+
+    fn recover<'s, 'r, 'p, 'f>(
+        &'s self,
+        room: &'r str,
+        since: &'p Position,
+    ) -> BoxFuture<'f, Result<Recovery, BrokerError>>
+    where
+        's: 'f,
+        'r: 'f,
+        'p: 'f,
+        Self: 'f,
+    {
+        (**self).recover(room, since)
+    }
+
+    fn health(&self) -> BrokerHealth {
+        (**self).health()
+    }
 }

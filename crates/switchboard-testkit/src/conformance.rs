@@ -1,9 +1,9 @@
-//! The checks every [`Broker`] implementation must pass (cargo feature
-//! `conformance`).
+//! The checks every [`Broker`] and [`Presence`] implementation must pass:
+//! the guarantees documented in `switchboard::broker`, as tests.
 //!
 //! Each check is a `pub async fn` that takes a [`Factory`] building `n`
 //! linked brokers (one per node, as a cluster's nodes hold them), attaches a
-//! [`Recorder`] to each, drives them through the public trait only, and
+//! [`Recorder`] to each, drives them through the public traits only, and
 //! panics with a message on the first broken guarantee. [`run_all`] runs
 //! them in turn. Every check uses room and user names of its own, so the
 //! factory may hand out brokers on shared state (one Redis server).
@@ -19,7 +19,7 @@
 //! ```ignore
 //! #[tokio::test]
 //! async fn conformance() {
-//!     switchboard::broker::conformance::run_all(&MyFactory::new()).await;
+//!     switchboard_testkit::conformance::run_all(&MyFactory::new()).await;
 //! }
 //! ```
 
@@ -32,17 +32,23 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use super::{Broker, Delivery, DeliveryHandler, Position, PresenceEntry, Publication, Recovery};
-use super::{Receipt, Topic};
+use switchboard::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Position, Presence};
+use switchboard::broker::{PresenceEntry, Publication, Receipt, Recovery, Topic};
 
 /// The longest any check waits for a delivery.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// What one node holds: a broker that is its presence backend too, as the
+/// in-memory and Redis brokers are. Implemented for every such type.
+pub trait Backend: Broker + Presence {}
+
+impl<T: Broker + Presence + ?Sized> Backend for T {}
 
 /// Builds the brokers a check runs against.
 #[async_trait]
 pub trait Factory: Send + Sync {
     /// `n` brokers linked to each other, none attached yet.
-    async fn build(&self, n: usize) -> Vec<Arc<dyn Broker>>;
+    async fn build(&self, n: usize) -> Vec<Arc<dyn Backend>>;
 
     /// The history count the brokers keep per room (at least 12 for the
     /// checks to mean something; keep it small so trimming is quick).
@@ -117,7 +123,7 @@ impl DeliveryHandler for Recorder {
 
 /// Linked brokers with a recorder attached to each.
 struct Nodes {
-    brokers: Vec<Arc<dyn Broker>>,
+    brokers: Vec<Arc<dyn Backend>>,
     recorders: Vec<Arc<Recorder>>,
     barrier: Topic,
 }
@@ -599,27 +605,27 @@ pub async fn presence_merges_nodes(factory: &dyn Factory) {
     let nodes = Nodes::new(factory, 3).await;
     let (room, other) = (unique("room"), unique("other"));
     let b = &nodes.brokers;
-    let ok = |r: Result<(), super::BrokerError>| r.expect("presence write");
-    ok(b[0].presence_add(&room, "n0-1", "bob").await);
-    ok(b[1].presence_add(&room, "n1-1", "bob").await);
-    ok(b[1].presence_add(&room, "n1-2", "alice").await);
-    ok(b[1].presence_add(&room, "n1-2", "alice").await);
-    ok(b[2].presence_add(&other, "n2-1", "carol").await);
+    let ok = |r: Result<(), BrokerError>| r.expect("presence write");
+    ok(b[0].add(&room, "n0-1", "bob").await);
+    ok(b[1].add(&room, "n1-1", "bob").await);
+    ok(b[1].add(&room, "n1-2", "alice").await);
+    ok(b[1].add(&room, "n1-2", "alice").await);
+    ok(b[2].add(&other, "n2-1", "carol").await);
     let entry = |user: &str, connections| PresenceEntry {
         user: Arc::from(user),
         connections,
     };
     for node in b {
-        let got = node.presence(&room).await.expect("presence");
+        let got = node.list(&room).await.expect("presence");
         assert_eq!(got, vec![entry("alice", 1), entry("bob", 2)]);
     }
-    ok(b[1].presence_remove(&room, "n1-1").await);
-    ok(b[2].presence_remove(&room, "n1-1").await);
-    ok(b[0].presence_remove(&room, "absent").await);
-    let got = b[2].presence(&room).await.expect("presence");
+    ok(b[1].remove(&room, "n1-1").await);
+    ok(b[2].remove(&room, "n1-1").await);
+    ok(b[0].remove(&room, "absent").await);
+    let got = b[2].list(&room).await.expect("presence");
     assert_eq!(got, vec![entry("alice", 1), entry("bob", 1)]);
-    ok(b[0].presence_remove(&room, "n0-1").await);
-    ok(b[1].presence_remove(&room, "n1-2").await);
-    assert_eq!(b[0].presence(&room).await, Ok(vec![]));
-    assert_eq!(b[0].presence(&other).await, Ok(vec![entry("carol", 1)]));
+    ok(b[0].remove(&room, "n0-1").await);
+    ok(b[1].remove(&room, "n1-2").await);
+    assert_eq!(b[0].list(&room).await, Ok(vec![]));
+    assert_eq!(b[0].list(&other).await, Ok(vec![entry("carol", 1)]));
 }
