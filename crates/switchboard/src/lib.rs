@@ -19,7 +19,9 @@
 //! - [`endpoint`]: [`Endpoint`] (a path and its behaviour) and the
 //!   [`Handler`] trait for your own behaviours.
 //! - [`handlers`]: the built-in behaviours (echo, chat, notifications).
-//! - [`conn`]: [`Conn`], one connection as a handler sees it.
+//! - [`conn`]: [`Conn`], one connection as a handler sees it: a thin handle.
+//! - [`rooms`]: room membership as the node coordinates it (join with
+//!   recovery, leave, presence), and [`JoinError`](rooms::JoinError).
 //! - `session` (private): the per-socket task: read, write, heartbeat.
 //! - [`outbox`]: the bounded outbound queue; overflow closes a slow consumer.
 //! - [`hub`]: local membership (rooms, users, broadcast) and fan-out.
@@ -69,6 +71,7 @@ pub mod http;
 pub mod hub;
 pub mod node;
 pub mod outbox;
+pub mod rooms;
 mod session;
 pub mod stats;
 pub mod ws;

@@ -29,6 +29,7 @@ use crate::stats::{Stats, StatsSnapshot};
 
 /// A publish was not delivered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The room name breaks the naming rules.
     #[error("invalid room name: {0}")]
@@ -46,6 +47,9 @@ pub enum PublishError {
     /// characters).
     #[error("idempotency key {0}")]
     InvalidKey(NameError),
+    /// A typed value could not be serialized to JSON.
+    #[error("the value cannot be serialized to JSON: {0}")]
+    Unserializable(String),
     /// The broker did not accept the message; it was not delivered.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -70,9 +74,36 @@ impl PublishError {
             PublishError::Forbidden(_) => ErrorCode::Forbidden,
             PublishError::InvalidUser(_)
             | PublishError::TooLarge(_)
-            | PublishError::InvalidKey(_) => ErrorCode::InvalidField,
+            | PublishError::InvalidKey(_)
+            | PublishError::Unserializable(_) => ErrorCode::InvalidField,
             PublishError::Broker(_) => ErrorCode::PublishFailed,
             PublishError::LocalOnly(_) => ErrorCode::PartiallyDelivered,
+        }
+    }
+
+    /// The HTTP API's status and error code for this failure (see
+    /// `docs/http-api.md`). The API names two failures more precisely than
+    /// the protocol's `invalid_field`: `invalid_user` and `too_large`.
+    pub fn http_status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            PublishError::InvalidUser(_) => (400, "invalid_user"),
+            PublishError::TooLarge(_) => (413, "too_large"),
+            PublishError::Forbidden(_) => (403, self.code().as_str()),
+            PublishError::Broker(_) | PublishError::LocalOnly(_) => (503, self.code().as_str()),
+            PublishError::InvalidRoom(_)
+            | PublishError::InvalidKey(_)
+            | PublishError::Unserializable(_) => (400, self.code().as_str()),
+        }
+    }
+
+    /// The message sent with the error: this error's text, worded for the
+    /// client (`room name …`, `not delivered: …`).
+    pub fn message(&self) -> String {
+        match self {
+            PublishError::InvalidRoom(e) => format!("room name {e}"),
+            PublishError::InvalidUser(e) => format!("user id {e}"),
+            PublishError::Broker(e) => format!("not delivered: {e}"),
+            e => e.to_string(),
         }
     }
 }

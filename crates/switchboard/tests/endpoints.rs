@@ -324,3 +324,61 @@ async fn shutdown_sends_going_away_to_every_connection() {
     assert_eq!(expect_close(&mut e).await.0, 1001);
     stopping.await.unwrap();
 }
+
+/// An authenticator attaches typed data to the identity; a handler reads it
+/// from the connection, and publishes typed values that reach the room.
+#[tokio::test]
+async fn handlers_read_the_data_an_authenticator_attached() {
+    use switchboard::auth::{Authenticator, Identity, Rejection};
+    use switchboard::{Conn, Endpoint, Handler, Inbound};
+
+    #[derive(Debug, PartialEq)]
+    struct Tenant(u32);
+
+    struct TenantAuth;
+    #[async_trait::async_trait]
+    impl Authenticator for TenantAuth {
+        async fn authenticate(&self, _req: &http::request::Parts) -> Result<Identity, Rejection> {
+            Ok(Identity::user("ana").with_data(Tenant(7)))
+        }
+    }
+
+    struct Greeter;
+    #[async_trait::async_trait]
+    impl Handler for Greeter {
+        async fn on_open(&self, conn: &mut Conn) {
+            let tenant = conn.identity().data::<Tenant>().map(|t| t.0);
+            let _ = conn.send_text(&json!({ "tenant": tenant }).to_string());
+        }
+        async fn on_message(&self, conn: &mut Conn, _message: Inbound) {
+            let tenant = conn.identity().data::<Tenant>().map_or(0, |t| t.0);
+            let receipt = conn
+                .publish_value("tenants", &json!({ "tenant": tenant }))
+                .await
+                .expect("published");
+            let _ = conn.send_text(&json!({ "offset": receipt.offset }).to_string());
+        }
+    }
+
+    let server = TestServer::start_with(
+        switchboard::Node::builder()
+            .default_endpoints()
+            .endpoint(Endpoint::new("/ws/tenant", Greeter))
+            .authenticator(TenantAuth),
+    )
+    .await;
+    let mut member = connect(&server.ws("/ws/chat")).await;
+    member.join("tenants").await;
+    let mut ws = connect_raw(&server.ws("/ws/tenant")).await;
+    let first = ws.next().await.unwrap().unwrap();
+    assert_eq!(first.into_text().unwrap().as_str(), r#"{"tenant":7}"#);
+    ws.send(tokio_tungstenite::tungstenite::Message::text("go"))
+        .await
+        .unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), r#"{"offset":1}"#);
+    assert_eq!(
+        member.next_json().await,
+        json!({"type":"message","room":"tenants","offset":1,"from":"ana","data":{"tenant":7}})
+    );
+}

@@ -86,8 +86,8 @@ impl Handler for Cursors {
             let _ = conn.send_text(r#"{"error":"send {\"x\":<number>,\"y\":<number>}"}"#);
             return;
         };
-        let data = serde_json::json!({ "user": conn.user(), "x": pos.x, "y": pos.y }).to_string();
-        if let Err(e) = conn.publish("cursors", data.into()).await {
+        let data = serde_json::json!({ "user": conn.user(), "x": pos.x, "y": pos.y });
+        if let Err(e) = conn.publish_value("cursors", &data).await {
             let _ = conn.send_text(&format!("{{\"error\":\"not delivered: {e}\"}}"));
         }
     }

@@ -202,6 +202,7 @@ impl JwtAuthenticator {
                     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64 / 2))
                 }),
             permissions,
+            data: super::IdentityData::default(),
         })
     }
 

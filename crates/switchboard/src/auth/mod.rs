@@ -14,6 +14,7 @@
 pub mod jwt;
 pub mod permissions;
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -34,6 +35,50 @@ pub struct Identity {
     pub expires_at: Option<SystemTime>,
     /// The rooms the user may join and publish to.
     pub permissions: Permissions,
+    /// Data the authenticator attached for the application (a database id,
+    /// a tenant, roles): handlers read it with [`Identity::data`] through
+    /// [`Conn::identity`](crate::Conn::identity). Empty by default.
+    pub data: IdentityData,
+}
+
+/// Typed data attached to an [`Identity`] by an authenticator. Cheap to
+/// clone (one `Arc`), one pointer wide when empty. Two identities' data
+/// compare equal when they are the same attachment.
+#[derive(Clone, Default)]
+pub struct IdentityData(Option<Arc<Box<dyn Any + Send + Sync>>>);
+
+impl IdentityData {
+    /// Wraps `value`.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        IdentityData(Some(Arc::new(Box::new(value))))
+    }
+
+    /// The value, if one of type `T` is attached.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.as_deref().and_then(|b| b.downcast_ref())
+    }
+}
+
+impl PartialEq for IdentityData {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for IdentityData {}
+
+impl std::fmt::Debug for IdentityData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "IdentityData(..)"
+        } else {
+            "IdentityData(empty)"
+        })
+    }
 }
 
 impl Identity {
@@ -44,6 +89,7 @@ impl Identity {
             guest: false,
             expires_at: None,
             permissions: Permissions::all(),
+            data: IdentityData::default(),
         }
     }
 
@@ -54,7 +100,20 @@ impl Identity {
             guest: true,
             expires_at: None,
             permissions: Permissions::all(),
+            data: IdentityData::default(),
         }
+    }
+
+    /// Attaches `value` for the handlers to read with [`Identity::data`].
+    /// An identity holds one attachment; attaching again replaces it.
+    pub fn with_data<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        self.data = IdentityData::new(value);
+        self
+    }
+
+    /// The attached value, if one of type `T` is attached.
+    pub fn data<T: Any>(&self) -> Option<&T> {
+        self.data.get()
     }
 }
 
@@ -102,12 +161,6 @@ pub trait Authenticator: Send + Sync + 'static {
             "this server does not accept refreshed credentials",
         ))
     }
-
-    /// Whether this authenticator admits anonymous guests (the server warns
-    /// at startup when it does). Default: false.
-    fn is_open(&self) -> bool {
-        false
-    }
 }
 
 /// The default when no credentials are configured: everyone is a guest with a
@@ -119,10 +172,6 @@ pub struct Guests;
 impl Authenticator for Guests {
     async fn authenticate(&self, _request: &http::request::Parts) -> Result<Identity, Rejection> {
         Ok(Identity::guest())
-    }
-
-    fn is_open(&self) -> bool {
-        true
     }
 }
 

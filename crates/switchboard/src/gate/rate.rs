@@ -64,7 +64,7 @@ const SWEEP_AT: usize = 65_536;
 /// Sweeping scans every bucket, so it runs at most once per refill time (the
 /// time an emptied bucket takes to fill up, at least a second): a flood from
 /// many addresses costs one scan per interval, not one per upgrade. Between
-/// sweeps the map may grow past [`SWEEP_AT`] by the addresses new within
+/// sweeps the map may grow past the threshold (65,536) by the addresses new within
 /// that interval.
 #[derive(Debug)]
 pub struct IpRateLimiter {

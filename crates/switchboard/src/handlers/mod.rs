@@ -4,8 +4,11 @@
 //! - [`Chat`]: rooms over the Switchboard protocol (`join`, `leave`,
 //!   `publish` with acknowledgements).
 //! - [`Notifications`]: server push only; client messages are refused.
+//! - `command`: one module per client command (join, leave, publish,
+//!   presence, refresh), shared by the endpoints that speak the protocol.
 
 mod chat;
+mod command;
 mod echo;
 mod notifications;
 
@@ -16,9 +19,7 @@ pub use notifications::Notifications;
 use switchboard_protocol::ErrorCode;
 use switchboard_protocol::server::{ErrorFrame, ServerFrame};
 
-use switchboard_protocol::server::Refreshed;
-
-use crate::conn::{Conn, RefreshError};
+use crate::conn::Conn;
 use crate::endpoint::Inbound;
 
 /// The `id` of a client message, whenever one can be read: from a valid
@@ -47,30 +48,4 @@ pub(crate) fn send_error(
         code,
         message: message.into(),
     }));
-}
-
-/// Handles a `refresh` frame: new credentials for the same user.
-pub(crate) async fn refresh(conn: &mut Conn, token: &str, id: Option<u64>) {
-    match conn.refresh(token).await {
-        Ok(expires_at) => {
-            // Narrower claims take effect at once: leave what they no longer
-            // allow, and say so.
-            for room in conn.leave_forbidden_rooms().await {
-                let _ = conn.send_frame(&ServerFrame::Left(switchboard_protocol::server::Left {
-                    room: room.to_string(),
-                    id: None,
-                }));
-            }
-            let expires_at = expires_at
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs());
-            let _ = conn.send_frame(&ServerFrame::Refreshed(Refreshed { id, expires_at }));
-        }
-        Err(e @ RefreshError::Invalid(_)) => {
-            send_error(conn, id, ErrorCode::Unauthorized, e.to_string())
-        }
-        Err(e @ RefreshError::OtherUser) => {
-            send_error(conn, id, ErrorCode::Forbidden, e.to_string())
-        }
-    }
 }

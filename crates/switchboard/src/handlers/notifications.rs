@@ -18,7 +18,7 @@ pub struct Notifications;
 impl Handler for Notifications {
     async fn on_message(&self, conn: &mut Conn, message: Inbound) {
         if let Some(Ok(ClientFrame::Refresh { token, id })) = message.as_text().map(client::parse) {
-            return super::refresh(conn, &token, id).await;
+            return super::command::refresh::apply(conn, &token, id).await;
         }
         // Echo the id back when the message had one, text or binary, so a
         // client library can fail the matching request.

@@ -237,41 +237,9 @@ fn idempotency_key(
 }
 
 fn publish_error(e: PublishError) -> ApiError {
-    let (status, code, message) = match e {
-        PublishError::InvalidRoom(e) => (
-            StatusCode::BAD_REQUEST,
-            "invalid_room",
-            format!("room name {e}"),
-        ),
-        PublishError::InvalidUser(e) => (
-            StatusCode::BAD_REQUEST,
-            "invalid_user",
-            format!("user id {e}"),
-        ),
-        PublishError::InvalidKey(e) => (
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("idempotency key {e}"),
-        ),
-        PublishError::TooLarge(n) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("payload of {n} bytes exceeds the limit"),
-        ),
-        PublishError::Broker(ref b) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            e.code().as_str(),
-            format!("not delivered: {b}"),
-        ),
-        e @ (PublishError::Forbidden(_) | PublishError::LocalOnly(_)) => {
-            let status = match e {
-                PublishError::Forbidden(_) => StatusCode::FORBIDDEN,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            (status, e.code().as_str(), e.to_string())
-        }
-    };
-    ApiError::new(status, code, message)
+    let (status, code) = e.http_status_and_code();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    ApiError::new(status, code, e.message())
 }
 
 async fn publish(

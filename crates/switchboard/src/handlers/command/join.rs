@@ -1,0 +1,37 @@
+//! `join`: enter a room (see `docs/protocol.md#join`). With `since`, the
+//! messages published after it are replayed before the `joined` reply; with
+//! `presence: true`, the room's presence events follow.
+
+use std::sync::Arc;
+
+use switchboard_protocol::client::Since;
+
+use crate::broker::Position;
+use crate::conn::Conn;
+use crate::handlers::send_error;
+
+/// Applies a `join` and queues `joined` (after any replay) or an `error`.
+pub(crate) async fn apply(
+    conn: &mut Conn,
+    room: &str,
+    id: Option<u64>,
+    since: Option<Since<'_>>,
+    presence: bool,
+) {
+    let since = since.map(|since| Position {
+        offset: since.offset,
+        epoch: Arc::from(&*since.epoch),
+    });
+    let mut member = conn.member();
+    let mut result = member.join(room, since.as_ref(), Some(id)).await.map(drop);
+    if result.is_ok() && presence {
+        result = member.watch_presence(room).await;
+    }
+    if let Err(e) = result {
+        let message = match &e {
+            crate::rooms::JoinError::InvalidRoom(e) => format!("room name {e}"),
+            e => e.to_string(),
+        };
+        send_error(conn, id, e.code(), message);
+    }
+}
