@@ -22,11 +22,14 @@
 //! - [`conn`]: [`Conn`], one connection as a handler sees it: a thin handle.
 //! - [`rooms`]: room membership as the node coordinates it (join with
 //!   recovery, leave, presence), and [`JoinError`](rooms::JoinError).
-//! - `session` (private): the per-socket task: read, write, heartbeat.
-//! - [`outbox`]: the bounded outbound queue; overflow closes a slow consumer.
+//! - `session` (private): the per-socket task: open, read, heartbeat,
+//!   rate limit, close.
+//! - `write` (private): the write path, and the order of its locks: the
+//!   [`outbox`] (the bounded outbound queue; overflow closes a slow
+//!   consumer), the flusher tasks that write fan-out frames straight to idle
+//!   connections' sockets (one task wake-up per fan-out), and the session's
+//!   own writes.
 //! - [`hub`]: local membership (rooms, users, broadcast) and fan-out.
-//! - `flush`: flusher tasks that write fan-out frames straight to idle
-//!   connections' sockets, one task wake-up per fan-out.
 //! - [`broker`]: the cross-node seams ([`Broker`](broker::Broker) and
 //!   [`Presence`](broker::Presence)) and the in-memory broker.
 //! - [`auth`]: [`Identity`](auth::Identity), permissions, JWT, and the
@@ -64,17 +67,22 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod endpoint;
-mod flush;
 pub mod gate;
 pub mod handlers;
 pub mod http;
 pub mod hub;
 pub mod node;
-pub mod outbox;
 pub mod rooms;
 mod session;
 pub mod stats;
+mod write;
 pub mod ws;
+
+/// The outbound queue, at the path it has always had; it lives in the
+/// write path's module with the flushers.
+pub use write::outbox;
+// The flushers, named as `crate::flush` by the node.
+use write::flush;
 
 /// The axum version the router is built with, for applications that merge it.
 pub use axum;

@@ -27,7 +27,7 @@ use std::task::Poll;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
-use crate::outbox::Outbox;
+use super::outbox::Outbox;
 
 /// One flush list and its task's waker.
 pub(crate) struct FlushShard {

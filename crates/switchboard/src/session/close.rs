@@ -1,0 +1,129 @@
+//! Closing: the close handshake the server starts, and what ends the
+//! connection otherwise (the client's close, a missed pong, expired
+//! credentials, a protocol error, a dropped socket).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchboard_protocol::CloseCode;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Event;
+use super::transport::Transport;
+use crate::conn::Conn;
+use crate::endpoint::Disconnect;
+use crate::ws::{Message, frame};
+
+/// Longest wait for the peer during a close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
+    /// Server-initiated close: drop what the client will never read if the
+    /// close is for a slow consumer, send the close frame, wait briefly for
+    /// the client's close frame, then shut the socket.
+    async fn close(&mut self, conn: &Conn, code: CloseCode, reason: &str, discard: bool) {
+        if discard {
+            self.discard_unwritten();
+        }
+        self.queue(conn, frame::encode_close(code.0, reason));
+        let deadline = CLOSE_GRACE.min(conn.node.config().heartbeat_timeout);
+        if self.flush_within(conn, deadline).await.is_ok() {
+            let _ = tokio::time::timeout(deadline, self.await_peer_close()).await;
+        }
+        let _ =
+            tokio::time::timeout(deadline, tokio::io::AsyncWriteExt::shutdown(&mut self.io)).await;
+    }
+}
+
+/// A server-initiated close with the close handshake; `discard` drops
+/// queued frames first (for a client that is not reading them).
+pub(super) async fn close_with<IO>(
+    t: &mut Transport<IO>,
+    conn: &mut Conn,
+    code: CloseCode,
+    reason: String,
+    discard: bool,
+) -> Disconnect
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    t.close(conn, code, &reason, discard).await;
+    Disconnect {
+        code: Some(code.0),
+        reason,
+        by_server: true,
+    }
+}
+
+/// Handles an event that ends the connection.
+pub(super) async fn end<IO>(
+    t: &mut Transport<IO>,
+    conn: &mut Conn,
+    event: Event,
+    config: &crate::Config,
+) -> Disconnect
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match event {
+        Event::Expired => {
+            let reason = "credentials expired; refresh them and reconnect";
+            close_with(t, conn, CloseCode::TOKEN_EXPIRED, reason.into(), false).await
+        }
+        Event::Message(Message::Close(close)) => {
+            let code = close.as_ref().map_or(CloseCode::NORMAL.0, |c| c.code);
+            let reason = close.map(|c| c.reason).unwrap_or_default();
+            t.queue(conn, frame::encode_close(code, ""));
+            let grace = CLOSE_GRACE.min(config.heartbeat_timeout);
+            let _ = t.flush_within(conn, grace).await;
+            let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut t.io);
+            let _ = tokio::time::timeout(grace, shutdown).await;
+            Disconnect {
+                code: Some(code),
+                reason,
+                by_server: false,
+            }
+        }
+        Event::CloseRequested(req) => {
+            let discard = req.code == CloseCode::SLOW_CONSUMER;
+            close_with(t, conn, req.code, req.reason, discard).await
+        }
+        Event::HeartbeatDue => {
+            conn.node
+                .stats()
+                .heartbeat_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            let code = CloseCode::HEARTBEAT_TIMEOUT;
+            let reason = "no pong within the heartbeat timeout";
+            t.discard_unwritten();
+            t.queue(conn, frame::encode_close(code.0, reason));
+            // The peer is presumed dead: one short attempt, no handshake.
+            let _ = t.flush_within(conn, Duration::from_millis(100)).await;
+            Disconnect {
+                code: Some(code.0),
+                reason: reason.into(),
+                by_server: true,
+            }
+        }
+        Event::Eof => Disconnect {
+            code: None,
+            reason: "connection dropped without a close frame".into(),
+            by_server: false,
+        },
+        Event::Decode(e) => {
+            close_with(t, conn, CloseCode(e.close_code()), e.to_string(), false).await
+        }
+        Event::Io(e) => Disconnect {
+            code: None,
+            reason: format!("i/o error: {e}"),
+            by_server: false,
+        },
+        // Data, pings, pongs and a heartbeat with no ping outstanding are
+        // handled in the loop and never reach here.
+        Event::Message(_) => Disconnect {
+            code: None,
+            reason: "unexpected event".into(),
+            by_server: true,
+        },
+    }
+}

@@ -1,0 +1,270 @@
+//! One task per socket. The session owns the connection's I/O and runs one
+//! loop over four sources: inbound frames, the outbound queue, the heartbeat
+//! timer, and close requests (which arrive through the outbound queue).
+//!
+//! The loop is written against any `AsyncRead + AsyncWrite`, so unit tests
+//! drive it over an in-memory pipe with time paused.
+//!
+//! - this module: [`run`], the session from open to close, and its main
+//!   loop;
+//! - `open`: the connection's shared pieces and its transport;
+//! - `transport`: the socket with its decoder, write queue and timers, and
+//!   the poll for the next event;
+//! - `close`: the close handshake, and every other way a connection ends;
+//! - `throttle`: the per-connection message rate limit.
+//!
+//! # Writing
+//!
+//! Frames are moved from the [`Outbox`](crate::outbox::Outbox) into a small
+//! write queue and written with one vectored write for as many as are ready,
+//! so a connection that has several messages queued costs one syscall, while
+//! a lone message is written at once without waiting for company.
+//!
+//! Over TCP, the socket is shared with the node's
+//! [flushers](crate::write::flush): fan-out frames to an idle connection are
+//! written by a flusher task without waking this one. The session takes the
+//! write side over (through its [`SessionWrites`](crate::write::SessionWrites),
+//! the only holder of the claim) before it queues a frame of its own, and
+//! when the socket does not take a flusher's write at once. The write path,
+//! and the locks it takes, are described in [`crate::write`].
+//!
+//! # Reading
+//!
+//! Bytes are read into a buffer on the stack and handed to the
+//! [`Decoder`](crate::ws::Decoder), which keeps a heap buffer only while a
+//! frame is incomplete: an idle connection holds no read buffer.
+//!
+//! # Heartbeats
+//!
+//! Every `heartbeat_interval` the server sends a ping; if no pong arrives
+//! within `heartbeat_timeout`, the connection is terminated (4001) and leaves
+//! every room at once.
+
+use std::future::poll_fn;
+use std::io;
+use std::sync::Arc;
+
+use switchboard_protocol::CloseCode;
+use switchboard_protocol::server::{ServerFrame, Welcome};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use crate::broker::Topic;
+use crate::conn::Conn;
+use crate::endpoint::{Disconnect, Endpoint, Inbound};
+use crate::outbox::CloseRequest;
+use crate::ws::{Message, OpCode, frame};
+
+mod close;
+mod open;
+#[cfg(test)]
+mod tests;
+mod throttle;
+mod transport;
+
+use close::{close_with, end};
+pub(crate) use open::{new_conn, upgraded_transport};
+use throttle::{Throttle, Verdict};
+pub(crate) use transport::Transport;
+
+/// What woke the session's loop.
+enum Event {
+    Message(Message),
+    CloseRequested(CloseRequest),
+    HeartbeatDue,
+    Expired,
+    Eof,
+    Decode(crate::ws::DecodeError),
+    Io(io::Error),
+}
+
+/// Runs one connection from open to close.
+///
+/// The connection and endpoint are borrowed from the task that owns them, so
+/// that they are stored once in the task, not once per layer of futures:
+/// the task's size is what every idle connection costs.
+///
+/// The transport is built beforehand (see [`Transport::new`]) and moved in,
+/// so that nothing used only to set it up is kept in the task.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in every session"
+)]
+pub(crate) fn run<'a, IO>(
+    mut transport: Transport<IO>,
+    conn: &'a mut Conn,
+    endpoint: &'a Arc<Endpoint>,
+) -> impl Future<Output = ()> + Send + 'a
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+{
+    // An `async move` block rather than an `async fn`: an async fn keeps its
+    // arguments twice (as passed, and moved into its body), and this future
+    // is what every idle connection costs.
+    async move {
+        let node = conn.node.clone();
+        node.register_conn(conn.id, &conn.outbox);
+        tracing::info!(
+            conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
+            "connected"
+        );
+        let disconnect = drive(&mut transport, conn, endpoint).await;
+        // Flushers let go of the socket, so that it closes with the transport.
+        conn.outbox.detach_direct();
+        drop(transport);
+        // Rare, large futures are boxed so that they do not inflate the
+        // session's state machine, which every idle connection carries.
+        Box::pin(leave_everything(conn, endpoint)).await;
+        node.unregister_conn(conn.id);
+        endpoint.handler.on_close(conn, &disconnect).await;
+        tracing::info!(
+            conn = %conn.id(), user = %conn.user(), code = ?disconnect.code,
+            reason = %disconnect.reason, by_server = disconnect.by_server, "disconnected"
+        );
+    }
+}
+
+async fn subscribe_identity(conn: &mut Conn, endpoint: &Endpoint) -> Result<(), String> {
+    let hub = conn.node.hub();
+    if endpoint.user_messages {
+        hub.add(
+            Topic::User(conn.identity.user.clone()),
+            conn.id,
+            &conn.outbox,
+        )
+        .await
+        .map_err(|e| format!("cannot subscribe user: {e}"))?;
+    }
+    if endpoint.broadcasts {
+        hub.add(Topic::Broadcast, conn.id, &conn.outbox)
+            .await
+            .map_err(|e| format!("cannot subscribe broadcasts: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Leaves every room and index, at once, whatever ended the connection.
+async fn leave_everything(conn: &mut Conn, endpoint: &Endpoint) {
+    conn.leave_all().await;
+    let node = conn.node.clone();
+    let hub = node.hub();
+    if endpoint.user_messages {
+        hub.remove(Topic::User(conn.identity.user.clone()), conn.id)
+            .await;
+    }
+    if endpoint.broadcasts {
+        hub.remove(Topic::Broadcast, conn.id).await;
+    }
+}
+
+/// The session from the handshake on: subscriptions, `welcome`, then the
+/// main loop. Every idle connection is parked inside it, so its state is
+/// kept small: the only awaits in the loop are the next event and the
+/// handler; whatever ends the connection runs in a boxed future.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice in every session"
+)]
+fn drive<'a, IO>(
+    t: &'a mut Transport<IO>,
+    conn: &'a mut Conn,
+    endpoint: &'a Endpoint,
+) -> impl Future<Output = Disconnect> + Send + 'a
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    // An `async move` block, like `run`, so the arguments are kept once.
+    async move {
+        let node = conn.node.clone();
+        let config = node.config();
+        if let Err(reason) = Box::pin(subscribe_identity(conn, endpoint)).await {
+            let code = CloseCode::TRY_AGAIN_LATER;
+            return Box::pin(close_with(t, conn, code, reason, false)).await;
+        }
+        t.writes.claim(&conn.outbox);
+        if endpoint.welcome {
+            let _ = conn.send_frame(&ServerFrame::Welcome(Welcome {
+                user: conn.user().to_string(),
+                conn: conn.id(),
+                protocol: switchboard_protocol::SUBPROTOCOL.to_string(),
+                heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
+            }));
+        }
+        endpoint.handler.on_open(conn).await;
+        let handler = endpoint.handler.clone();
+        let mut throttle = config
+            .message_limit(conn.identity.guest)
+            .map(|limit| Box::new(Throttle::new(limit, Instant::now())));
+        loop {
+            let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
+            let inbound = match event {
+                Event::Message(Message::Text(text)) => Inbound::Text(text),
+                Event::Message(Message::Binary(data)) => Inbound::Binary(data),
+                Event::Message(Message::Ping(payload)) => {
+                    t.queue(conn, frame::encode(OpCode::Pong, &payload));
+                    continue;
+                }
+                Event::Message(Message::Pong(_)) => {
+                    if t.awaiting_pong {
+                        t.awaiting_pong = false;
+                        let ping_sent = t.heartbeat.deadline() - config.heartbeat_timeout;
+                        t.heartbeat
+                            .as_mut()
+                            .reset(ping_sent + config.heartbeat_interval);
+                    }
+                    continue;
+                }
+                Event::HeartbeatDue if !t.awaiting_pong => {
+                    t.writes.release_idle_storage(&conn.outbox);
+                    t.queue(conn, frame::encode(OpCode::Ping, b""));
+                    t.awaiting_pong = true;
+                    t.heartbeat
+                        .as_mut()
+                        .reset(Instant::now() + config.heartbeat_timeout);
+                    continue;
+                }
+                ending => return Box::pin(end(t, conn, ending, config)).await,
+            };
+            // Data messages go to the handler, through the rate limit.
+            match throttle
+                .as_mut()
+                .map_or(Verdict::Allow, |th| th.check(config, Instant::now()))
+            {
+                Verdict::Allow => {
+                    // Replies are written by this task right after the handler,
+                    // not handed to a flusher.
+                    t.writes.claim(&conn.outbox);
+                    handler.on_message(conn, inbound).await;
+                    t.arm_expiry(conn.identity.expires_at);
+                }
+                Verdict::Drop => {
+                    if endpoint.welcome {
+                        refuse_rate_limited(conn, &inbound);
+                    }
+                }
+                Verdict::Close => {
+                    let code = CloseCode::RATE_LIMITED;
+                    let reason = "message rate limit exceeded repeatedly";
+                    return Box::pin(close_with(t, conn, code, reason.into(), false)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Tells the client its message was dropped by the rate limit.
+fn refuse_rate_limited(conn: &mut Conn, inbound: &Inbound) {
+    let id = match inbound {
+        Inbound::Text(t) => std::str::from_utf8(t)
+            .ok()
+            .and_then(|t| switchboard_protocol::client::parse(t).ok())
+            .and_then(|f| f.id()),
+        Inbound::Binary(_) => None,
+    };
+    crate::handlers::send_error(
+        conn,
+        id,
+        switchboard_protocol::ErrorCode::RateLimited,
+        "too many messages; this one was dropped",
+    );
+}

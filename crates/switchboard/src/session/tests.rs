@@ -1,0 +1,303 @@
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::DuplexStream;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::*;
+use crate::auth::Identity;
+use crate::node::Node;
+
+type Opened = (
+    Node,
+    WebSocketStream<DuplexStream>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// A session over an in-memory pipe, with a real client on the other end.
+async fn open(endpoint: Endpoint) -> Opened {
+    let endpoint = Arc::new(endpoint);
+    let node = Node::builder()
+        .endpoint((*endpoint).clone())
+        .build()
+        .unwrap();
+    open_on(node, endpoint, Identity::guest()).await
+}
+
+async fn open_on(node: Node, endpoint: Arc<Endpoint>, identity: Identity) -> Opened {
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let mut conn = new_conn(&node, identity, &endpoint, None, None, Default::default());
+    let task = tokio::spawn(async move {
+        let transport = Transport::new(server_io, &[], &conn);
+        run(transport, &mut conn, &endpoint).await
+    });
+    let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
+    (node, client, task)
+}
+
+async fn next_json(ws: &mut WebSocketStream<DuplexStream>) -> serde_json::Value {
+    loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_client_is_terminated_after_interval_plus_timeout_and_leaves_its_rooms() {
+    let (node, mut ws, task) = open(Endpoint::chat("/chat")).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    ws.send(Message::text(r#"{"type":"join","room":"r"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "joined");
+    assert_eq!(node.hub().count(&Topic::Room("r".into())), 1);
+    let start = Instant::now();
+    // The client stops reading, so it never answers the ping.
+    task.await.unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(40) && elapsed < Duration::from_secs(41),
+        "terminated after {elapsed:?}"
+    );
+    assert_eq!(node.hub().count(&Topic::Room("r".into())), 0);
+    assert_eq!(node.hub().count(&Topic::Broadcast), 0);
+    assert_eq!(node.connection_count(), 0);
+    assert_eq!(node.stats().snapshot().heartbeat_timeouts, 1);
+    // Read the raw bytes: a client library would try to answer the ping
+    // into the closed pipe. Server frames are unmasked: a ping with no
+    // payload, then a close frame carrying 4001.
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(ws.get_mut(), &mut raw)
+        .await
+        .unwrap();
+    assert_eq!(&raw[..2], &[0x89, 0x00], "ping");
+    assert_eq!(raw[2], 0x88, "close frame");
+    assert_eq!(u16::from_be_bytes([raw[4], raw[5]]), 4001);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_answers_pings_stays_connected() {
+    let (node, mut ws, task) = open(Endpoint::echo("/echo")).await;
+    let mut pings = 0;
+    let read = async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Ping(_) = msg {
+                pings += 1;
+            }
+        }
+    };
+    // Five minutes of virtual time: the read loop answers every ping.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(300), read)
+            .await
+            .is_err()
+    );
+    assert!(pings >= 9, "saw {pings} pings");
+    assert!(!task.is_finished());
+    assert_eq!(node.connection_count(), 1);
+    assert_eq!(node.stats().snapshot().heartbeat_timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_frames_are_written_before_a_going_away_close() {
+    let (node, mut ws, task) = open(Endpoint::echo("/echo")).await;
+    ws.send(Message::text("one")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("one"));
+    let outbox = node.inner_conn_outboxes().pop().unwrap();
+    outbox
+        .push(frame::encode(OpCode::Text, b"last words"))
+        .unwrap();
+    node.begin_shutdown();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("last words")
+    );
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    // The client completes the handshake; the session ends promptly.
+    while ws.next().await.is_some() {}
+    task.await.unwrap();
+    assert_eq!(node.connection_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_close_times_out_instead_of_hanging() {
+    let (node, ws, task) = open(Endpoint::echo("/echo")).await;
+    let start = Instant::now();
+    node.begin_shutdown();
+    task.await.unwrap();
+    // Bounded by the close grace (5 s), not by the client.
+    assert!(
+        start.elapsed() <= Duration::from_secs(11),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(ws);
+}
+
+const SECRET: &[u8] = b"session-test-secret-32-bytes-long";
+
+fn token(sub: &str, valid_for: Duration) -> String {
+    let exp = (std::time::SystemTime::now() + valid_for)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": sub, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+async fn jwt_session(valid_for: Duration) -> Opened {
+    use crate::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
+    let endpoint = Endpoint::chat("/chat");
+    let jwt = JwtAuthenticator::new(JwtConfig::new(JwtKey::Hs256(SECRET.to_vec()))).unwrap();
+    let identity = jwt.verify(&token("ana", valid_for)).unwrap();
+    let node = Node::builder()
+        .endpoint(endpoint.clone())
+        .authenticator(jwt)
+        .build()
+        .unwrap();
+    open_on(node, Arc::new(endpoint), identity).await
+}
+
+/// Reads (answering pings) until a close frame; returns its code and the
+/// virtual time it took.
+async fn close_code(ws: &mut WebSocketStream<DuplexStream>) -> (u16, Duration) {
+    let start = Instant::now();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), start.elapsed()),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_credentials_close_the_connection_with_4004() {
+    let (_node, mut ws, _task) = jwt_session(Duration::from_secs(90)).await;
+    assert_eq!(next_json(&mut ws).await["user"], "ana");
+    let (code, after) = close_code(&mut ws).await;
+    assert_eq!(code, 4004);
+    // exp plus the 5 s leeway; exp has one-second resolution.
+    assert!(
+        after > Duration::from_secs(93) && after <= Duration::from_secs(96),
+        "{after:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_before_expiry_keeps_the_connection_open() {
+    let (_node, mut ws, task) = jwt_session(Duration::from_secs(90)).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let fresh = token("ana", Duration::from_secs(3600));
+    ws.send(Message::text(format!(
+        r#"{{"type":"refresh","token":"{fresh}","id":1}}"#
+    )))
+    .await
+    .unwrap();
+    let reply = next_json(&mut ws).await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["id"].as_u64()),
+        (Some("refreshed"), Some(1))
+    );
+    // Well past the first expiry, the connection is still open.
+    let read = async { while let Some(Ok(_)) = ws.next().await {} };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(600), read)
+            .await
+            .is_err()
+    );
+    assert!(!task.is_finished());
+    // And the new expiry closes it in its turn.
+    let (code, _) = close_code(&mut ws).await;
+    assert_eq!(code, 4004);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_refresh_leaves_the_old_expiry_in_force() {
+    let (_node, mut ws, _task) = jwt_session(Duration::from_secs(90)).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let other = token("bob", Duration::from_secs(3600));
+    ws.send(Message::text(format!(
+        r#"{{"type":"refresh","token":"{other}","id":2}}"#
+    )))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["code"], "forbidden");
+    let (code, after) = close_code(&mut ws).await;
+    assert_eq!(code, 4004);
+    assert!(after <= Duration::from_secs(96), "{after:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_admitted_within_the_leeway_lives_until_the_leeway_ends() {
+    use crate::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
+    let endpoint = Endpoint::chat("/chat");
+    let jwt = JwtAuthenticator::new(JwtConfig::new(JwtKey::Hs256(SECRET.to_vec()))).unwrap();
+    // Expired two seconds ago, within the default 5 s leeway.
+    let exp = std::time::SystemTime::now() - Duration::from_secs(2);
+    let exp = exp.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": "ana", "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    let identity = jwt.verify(&token).unwrap();
+    let node = Node::builder()
+        .endpoint(endpoint.clone())
+        .authenticator(jwt)
+        .build()
+        .unwrap();
+    let (_node, mut ws, _task) = open_on(node, Arc::new(endpoint), identity).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let (code, after) = close_code(&mut ws).await;
+    assert_eq!(code, 4004);
+    assert!(
+        after >= Duration::from_secs(1) && after <= Duration::from_secs(4),
+        "{after:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_consumer_with_a_blocked_socket_is_closed_at_once() {
+    let (node, ws, task) = open(Endpoint::echo("/echo")).await;
+    while node.connection_count() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let outbox = node.inner_conn_outboxes().pop().unwrap();
+    let start = Instant::now();
+    // The client reads nothing: the pipe fills, then the write batch,
+    // then the queue, which overflows.
+    let frame = frame::encode(OpCode::Binary, &[0u8; 1024]);
+    let mut overflowed = false;
+    for _ in 0..2000 {
+        if outbox.push(frame.clone()).is_err() {
+            overflowed = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(overflowed);
+    task.await.unwrap();
+    // Bounded by the close grace (5 s), not by the 30 s heartbeat.
+    assert!(
+        start.elapsed() <= Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(node.connection_count(), 0);
+    drop(ws);
+}
