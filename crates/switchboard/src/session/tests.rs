@@ -301,3 +301,59 @@ async fn a_slow_consumer_with_a_blocked_socket_is_closed_at_once() {
     assert_eq!(node.connection_count(), 0);
     drop(ws);
 }
+
+/// The return type's size of a function of three arguments, without calling
+/// it.
+fn returned_size<A, B, C, R>(_: impl FnOnce(A, B, C) -> R) -> usize {
+    std::mem::size_of::<R>()
+}
+
+/// Every idle connection carries its session's future (inside its task,
+/// with the connection) and its outbox, so they must not grow unnoticed:
+/// docs/performance.md ("Idle connections") accounts for every byte.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn per_connection_state_stays_within_the_measured_size() {
+    use crate::outbox::Outbox;
+    use open::SessionIo;
+
+    // On x86_64, the same in debug and release builds. These are the sizes
+    // when the idle memory was last measured, except `Conn`: it was 184
+    // bytes then, and is 192 since identities carry typed data, which has
+    // not been re-measured yet.
+    const SESSION_FUTURE: usize = 400;
+    const TRANSPORT: usize = 152;
+    const CONN: usize = 192;
+    const OUTBOX: usize = 128;
+
+    let session = returned_size(
+        |t: Transport<SessionIo>, c: &'static mut Conn, e: &'static Arc<Endpoint>| run(t, c, e),
+    );
+    let sizes = [
+        (
+            "the session future (`session::run`)",
+            session,
+            SESSION_FUTURE,
+        ),
+        (
+            "the transport (`Transport<SessionIo>`)",
+            std::mem::size_of::<Transport<SessionIo>>(),
+            TRANSPORT,
+        ),
+        ("the connection (`Conn`)", std::mem::size_of::<Conn>(), CONN),
+        (
+            "the outbox (`Outbox`)",
+            std::mem::size_of::<Outbox>(),
+            OUTBOX,
+        ),
+    ];
+    for (what, size, measured) in sizes {
+        assert!(
+            size <= measured,
+            "{what} is {size} bytes, over the {measured} measured: every idle \
+             connection carries it. If it must grow, re-measure idle memory \
+             with `bench/run --only idle` (and heaptrack, as in \
+             docs/performance.md), update the figures there and this limit."
+        );
+    }
+}
