@@ -8,31 +8,16 @@
 use std::net::IpAddr;
 use std::str::FromStr;
 
-/// An address range: `10.0.0.0/8`, `::1/128`, or a single address.
+/// An address range: `10.0.0.0/8`, `::1/128`, or a single address. The
+/// arithmetic is the `ipnet` crate's; this type adds the single-address
+/// form and treats IPv4-mapped IPv6 addresses as IPv4, on both sides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     /// Whether `ip` is in the range.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&canonical(ip))
     }
 }
 
@@ -63,7 +48,9 @@ impl FromStr for IpNet {
             None => Some(max),
         }
         .ok_or_else(|| format!("invalid prefix length in {s:?}"))?;
-        Ok(IpNet { addr, prefix })
+        ipnet::IpNet::new(addr, prefix)
+            .map(IpNet)
+            .map_err(|_| format!("invalid prefix length in {s:?}"))
     }
 }
 

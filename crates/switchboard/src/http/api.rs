@@ -74,9 +74,11 @@ pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> 
     ApiError::new(status, code, message).into_response()
 }
 
-/// Compares in time independent of where the inputs differ.
+/// Compares in time independent of where the inputs differ (`subtle`'s
+/// comparison; the length is not secret).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Checks API access; `Err` is the response to send.
