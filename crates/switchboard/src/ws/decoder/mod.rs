@@ -1,0 +1,333 @@
+//! Incremental decoding of client-to-server frames into messages.
+//!
+//! Bytes read from the socket are handed to [`Decoder::push`]; complete
+//! messages come out of [`Decoder::next_message`]. Headers are validated as
+//! soon as their bytes arrive, so oversized or malformed frames are rejected
+//! before their payload is buffered. Payloads are split off the internal
+//! buffer and unmasked in place, without copying, except that fragmented
+//! messages are concatenated into one buffer.
+//!
+//! This module reassembles messages from frames; `header` parses and
+//! validates frame headers (and unmasks payloads), `payload` checks what a
+//! payload holds (UTF-8 of text, close bodies).
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use switchboard_protocol::CloseCode;
+
+use super::frame::OpCode;
+
+mod header;
+mod payload;
+#[cfg(test)]
+mod tests;
+
+use header::{FrameHeader, Limits, parse_header, unmask};
+use payload::{check_utf8, parse_close};
+
+/// A complete message received from the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text message. Invariant: the bytes are valid UTF-8, checked by the
+    /// decoder over the whole (reassembled) message.
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// A ping; the payload is at most 125 bytes and should be echoed in a pong.
+    Ping(Bytes),
+    /// A pong; the payload is at most 125 bytes.
+    Pong(Bytes),
+    /// A close request, with its status code and reason if the frame had a body.
+    Close(Option<CloseFrame>),
+}
+
+impl Message {
+    /// Returns the text of a [`Message::Text`], or `None` for other messages.
+    ///
+    /// The decoder has already validated the bytes, so this never fails for a
+    /// text message produced by [`Decoder`]; it re-runs the (fast) UTF-8
+    /// check because the crate does not use `unsafe`.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(bytes) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Status code and reason carried by a Close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    /// Close status code; always satisfies
+    /// [`is_valid_close_code`](super::frame::is_valid_close_code).
+    pub code: u16,
+    /// UTF-8 reason, possibly empty, at most 123 bytes.
+    pub reason: String,
+}
+
+/// A protocol violation by the client.
+///
+/// The connection must be closed with [`close_code`](Self::close_code); the
+/// `Display` text is short enough to be sent as the close reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// An RSV bit was set but no extension was negotiated.
+    #[error("reserved bits set")]
+    ReservedBits,
+    /// The opcode is reserved.
+    #[error("reserved opcode {0:#x}")]
+    ReservedOpCode(u8),
+    /// A client frame was not masked.
+    #[error("client frame not masked")]
+    Unmasked,
+    /// A control frame had FIN=0.
+    #[error("fragmented control frame")]
+    FragmentedControl,
+    /// A control frame carried more than 125 bytes.
+    #[error("control frame too long")]
+    ControlTooLong,
+    /// A 64-bit payload length had its most significant bit set.
+    #[error("invalid payload length")]
+    InvalidLength,
+    /// A continuation frame arrived while no fragmented message was open.
+    #[error("unexpected continuation frame")]
+    UnexpectedContinuation,
+    /// A new text or binary frame arrived inside a fragmented message.
+    #[error("expected continuation frame")]
+    ExpectedContinuation,
+    /// A close frame carried a 1-byte payload.
+    #[error("truncated close code")]
+    TruncatedCloseCode,
+    /// A close frame carried a code that must not be sent.
+    #[error("invalid close code {0}")]
+    InvalidCloseCode(u16),
+    /// A text message was not valid UTF-8.
+    #[error("invalid UTF-8 in text message")]
+    InvalidUtf8,
+    /// A close reason was not valid UTF-8.
+    #[error("invalid UTF-8 in close reason")]
+    InvalidCloseReason,
+    /// A frame or reassembled message exceeded the configured maximum size.
+    #[error("message too big")]
+    MessageTooBig,
+}
+
+impl DecodeError {
+    /// The close status code to send for this error: 1002 (protocol error),
+    /// 1007 (invalid payload data) or 1009 (message too big).
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::InvalidUtf8 | Self::InvalidCloseReason => CloseCode::INVALID_PAYLOAD.0,
+            Self::MessageTooBig => CloseCode::MESSAGE_TOO_BIG.0,
+            _ => CloseCode::PROTOCOL_ERROR.0,
+        }
+    }
+}
+
+/// Incremental decoder of masked client frames.
+///
+/// Feed it bytes with [`push`](Self::push) and drain complete messages with
+/// [`next_message`](Self::next_message) until it returns `Ok(None)`.
+///
+/// Memory: the input buffer is allocated lazily and released (replaced by a
+/// zero-capacity buffer) as soon as it has been fully consumed, so an idle
+/// connection holds no heap buffer. Returned payloads may share an
+/// allocation with bytes that were pushed together with them.
+///
+/// Errors are final: after `next_message` has returned an error, the
+/// decoder drops its buffers, ignores further input and returns the same
+/// error on every call.
+#[derive(Debug)]
+pub struct Decoder {
+    max_message_size: usize,
+    /// Received bytes not yet consumed.
+    buf: BytesMut,
+    /// Header of the frame whose payload is being awaited.
+    header: Option<FrameHeader>,
+    /// Text or binary message whose final fragment has not arrived yet.
+    /// Boxed: rare, and the decoder is part of every idle connection.
+    fragmented: Option<Box<Fragmented>>,
+    /// Set once an error has been returned.
+    error: Option<DecodeError>,
+}
+
+/// A text or binary message being assembled from one or more frames.
+#[derive(Debug)]
+struct Fragmented {
+    is_text: bool,
+    data: BytesMut,
+    /// For text: length of the prefix of `data` known to be valid UTF-8.
+    /// The rest is at most an incomplete code point split by a fragment
+    /// boundary.
+    utf8_checked: usize,
+}
+
+impl Decoder {
+    /// Creates a decoder that rejects text and binary messages larger than
+    /// `max_message_size` bytes (after reassembly) with
+    /// [`DecodeError::MessageTooBig`].
+    ///
+    /// Control frames are limited to 125 bytes by the protocol regardless of
+    /// this setting.
+    pub fn new(max_message_size: usize) -> Self {
+        Self {
+            max_message_size,
+            buf: BytesMut::new(),
+            header: None,
+            fragmented: None,
+            error: None,
+        }
+    }
+
+    /// Appends bytes read from the socket.
+    ///
+    /// Nothing is parsed here; call [`next_message`](Self::next_message)
+    /// after every push so oversized frames are rejected from their header.
+    /// Input is discarded once the decoder has failed.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.error.is_none() && !data.is_empty() {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Decodes buffered bytes and returns the next complete message, or
+    /// `Ok(None)` if more bytes are needed.
+    ///
+    /// Control frames interleaved with a fragmented message are returned as
+    /// soon as they are complete.
+    pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let result = self.decode();
+        match result {
+            Ok(_) => self.release_consumed_buffer(),
+            Err(error) => self.fail(error),
+        }
+        result
+    }
+
+    /// Returns `true` when no partial frame or fragmented message is held,
+    /// i.e. the decoder owns no heap buffer.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.header.is_none() && self.fragmented.is_none()
+    }
+
+    /// Capacity of the internal input buffer.
+    #[cfg(test)]
+    fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    fn decode(&mut self) -> Result<Option<Message>, DecodeError> {
+        loop {
+            let Some(header) = self.take_header()? else {
+                return Ok(None);
+            };
+            if self.buf.len() < header.len {
+                self.header = Some(header);
+                return Ok(None);
+            }
+            let payload = self.take_payload(&header);
+            if let Some(message) = self.handle_frame(header, payload)? {
+                return Ok(Some(message));
+            }
+        }
+    }
+
+    /// Returns the pending header, or parses and consumes the next one.
+    fn take_header(&mut self) -> Result<Option<FrameHeader>, DecodeError> {
+        if let Some(header) = self.header.take() {
+            return Ok(Some(header));
+        }
+        let in_message = self.fragmented.as_ref().map(|f| f.data.len());
+        let limits = Limits {
+            max_message_size: self.max_message_size,
+            in_message,
+        };
+        let Some((header, header_len)) = parse_header(&self.buf, limits)? else {
+            return Ok(None);
+        };
+        self.buf.advance(header_len);
+        Ok(Some(header))
+    }
+
+    /// Splits the payload off the input buffer and unmasks it in place.
+    fn take_payload(&mut self, header: &FrameHeader) -> BytesMut {
+        let mut payload = self.buf.split_to(header.len);
+        unmask(&mut payload, header.mask);
+        self.release_consumed_buffer();
+        payload
+    }
+
+    /// Turns a complete frame into a message, or stores a fragment.
+    fn handle_frame(
+        &mut self,
+        header: FrameHeader,
+        payload: BytesMut,
+    ) -> Result<Option<Message>, DecodeError> {
+        match header.opcode {
+            OpCode::Ping => Ok(Some(Message::Ping(payload.freeze()))),
+            OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
+            OpCode::Close => parse_close(&payload).map(|close| Some(Message::Close(close))),
+            OpCode::Text | OpCode::Binary => {
+                let fragmented = Fragmented {
+                    is_text: header.opcode == OpCode::Text,
+                    data: payload,
+                    utf8_checked: 0,
+                };
+                self.continue_message(fragmented, header.fin)
+            }
+            OpCode::Continuation => {
+                // `parse_header` rejects continuations outside a message.
+                let mut fragmented = self
+                    .fragmented
+                    .take()
+                    .ok_or(DecodeError::UnexpectedContinuation)?;
+                fragmented.data.extend_from_slice(&payload);
+                self.continue_message(*fragmented, header.fin)
+            }
+        }
+    }
+
+    /// Validates the data received so far and either completes the message
+    /// (`fin`) or keeps it for the next continuation frame.
+    fn continue_message(
+        &mut self,
+        mut fragmented: Fragmented,
+        fin: bool,
+    ) -> Result<Option<Message>, DecodeError> {
+        if fragmented.is_text {
+            fragmented.utf8_checked = check_utf8(&fragmented.data, fragmented.utf8_checked, fin)?;
+        }
+        if !fin {
+            self.fragmented = Some(Box::new(fragmented));
+            return Ok(None);
+        }
+        let data = fragmented.data.freeze();
+        Ok(Some(if fragmented.is_text {
+            Message::Text(data)
+        } else {
+            Message::Binary(data)
+        }))
+    }
+
+    /// Drops the input buffer's allocation once everything has been consumed.
+    fn release_consumed_buffer(&mut self) {
+        // Not conditional on capacity: after a payload is split off the end,
+        // the empty remainder has no capacity of its own but still holds a
+        // reference to the shared allocation, which would keep the last
+        // message's bytes alive for as long as the connection is idle.
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Records `error` and drops all buffered state.
+    fn fail(&mut self, error: DecodeError) {
+        self.error = Some(error);
+        self.buf = BytesMut::new();
+        self.header = None;
+        self.fragmented = None;
+    }
+}
