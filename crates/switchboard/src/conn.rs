@@ -30,8 +30,9 @@ pub struct Conn {
     pub(crate) identity: Identity,
     pub(crate) endpoint: Arc<Endpoint>,
     pub(crate) remote: Option<SocketAddr>,
-    /// Index of the negotiated subprotocol in the endpoint's list.
-    pub(crate) subprotocol: Option<usize>,
+    /// Index of the negotiated subprotocol in the endpoint's list (one
+    /// byte: every byte of a `Conn` is paid by each idle connection).
+    pub(crate) subprotocol: Option<u8>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) node: Node,
     /// Rooms joined; the flag says whether this connection also receives
@@ -91,7 +92,7 @@ impl Conn {
     /// The negotiated subprotocol, if any.
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol
-            .and_then(|i| self.endpoint.subprotocols.get(i))
+            .and_then(|i| self.endpoint.subprotocols.get(usize::from(i)))
             .map(String::as_str)
     }
 

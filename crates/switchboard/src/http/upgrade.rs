@@ -97,15 +97,19 @@ fn too_many(e: CapExceeded) -> Response {
 }
 
 /// Picks the first subprotocol the client offers that the endpoint accepts;
-/// returns its index in `accepted`.
-fn negotiate(headers: &HeaderMap, accepted: &[String]) -> Option<usize> {
+/// returns its index in `accepted`. The index is kept in one byte per
+/// connection, so only an endpoint's first 256 subprotocols are offered.
+fn negotiate(headers: &HeaderMap, accepted: &[String]) -> Option<u8> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .find_map(|offered| accepted.iter().position(|a| a == offered))
+        .find_map(|offered| {
+            let i = accepted.iter().take(256).position(|a| a == offered)?;
+            u8::try_from(i).ok()
+        })
 }
 
 /// The upgrade handler of every endpoint.
@@ -240,7 +244,8 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&accept_key(key.as_bytes())) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    let selected = subprotocol.and_then(|i| node.endpoints()[index].subprotocols.get(i));
+    let selected =
+        subprotocol.and_then(|i| node.endpoints()[index].subprotocols.get(usize::from(i)));
     if let Some(p) = selected.and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }

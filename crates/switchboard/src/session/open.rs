@@ -42,7 +42,7 @@ pub(crate) fn new_conn(
     identity: crate::auth::Identity,
     endpoint: &Arc<Endpoint>,
     remote: Option<std::net::SocketAddr>,
-    subprotocol: Option<usize>,
+    subprotocol: Option<u8>,
     extensions: http::Extensions,
 ) -> Conn {
     let config = node.config();
