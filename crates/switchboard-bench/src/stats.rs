@@ -122,6 +122,12 @@ pub fn min_max(v: &[f64]) -> Option<(f64, f64)> {
     Some(it.fold((first, first), |(lo, hi), x| (lo.min(x), hi.max(x))))
 }
 
+impl std::fmt::Debug for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latency").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

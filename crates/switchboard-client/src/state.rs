@@ -130,7 +130,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub fn new(
+    pub(crate) fn new(
         ack_timeout: Duration,
         publish_buffer: usize,
         events: broadcast::Sender<Event>,
@@ -151,22 +151,22 @@ impl State {
         }
     }
 
-    pub fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         // No receiver is not an error: nobody is listening.
         let _ = self.events.send(event);
     }
 
     /// The frames to send now, in order.
-    pub fn take_out(&mut self) -> Vec<String> {
+    pub(crate) fn take_out(&mut self) -> Vec<String> {
         std::mem::take(&mut self.out)
     }
 
     /// The earliest request deadline.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.first().map(|(at, _)| *at)
     }
 
-    pub fn is_online(&self) -> bool {
+    pub(crate) fn is_online(&self) -> bool {
         self.online
     }
 
@@ -176,7 +176,7 @@ impl State {
     /// where a position is known), then send the buffered publishes. The
     /// server handles one connection's frames in order, so the publishes
     /// take effect after the rooms are joined.
-    pub fn connected(&mut self, now: Instant) {
+    pub(crate) fn connected(&mut self, now: Instant) {
         self.online = true;
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
@@ -193,7 +193,7 @@ impl State {
     /// The connection ended. Sent publishes and presence or refresh
     /// requests fail (their outcome is unknown); sent leaves succeed (the
     /// room is not rejoined); joins wait for the next connection.
-    pub fn disconnected(&mut self) {
+    pub(crate) fn disconnected(&mut self) {
         self.online = false;
         self.out.clear();
         self.deadlines.clear();
@@ -223,7 +223,7 @@ impl State {
     }
 
     /// The client stopped: everything waiting fails with `reason`.
-    pub fn stop(&mut self, reason: &StopReason) {
+    pub(crate) fn stop(&mut self, reason: &StopReason) {
         self.online = false;
         self.out.clear();
         self.deadlines.clear();
@@ -259,7 +259,7 @@ impl State {
     }
 
     /// Fails the requests whose deadline passed.
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.deadlines.first() {
             if at > now {
                 break;
@@ -300,7 +300,7 @@ impl State {
 
     // ---- commands -------------------------------------------------------
 
-    pub fn join(&mut self, room: String, presence: bool, reply: JoinReply, now: Instant) {
+    pub(crate) fn join(&mut self, room: String, presence: bool, reply: JoinReply, now: Instant) {
         let online = self.online;
         let r = self.rooms.entry(room.clone()).or_insert_with(Room::new);
         let newly_watching = presence && !r.presence;
@@ -331,7 +331,7 @@ impl State {
         }
     }
 
-    pub fn leave(&mut self, room: String, reply: Reply<()>, now: Instant) {
+    pub(crate) fn leave(&mut self, room: String, reply: Reply<()>, now: Instant) {
         let Some(r) = self.rooms.remove(&room) else {
             let _ = reply.send(Ok(()));
             return;
@@ -351,7 +351,12 @@ impl State {
         self.track(id, Pending::Leave { reply }, now);
     }
 
-    pub fn presence(&mut self, room: String, reply: Reply<Vec<PresenceMember>>, now: Instant) {
+    pub(crate) fn presence(
+        &mut self,
+        room: String,
+        reply: Reply<Vec<PresenceMember>>,
+        now: Instant,
+    ) {
         if !self.online {
             let _ = reply.send(Err(RequestError::NotConnected));
             return;
@@ -364,7 +369,7 @@ impl State {
         self.track(id, Pending::Presence { reply }, now);
     }
 
-    pub fn publish(
+    pub(crate) fn publish(
         &mut self,
         room: String,
         data: Box<RawValue>,
@@ -396,7 +401,7 @@ impl State {
 
     /// Sends `refresh` with the new token if connected. The token itself is
     /// the connection task's business.
-    pub fn refresh(&mut self, token: &str, reply: Option<Reply<Option<u64>>>, now: Instant) {
+    pub(crate) fn refresh(&mut self, token: &str, reply: Option<Reply<Option<u64>>>, now: Instant) {
         if !self.online {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(RequestError::NotConnected));

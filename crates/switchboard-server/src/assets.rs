@@ -88,7 +88,7 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self';
 /// The routes: `/`, `/demo.js`, `/demo.css`, `/switchboard.js` and
 /// `/switchboard.d.ts` (GET and HEAD). No fallback, so it merges into any
 /// router.
-pub fn routes() -> Router {
+pub(crate) fn routes() -> Router {
     Router::new()
         .route("/", get(|h: HeaderMap| serve(&INDEX_HTML, h)))
         .route("/demo.js", get(|h: HeaderMap| serve(&DEMO_JS, h)))

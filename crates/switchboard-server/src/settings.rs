@@ -35,7 +35,7 @@ use switchboard::gate::rate::RateLimit;
 /// API on one port.
 #[derive(Parser, Debug)]
 #[command(name = "switchboard", version, about)]
-pub struct Args {
+pub(crate) struct Args {
     /// TOML file with settings (keys are the flag names with underscores).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     pub config: Option<String>,
@@ -342,7 +342,7 @@ fn idempotency_window(value: &str) -> Result<Duration, String> {
 
 /// Where a setting's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The command line; the flag as spelled there (`--upgrade-rate`).
     Flag(String),
     /// An environment variable; its name.
@@ -369,11 +369,11 @@ impl fmt::Display for Source {
 /// Where each setting that is not at its default came from, by argument id
 /// (the flag name with underscores, as in the file).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Sources(BTreeMap<String, Source>);
+pub(crate) struct Sources(BTreeMap<String, Source>);
 
 impl Sources {
     /// Where the setting `id` came from; `None` for its default.
-    pub fn get(&self, id: &str) -> Option<&Source> {
+    pub(crate) fn get(&self, id: &str) -> Option<&Source> {
         self.0.get(id)
     }
 }
@@ -401,7 +401,7 @@ const FIELD_ARGS: &[(&str, &[&str])] = &[
 
 /// The broker chosen with `--broker`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BrokerChoice {
+pub(crate) enum BrokerChoice {
     /// The built-in in-memory broker: one process.
     Memory,
     /// A Redis server shared by every node; the URL as given.
@@ -410,7 +410,7 @@ pub enum BrokerChoice {
 
 impl BrokerChoice {
     /// How the broker is named in logs: a Redis URL without its password.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             BrokerChoice::Memory => "memory (this process only)".to_string(),
             BrokerChoice::Redis(url) => format!("redis at {}", redact_url(url)),
@@ -419,7 +419,7 @@ impl BrokerChoice {
 }
 
 /// `url` with the password (and a user without one) replaced by `***`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -466,7 +466,7 @@ impl Args {
     }
 
     /// The engine configuration these settings describe.
-    pub fn engine_config(&self) -> anyhow::Result<Config> {
+    pub(crate) fn engine_config(&self) -> anyhow::Result<Config> {
         let trusted_proxies = self
             .trusted_proxies
             .iter()
@@ -509,7 +509,7 @@ impl Args {
     }
 
     /// The broker `--broker` names.
-    pub fn broker_choice(&self) -> anyhow::Result<BrokerChoice> {
+    pub(crate) fn broker_choice(&self) -> anyhow::Result<BrokerChoice> {
         let value = self.broker.trim();
         if value.eq_ignore_ascii_case("memory") {
             return Ok(BrokerChoice::Memory);
@@ -525,7 +525,7 @@ impl Args {
     }
 
     /// The Redis broker's settings: the defaults with the history flags.
-    pub fn redis_config(&self) -> anyhow::Result<switchboard_redis::RedisConfig> {
+    pub(crate) fn redis_config(&self) -> anyhow::Result<switchboard_redis::RedisConfig> {
         let defaults = switchboard_redis::RedisConfig::default();
         let history_age = self.history_age;
         Ok(switchboard_redis::RedisConfig {
@@ -540,7 +540,9 @@ impl Args {
     }
 
     /// The in-memory broker's settings.
-    pub fn memory_config(&self) -> anyhow::Result<switchboard::broker::memory::MemoryConfig> {
+    pub(crate) fn memory_config(
+        &self,
+    ) -> anyhow::Result<switchboard::broker::memory::MemoryConfig> {
         Ok(switchboard::broker::memory::MemoryConfig {
             history_count: self.history_count,
             history_age: self.history_age,
@@ -551,7 +553,7 @@ impl Args {
     }
 
     /// The JWT authenticator, when a secret or public key is configured.
-    pub fn authenticator(&self) -> anyhow::Result<Option<JwtAuthenticator>> {
+    pub(crate) fn authenticator(&self) -> anyhow::Result<Option<JwtAuthenticator>> {
         let key = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(_), Some(_)) => bail!("set either a JWT secret or a JWT public key, not both"),
             (Some(secret), None) => JwtKey::Hs256(secret.as_bytes().to_vec()),
@@ -576,7 +578,7 @@ impl Args {
 /// file named by `--config` or `SWITCHBOARD_CONFIG`. A value that cannot be
 /// parsed ends the process with clap's error, status 2, and a line saying
 /// where the value came from.
-pub fn load() -> anyhow::Result<Args> {
+pub(crate) fn load() -> anyhow::Result<Args> {
     let argv: Vec<String> = std::env::args().collect();
     let env = |name: &str| std::env::var(name).ok();
     let (argv, sources) = with_config_file(argv, env)?;
@@ -585,7 +587,7 @@ pub fn load() -> anyhow::Result<Args> {
 
 /// Parses `argv` (the file's settings already added as flags); a parse
 /// error says where the offending value came from.
-pub fn parse(argv: Vec<String>, sources: Sources) -> Result<Args, clap::Error> {
+pub(crate) fn parse(argv: Vec<String>, sources: Sources) -> Result<Args, clap::Error> {
     match Args::try_parse_from(argv) {
         Ok(mut args) => {
             args.sources = sources;
@@ -624,7 +626,7 @@ fn arg_id(shown: &str) -> Option<String> {
 /// `--config` or `SWITCHBOARD_CONFIG` that neither the command line nor the
 /// environment sets, and where every setting that is not at its default came
 /// from. `env` reads an environment variable.
-pub fn with_config_file(
+pub(crate) fn with_config_file(
     argv: Vec<String>,
     env: impl Fn(&str) -> Option<String>,
 ) -> anyhow::Result<(Vec<String>, Sources)> {

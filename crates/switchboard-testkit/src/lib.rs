@@ -124,3 +124,11 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}

@@ -252,3 +252,12 @@ impl Conn {
             .await
     }
 }
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("user", &&self.identity.user)
+            .finish_non_exhaustive()
+    }
+}

@@ -513,6 +513,14 @@ fn raw_bytes(data: &RawValue) -> Bytes {
     Bytes::copy_from_slice(data.get().as_bytes())
 }
 
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,10 +24,10 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 /// How long a test waits for any one expected event.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 /// A server running `switchboard::serve` on a real socket.
-pub struct Server {
+pub(crate) struct Server {
     pub addr: SocketAddr,
     pub node: Node,
     stop: Option<oneshot::Sender<()>>,
@@ -35,7 +35,7 @@ pub struct Server {
 }
 
 /// A node with the default endpoints on a broker linked to `bus`.
-pub fn node(bus: &Arc<MemoryBus>) -> Node {
+pub(crate) fn node(bus: &Arc<MemoryBus>) -> Node {
     Node::builder()
         .default_endpoints()
         .broker(MemoryBroker::linked(bus))
@@ -45,18 +45,18 @@ pub fn node(bus: &Arc<MemoryBus>) -> Node {
 
 impl Server {
     /// A default node on port 0, linked to `bus`.
-    pub async fn start(bus: &Arc<MemoryBus>) -> Self {
+    pub(crate) async fn start(bus: &Arc<MemoryBus>) -> Self {
         Self::serve(node(bus), "127.0.0.1:0".parse().expect("addr")).await
     }
 
     /// A node built from `builder`, on port 0.
-    pub async fn start_with(builder: NodeBuilder) -> Self {
+    pub(crate) async fn start_with(builder: NodeBuilder) -> Self {
         let node = builder.build().expect("valid node");
         Self::serve(node, "127.0.0.1:0".parse().expect("addr")).await
     }
 
     /// Serves `node` on `addr` (the same port again after a restart).
-    pub async fn serve(node: Node, addr: SocketAddr) -> Self {
+    pub(crate) async fn serve(node: Node, addr: SocketAddr) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -76,13 +76,13 @@ impl Server {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
 
     /// Graceful shutdown (every client gets 1001); returns once `serve`
     /// returned and the port is free.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -96,7 +96,7 @@ impl Server {
     }
 
     /// Publishes `data` to `room` as a backend would; returns the offset.
-    pub async fn publish(&self, room: &str, data: Value) -> u64 {
+    pub(crate) async fn publish(&self, room: &str, data: Value) -> u64 {
         publish(&self.node, room, data).await
     }
 }
@@ -109,7 +109,7 @@ impl Drop for Server {
     }
 }
 
-pub async fn publish(node: &Node, room: &str, data: Value) -> u64 {
+pub(crate) async fn publish(node: &Node, room: &str, data: Value) -> u64 {
     let raw = RawValue::from_string(data.to_string()).expect("json");
     node.publish_room(room, &raw)
         .await
@@ -119,7 +119,7 @@ pub async fn publish(node: &Node, room: &str, data: Value) -> u64 {
 }
 
 /// The next event, within [`WAIT`].
-pub async fn next(events: &mut Events) -> Event {
+pub(crate) async fn next(events: &mut Events) -> Event {
     tokio::time::timeout(WAIT, events.recv())
         .await
         .expect("an event in time")
@@ -128,7 +128,7 @@ pub async fn next(events: &mut Events) -> Event {
 
 /// Skips events until `f` picks one, within [`WAIT`]; panics with what was
 /// seen otherwise.
-pub async fn until<T>(events: &mut Events, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+pub(crate) async fn until<T>(events: &mut Events, mut f: impl FnMut(&Event) -> Option<T>) -> T {
     let mut seen = Vec::new();
     let found = tokio::time::timeout(WAIT, async {
         while let Some(e) = events.recv().await {
@@ -148,7 +148,7 @@ pub async fn until<T>(events: &mut Events, mut f: impl FnMut(&Event) -> Option<T
 }
 
 /// The `n` field of a room message's data, with its room offset.
-pub fn room_n(e: &Event, room: &str) -> Option<(u64, u64)> {
+pub(crate) fn room_n(e: &Event, room: &str) -> Option<(u64, u64)> {
     match e {
         Event::Message(m) if m.room() == Some(room) => {
             let v: Value = m.json().ok()?;
@@ -158,11 +158,11 @@ pub fn room_n(e: &Event, room: &str) -> Option<(u64, u64)> {
     }
 }
 
-pub type FakeSocket = WebSocketStream<TcpStream>;
+pub(crate) type FakeSocket = WebSocketStream<TcpStream>;
 
 /// A fake server: accepts WebSocket upgrades (selecting `switchboard.v1`)
 /// and runs `script` with each connection's index (0, 1, ...) and socket.
-pub async fn fake_server<F, Fut>(script: F) -> SocketAddr
+pub(crate) async fn fake_server<F, Fut>(script: F) -> SocketAddr
 where
     F: Fn(usize, FakeSocket) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -197,7 +197,7 @@ fn select_subprotocol(_: &Request, mut resp: Response) -> Result<Response, Error
 }
 
 /// A `welcome` frame as the server sends it.
-pub fn welcome(user: &str, heartbeat_ms: u64) -> tokio_tungstenite::tungstenite::Message {
+pub(crate) fn welcome(user: &str, heartbeat_ms: u64) -> tokio_tungstenite::tungstenite::Message {
     let v = serde_json::json!({
         "type": "welcome", "user": user, "conn": "fake-1",
         "protocol": "switchboard.v1", "heartbeat_ms": heartbeat_ms,
@@ -206,12 +206,12 @@ pub fn welcome(user: &str, heartbeat_ms: u64) -> tokio_tungstenite::tungstenite:
 }
 
 /// Reads (and ignores) everything until the peer goes away.
-pub async fn read_to_end(ws: &mut FakeSocket) {
+pub(crate) async fn read_to_end(ws: &mut FakeSocket) {
     while let Some(Ok(_)) = ws.next().await {}
 }
 
 /// A port on which connections are refused: bound, then released.
-pub async fn refusing_addr() -> SocketAddr {
+pub(crate) async fn refusing_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     listener.local_addr().expect("addr")
 }

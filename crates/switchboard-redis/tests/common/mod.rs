@@ -12,12 +12,12 @@ use switchboard_redis::{RedisBroker, RedisConfig};
 use switchboard_testkit::conformance::Recorder;
 
 /// The longest a test waits for anything.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
-pub use switchboard_testkit::RedisServer;
+pub(crate) use switchboard_testkit::RedisServer;
 
 /// Inspecting the test's server with plain Redis commands.
-pub trait Inspect {
+pub(crate) trait Inspect {
     /// A plain connection to the server.
     async fn conn(&self) -> redis::aio::MultiplexedConnection;
     /// Runs one command.
@@ -41,7 +41,10 @@ impl Inspect for RedisServer {
 }
 
 /// A connected broker with a recorder attached.
-pub async fn node(server: &RedisServer, config: RedisConfig) -> (RedisBroker, Arc<Recorder>) {
+pub(crate) async fn node(
+    server: &RedisServer,
+    config: RedisConfig,
+) -> (RedisBroker, Arc<Recorder>) {
     let broker = RedisBroker::connect(&server.url(), config)
         .await
         .expect("connect");
@@ -51,7 +54,7 @@ pub async fn node(server: &RedisServer, config: RedisConfig) -> (RedisBroker, Ar
 }
 
 /// Waits until `check` returns `Some`, polling; panics after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

@@ -22,9 +22,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The longest a test waits for any one thing.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
-pub use switchboard_testkit::{RedisServer as Redis, free_port};
+pub(crate) use switchboard_testkit::{RedisServer as Redis, free_port};
 
 /// A fresh directory for one cluster's files (nginx config and logs).
 fn temp_dir() -> PathBuf {
@@ -61,7 +61,7 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
 
 /// Polls `check` every 20 ms until it returns `Some`; panics after
 /// `timeout` naming `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -81,7 +81,7 @@ where
 // ---------------------------------------------------------------- nodes
 
 /// One `switchboard` process; killed on drop.
-pub struct Node {
+pub(crate) struct Node {
     child: Child,
     /// The port it listens on (from its log).
     pub port: u16,
@@ -94,7 +94,7 @@ pub struct Node {
 impl Node {
     /// Starts the binary with `args` and waits for the log line that names
     /// its port, then asks `/health` for its id.
-    pub async fn start(args: &[String]) -> Node {
+    pub(crate) async fn start(args: &[String]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         cmd.args(args)
             .env("NO_COLOR", "1")
@@ -155,24 +155,24 @@ impl Node {
     }
 
     /// `http://127.0.0.1:<port>`.
-    pub fn http(&self) -> String {
+    pub(crate) fn http(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// `ws://127.0.0.1:<port>`.
-    pub fn ws(&self) -> String {
+    pub(crate) fn ws(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
     /// The node's `/health` document.
-    pub async fn health(&self) -> Value {
+    pub(crate) async fn health(&self) -> Value {
         let (status, body) = get(&format!("{}/health", self.http())).await;
         assert_eq!(status, 200, "{body}");
         body
     }
 
     /// Waits until `/health` reports `status`.
-    pub async fn wait_status(&self, status: &str, timeout: Duration) -> Value {
+    pub(crate) async fn wait_status(&self, status: &str, timeout: Duration) -> Value {
         eventually(
             &format!("node {} to report {status:?}", self.id),
             timeout,
@@ -185,13 +185,13 @@ impl Node {
     }
 
     /// Sends SIGTERM: a graceful shutdown.
-    pub fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         signal(self.child.id(), "-TERM");
     }
 
     /// Waits for the process to exit (blocking: let clients take their
     /// close frames first, or the node waits for their replies).
-    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
         assert!(
             wait_exit(&mut self.child, Duration::from_secs(20)),
             "node {} did not exit after SIGTERM",
@@ -201,7 +201,7 @@ impl Node {
     }
 
     /// The log as one string.
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
@@ -223,7 +223,7 @@ impl Drop for Node {
 /// The nginx configuration of the tests, copied into `docs/deploy.md`.
 /// `{{PREFIX}}` is the directory of nginx's files, `{{PORT}}` the port it
 /// listens on, `{{SERVERS}}` one `server` line per node.
-pub const NGINX_CONF: &str = r#"# Switchboard behind nginx: plain round-robin over every node, no sticky
+pub(crate) const NGINX_CONF: &str = r#"# Switchboard behind nginx: plain round-robin over every node, no sticky
 # sessions (a client that reconnects to another node recovers from the
 # broker's history there).
 worker_processes auto;
@@ -303,7 +303,7 @@ fn nginx_binary() -> PathBuf {
 
 /// A real nginx with its own config and files in a temp dir; stopped on
 /// drop.
-pub struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     pub port: u16,
     pub dir: PathBuf,
@@ -312,7 +312,7 @@ pub struct Nginx {
 impl Nginx {
     /// Writes the config for `upstreams` into `dir` and starts nginx in the
     /// foreground, waiting until it accepts connections.
-    pub fn start(dir: &Path, upstreams: &[u16]) -> Nginx {
+    pub(crate) fn start(dir: &Path, upstreams: &[u16]) -> Nginx {
         let binary = nginx_binary();
         let port = free_port();
         let servers: Vec<String> = upstreams
@@ -362,16 +362,16 @@ impl Nginx {
         nginx
     }
 
-    pub fn http(&self) -> String {
+    pub(crate) fn http(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn ws(&self) -> String {
+    pub(crate) fn ws(&self) -> String {
         format!("ws://127.0.0.1:{}", self.port)
     }
 
     /// The access log as written so far.
-    pub fn access_log(&self) -> String {
+    pub(crate) fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 
@@ -401,7 +401,7 @@ impl Drop for Nginx {
 
 /// Redis, the nodes, and nginx when asked for. Fields drop in order: nginx,
 /// then the nodes, then Redis.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub nginx: Option<Nginx>,
     pub nodes: Vec<Node>,
     pub redis: Redis,
@@ -411,7 +411,7 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes on one Redis, each started with the standard multi-node
     /// flags and `extra` ones, behind nginx if `with_nginx`.
-    pub async fn start(n: usize, extra: &[&str], with_nginx: bool) -> Cluster {
+    pub(crate) async fn start(n: usize, extra: &[&str], with_nginx: bool) -> Cluster {
         let dir = temp_dir();
         let redis = Redis::start();
         let mut nodes = Vec::new();
@@ -446,12 +446,12 @@ impl Cluster {
         }
     }
 
-    pub fn nginx(&self) -> &Nginx {
+    pub(crate) fn nginx(&self) -> &Nginx {
         self.nginx.as_ref().expect("a cluster with nginx")
     }
 
     /// The node with this id.
-    pub fn node(&self, id: &str) -> &Node {
+    pub(crate) fn node(&self, id: &str) -> &Node {
         self.nodes
             .iter()
             .find(|n| n.id == id)
@@ -485,7 +485,7 @@ impl Drop for Cluster {
 // ---------------------------------------------------------------- HTTP
 
 /// A GET; the status and the body as JSON.
-pub async fn get(url: &str) -> (u16, Value) {
+pub(crate) async fn get(url: &str) -> (u16, Value) {
     let resp = reqwest::get(url)
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
@@ -496,7 +496,7 @@ pub async fn get(url: &str) -> (u16, Value) {
 }
 
 /// A POST with a JSON body; the status and the body as JSON.
-pub async fn post(url: &str, body: &Value) -> (u16, Value) {
+pub(crate) async fn post(url: &str, body: &Value) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -512,7 +512,7 @@ pub async fn post(url: &str, body: &Value) -> (u16, Value) {
 
 /// Publishes `data` to `room` through the HTTP API at `base`; panics unless
 /// it is accepted. Returns the offset.
-pub async fn publish_api(base: &str, room: &str, data: Value) -> u64 {
+pub(crate) async fn publish_api(base: &str, room: &str, data: Value) -> u64 {
     let (status, body) = post(
         &format!("{base}/api/rooms/{room}/messages"),
         &json!({ "data": data }),
@@ -528,7 +528,7 @@ type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket client of the chat protocol. Frames that arrive while it
 /// waits for another kind are kept, in order, for later.
-pub struct Client {
+pub(crate) struct Client {
     ws: Ws,
     buffered: VecDeque<Value>,
     /// The user id from `welcome`.
@@ -541,12 +541,12 @@ pub struct Client {
 
 impl Client {
     /// Connects to `url` (`ws://…/ws/chat`) and reads `welcome`.
-    pub async fn connect(url: &str) -> Client {
+    pub(crate) async fn connect(url: &str) -> Client {
         Client::connect_with(url, None).await
     }
 
     /// Connects with `Authorization: Bearer <token>`.
-    pub async fn connect_with(url: &str, token: Option<&str>) -> Client {
+    pub(crate) async fn connect_with(url: &str, token: Option<&str>) -> Client {
         let mut req = url.into_client_request().expect("ws url");
         if let Some(token) = token {
             req.headers_mut().insert(
@@ -579,7 +579,7 @@ impl Client {
     }
 
     /// Sends one JSON frame.
-    pub async fn send(&mut self, frame: Value) {
+    pub(crate) async fn send(&mut self, frame: Value) {
         self.ws
             .send(Message::text(frame.to_string()))
             .await
@@ -610,7 +610,7 @@ impl Client {
 
     /// The first frame, buffered or new, that `matches`; the others stay
     /// buffered in order.
-    pub async fn expect(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn expect(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
         if let Some(i) = self.buffered.iter().position(&matches) {
             return self.buffered.remove(i).expect("index in range");
         }
@@ -631,12 +631,12 @@ impl Client {
     }
 
     /// The next `message` frame (room, user or broadcast).
-    pub async fn message(&mut self) -> Value {
+    pub(crate) async fn message(&mut self) -> Value {
         self.expect("message", |f| f["type"] == "message").await
     }
 
     /// The reply (any frame with this `id` that is not a `message`).
-    pub async fn reply(&mut self, id: u64) -> Value {
+    pub(crate) async fn reply(&mut self, id: u64) -> Value {
         self.expect(&format!("reply to id {id}"), |f| {
             f["type"] != "message" && f["id"] == id
         })
@@ -644,7 +644,7 @@ impl Client {
     }
 
     /// Joins `room` and returns the `joined` reply.
-    pub async fn join(&mut self, room: &str, id: u64) -> Value {
+    pub(crate) async fn join(&mut self, room: &str, id: u64) -> Value {
         self.send(json!({"type": "join", "room": room, "id": id}))
             .await;
         let reply = self.reply(id).await;
@@ -653,25 +653,25 @@ impl Client {
     }
 
     /// Publishes and returns the reply (`ack` or `error`).
-    pub async fn publish(&mut self, room: &str, data: Value, id: u64) -> Value {
+    pub(crate) async fn publish(&mut self, room: &str, data: Value, id: u64) -> Value {
         self.send(json!({"type": "publish", "room": room, "data": data, "id": id}))
             .await;
         self.reply(id).await
     }
 
     /// Frames received but not yet taken.
-    pub fn buffered(&self) -> &VecDeque<Value> {
+    pub(crate) fn buffered(&self) -> &VecDeque<Value> {
         &self.buffered
     }
 
     /// Forgets the frames received but not consumed yet.
-    pub fn clear_buffered(&mut self) {
+    pub(crate) fn clear_buffered(&mut self) {
         self.buffered.clear();
     }
 
     /// Waits for the server's close frame, skipping other frames; returns
     /// its code.
-    pub async fn closed(&mut self) -> u16 {
+    pub(crate) async fn closed(&mut self) -> u16 {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
@@ -692,7 +692,7 @@ impl Client {
     }
 
     /// Closes the connection and waits for the server's close frame.
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
         let _ = tokio::time::timeout(DEADLINE, async {
             while let Some(Ok(_)) = self.ws.next().await {}

@@ -17,9 +17,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for any one expected event.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub node: Node,
     stop: Option<oneshot::Sender<()>>,
@@ -27,15 +27,15 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(config: Config) -> Self {
+    pub(crate) async fn start(config: Config) -> Self {
         Self::start_with(Node::builder().config(config).default_endpoints()).await
     }
 
-    pub async fn start_default() -> Self {
+    pub(crate) async fn start_default() -> Self {
         Self::start(Config::default()).await
     }
 
-    pub async fn start_with(builder: NodeBuilder) -> Self {
+    pub(crate) async fn start_with(builder: NodeBuilder) -> Self {
         let node = builder.build().expect("valid node");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().unwrap();
@@ -57,16 +57,16 @@ impl TestServer {
         }
     }
 
-    pub fn ws(&self, path: &str) -> String {
+    pub(crate) fn ws(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
 
-    pub fn http(&self, path: &str) -> String {
+    pub(crate) fn http(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
     /// Graceful shutdown; returns when `serve` returned.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -79,7 +79,7 @@ impl TestServer {
         }
     }
 
-    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &str) -> (u16, Value) {
         post(&self.http(path), body, None).await
     }
 }
@@ -92,7 +92,7 @@ impl Drop for TestServer {
     }
 }
 
-pub async fn post(url: &str, body: &str, bearer: Option<&str>) -> (u16, Value) {
+pub(crate) async fn post(url: &str, body: &str, bearer: Option<&str>) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
@@ -107,15 +107,15 @@ pub async fn post(url: &str, body: &str, bearer: Option<&str>) -> (u16, Value) {
     (status, value)
 }
 
-pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub struct Client {
+pub(crate) struct Client {
     pub ws: Ws,
     pub user: Option<String>,
 }
 
 /// Connects a raw WebSocket client (no welcome expected).
-pub async fn connect_raw(url: &str) -> Ws {
+pub(crate) async fn connect_raw(url: &str) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("connect");
@@ -123,7 +123,7 @@ pub async fn connect_raw(url: &str) -> Ws {
 }
 
 /// Connects to a protocol endpoint and reads its `welcome` frame.
-pub async fn connect(url: &str) -> Client {
+pub(crate) async fn connect(url: &str) -> Client {
     let mut c = Client {
         ws: connect_raw(url).await,
         user: None,
@@ -138,7 +138,7 @@ pub async fn connect(url: &str) -> Client {
 }
 
 /// The HTTP status of a refused upgrade.
-pub async fn upgrade_status(url: &str) -> (u16, String) {
+pub(crate) async fn upgrade_status(url: &str) -> (u16, String) {
     let req = url.into_client_request().unwrap();
     match tokio_tungstenite::connect_async(req).await {
         Ok(_) => panic!("upgrade to {url} unexpectedly succeeded"),
@@ -154,18 +154,18 @@ pub async fn upgrade_status(url: &str) -> (u16, String) {
 }
 
 impl Client {
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         self.user.as_deref().unwrap()
     }
 
-    pub async fn send(&mut self, v: Value) {
+    pub(crate) async fn send(&mut self, v: Value) {
         self.ws
             .send(Message::text(v.to_string()))
             .await
             .expect("send");
     }
 
-    pub async fn send_text(&mut self, s: &str) {
+    pub(crate) async fn send_text(&mut self, s: &str) {
         self.ws
             .send(Message::text(s.to_string()))
             .await
@@ -173,7 +173,7 @@ impl Client {
     }
 
     /// The next text frame as JSON (pings are answered by tungstenite).
-    pub async fn next_json(&mut self) -> Value {
+    pub(crate) async fn next_json(&mut self) -> Value {
         loop {
             let msg = tokio::time::timeout(WAIT, self.ws.next())
                 .await
@@ -189,7 +189,7 @@ impl Client {
     }
 
     /// Joins a room and returns the `joined` frame.
-    pub async fn join(&mut self, room: &str) -> Value {
+    pub(crate) async fn join(&mut self, room: &str) -> Value {
         self.send(json!({"type": "join", "room": room})).await;
         loop {
             let v = self.next_json().await;
@@ -205,7 +205,7 @@ impl Client {
     }
 
     /// Reads until a close frame; returns its code and reason.
-    pub async fn expect_close(&mut self) -> (u16, String) {
+    pub(crate) async fn expect_close(&mut self) -> (u16, String) {
         expect_close(&mut self.ws).await
     }
 
@@ -214,7 +214,7 @@ impl Client {
     /// and checks that it is the next frame. The in-memory broker queues a
     /// delivery before the publish returns, and a connection's frames keep
     /// their order, so anything queued before the barrier would come first.
-    pub async fn expect_nothing_but_barrier(&mut self, server: &TestServer) {
+    pub(crate) async fn expect_nothing_but_barrier(&mut self, server: &TestServer) {
         let barrier = format!("barrier-{}", rand_suffix());
         let (status, body) = server
             .post(
@@ -240,7 +240,7 @@ fn rand_suffix() -> u64 {
 }
 
 /// Reads (skipping data frames) until a close frame; returns code and reason.
-pub async fn expect_close<S>(ws: &mut WebSocketStream<S>) -> (u16, String)
+pub(crate) async fn expect_close<S>(ws: &mut WebSocketStream<S>) -> (u16, String)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -268,7 +268,7 @@ where
 
 /// Polls `cond` until it holds, failing after the wait. For state that has no
 /// event to await (counters, indexes).
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
         assert!(
