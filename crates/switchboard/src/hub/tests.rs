@@ -1,0 +1,145 @@
+use std::task::{Context, Poll};
+
+use futures_util::task::noop_waker;
+
+use super::*;
+use crate::broker::memory::MemoryBroker;
+use crate::outbox::Drained;
+
+fn delivery(room: &Arc<str>, offset: u64) -> Delivery {
+    Delivery {
+        topic: Topic::Room(room.clone()),
+        offset: Some(offset),
+        data: Bytes::from(offset.to_string()),
+        from: None,
+    }
+}
+
+fn drain(outbox: &Outbox) -> Vec<Bytes> {
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut out = crate::outbox::FrameQueue::new();
+    while let Poll::Ready(Drained::Frames(_)) = outbox.poll_drain(&mut cx, &mut out, 100) {}
+    std::iter::from_fn(|| out.pop_front()).collect()
+}
+
+#[test]
+fn push_all_reaches_every_outbox_once_whatever_the_count() {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let hub = Hub::new(broker, Arc::default());
+    // Around and past the prefetch distance.
+    for n in 0..12 {
+        let outboxes: Vec<_> = (0..n).map(|_| Arc::new(Outbox::new(8, 1 << 16))).collect();
+        hub.push_all(&Bytes::from_static(b"f"), outboxes.iter());
+        for (i, o) in outboxes.iter().enumerate() {
+            assert_eq!(
+                drain(o),
+                vec![Bytes::from_static(b"f")],
+                "{n} outboxes, #{i}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn recovery_holds_live_messages_and_releases_only_those_after_the_replay() {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let hub = Hub::new(broker.clone(), Arc::default());
+    let room: Arc<str> = Arc::from("r");
+    let outbox = Arc::new(Outbox::new(100, 1 << 20));
+    hub.add_joining(&room, 1, &outbox).await.unwrap();
+    // Live messages arrive while the replay is being read: held.
+    hub.deliver(&delivery(&room, 5));
+    hub.deliver(&delivery(&room, 6));
+    assert!(drain(&outbox).is_empty());
+    // The replay ends at 5: 5 must not come twice, 6 must come after.
+    let prelude = vec![
+        Bytes::from_static(b"replay-4"),
+        Bytes::from_static(b"replay-5"),
+    ];
+    hub.finish_join("r", 1, prelude, 5);
+    hub.deliver(&delivery(&room, 7));
+    let frames = drain(&outbox);
+    assert_eq!(frames.len(), 4);
+    assert_eq!(&frames[0][..], b"replay-4");
+    assert_eq!(&frames[1][..], b"replay-5");
+    assert!(
+        frames[2].ends_with(b"\"offset\":6,\"data\":6}"),
+        "{:?}",
+        frames[2]
+    );
+    assert!(
+        frames[3].ends_with(b"\"offset\":7,\"data\":7}"),
+        "{:?}",
+        frames[3]
+    );
+    assert_eq!(hub.count(&Topic::Room(room.clone())), 1);
+}
+
+#[tokio::test]
+async fn a_joining_member_counts_and_leaves_like_any_other() {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let hub = Hub::new(broker.clone(), Arc::default());
+    let room: Arc<str> = Arc::from("r");
+    let outbox = Arc::new(Outbox::new(100, 1 << 20));
+    hub.add_joining(&room, 1, &outbox).await.unwrap();
+    assert_eq!(hub.count(&Topic::Room(room.clone())), 1);
+    assert!(hub.remove(Topic::Room(room.clone()), 1).await);
+    assert_eq!(hub.count(&Topic::Room(room)), 0);
+    assert_eq!(hub.room_count(), 0);
+}
+
+/// The position read reaches further than the live stream had: copies
+/// of replayed messages that arrive after the replay are dropped, the
+/// first later one goes through and makes the member live.
+#[tokio::test]
+async fn late_copies_of_the_replay_are_dropped_at_the_seam() {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let hub = Hub::new(broker.clone(), Arc::default());
+    let room: Arc<str> = Arc::from("r");
+    let outbox = Arc::new(Outbox::new(100, 1 << 20));
+    hub.add_joining(&room, 1, &outbox).await.unwrap();
+    hub.deliver(&delivery(&room, 3));
+    // The replay read reached 5; live had only brought 3 so far.
+    let prelude = vec![
+        Bytes::from_static(b"replay-4"),
+        Bytes::from_static(b"replay-5"),
+        Bytes::from_static(b"joined"),
+    ];
+    hub.finish_join("r", 1, prelude, 5);
+    hub.deliver(&delivery(&room, 4));
+    hub.deliver(&delivery(&room, 5));
+    hub.deliver(&delivery(&room, 6));
+    hub.deliver(&delivery(&room, 7));
+    let frames = drain(&outbox);
+    let text: Vec<String> = frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    assert_eq!(text.len(), 5, "{text:?}");
+    assert_eq!(&text[..3], ["replay-4", "replay-5", "joined"]);
+    assert!(text[3].ends_with("\"offset\":6,\"data\":6}"), "{text:?}");
+    assert!(text[4].ends_with("\"offset\":7,\"data\":7}"), "{text:?}");
+    // Live now: no longer among the joining members.
+    let members = hub.rooms.get("r").unwrap();
+    assert_eq!(members.live.len(), 1);
+    assert!(members.joining.lock().is_empty());
+}
+
+/// A member that is still seaming receives no message twice, and one
+/// that leaves then is gone like any other.
+#[tokio::test]
+async fn a_seaming_member_leaves_cleanly() {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let hub = Hub::new(broker.clone(), Arc::default());
+    let room: Arc<str> = Arc::from("r");
+    let outbox = Arc::new(Outbox::new(100, 1 << 20));
+    hub.add_joining(&room, 1, &outbox).await.unwrap();
+    hub.finish_join("r", 1, vec![Bytes::from_static(b"joined")], 9);
+    hub.deliver(&delivery(&room, 8));
+    hub.deliver(&delivery(&room, 9));
+    assert_eq!(drain(&outbox), vec![Bytes::from_static(b"joined")]);
+    assert_eq!(hub.count(&Topic::Room(room.clone())), 1);
+    assert!(hub.remove(Topic::Room(room.clone()), 1).await);
+    assert_eq!(hub.room_count(), 0);
+}
