@@ -109,6 +109,15 @@ impl JoinError {
             JoinError::Broker(_) => ErrorCode::Unavailable,
         }
     }
+
+    /// The message sent with the error frame (`room name …` for a bad
+    /// name).
+    pub fn message(&self) -> String {
+        match self {
+            JoinError::InvalidRoom(e) => format!("room name {e}"),
+            e => e.to_string(),
+        }
+    }
 }
 
 /// One connection's side of room membership, lent by its `Conn`.

@@ -28,10 +28,6 @@ pub(crate) async fn apply(
         result = member.watch_presence(room).await;
     }
     if let Err(e) = result {
-        let message = match &e {
-            crate::rooms::JoinError::InvalidRoom(e) => format!("room name {e}"),
-            e => e.to_string(),
-        };
-        send_error(conn, id, e.code(), message);
+        send_error(conn, id, e.code(), e.message());
     }
 }

@@ -23,12 +23,6 @@ pub(crate) async fn apply(conn: &mut Conn, room: &str, id: Option<u64>) {
             };
             let _ = conn.send_frame(&ServerFrame::Presence(frame));
         }
-        Err(e) => {
-            let message = match &e {
-                crate::rooms::JoinError::InvalidRoom(e) => format!("room name {e}"),
-                e => e.to_string(),
-            };
-            send_error(conn, id, e.code(), message)
-        }
+        Err(e) => send_error(conn, id, e.code(), e.message()),
     }
 }
