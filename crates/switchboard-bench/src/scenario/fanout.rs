@@ -2,7 +2,6 @@
 //! loss, and server CPU per delivery.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -10,14 +9,15 @@ use serde_json::{Value, json};
 
 use super::{
     Output, Protocol, RssSampler, SubState, check_bound, check_server_alive, open_subscribers,
-    server_rss, write_payload,
+    server_rss,
 };
-use crate::http::HttpClient;
 use crate::procfs::Meter;
-use crate::stats::Latency;
 use crate::target::{Scheme, Target};
 use crate::util::round;
-use crate::ws::{Msg, WsClient};
+
+mod publish;
+
+use publish::{Envelope, Plan, PubState, http_worker, ws_publisher};
 
 /// How the publisher publishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -107,171 +107,6 @@ pub struct RateList(pub Vec<f64>);
 
 fn parse_rate_list(s: &str) -> Result<RateList, String> {
     crate::util::parse_rates(s).map(RateList)
-}
-
-#[derive(Default)]
-struct PubState {
-    attempted: u64,
-    sent: u64,
-    late: u64,
-    max_lag: Duration,
-    failures: BTreeMap<String, u64>,
-    publish_latency: Latency,
-}
-
-struct Plan {
-    t0: Instant,
-    interval: Duration,
-    ticks: u64,
-    deadline: Instant,
-    base_seq: u64,
-    payload_bytes: usize,
-}
-
-impl Plan {
-    fn at(&self, i: u64) -> Instant {
-        self.t0 + self.interval.mul_f64(i as f64)
-    }
-
-    /// Waits for tick `i`; `false` when it is past the deadline.
-    async fn wait_tick(&self, i: u64, st: &RefCell<PubState>) -> Option<Instant> {
-        let sched = self.at(i);
-        let now = Instant::now();
-        if now >= self.deadline {
-            return None;
-        }
-        if sched > now {
-            tokio::time::sleep_until(sched.into()).await;
-        } else {
-            let lag = now - sched;
-            let mut s = st.borrow_mut();
-            if lag > self.interval.max(super::TIMER_SLACK) {
-                s.late += 1;
-            }
-            s.max_lag = s.max_lag.max(lag);
-        }
-        Some(sched)
-    }
-}
-
-/// What wraps the payload on the wire.
-#[derive(Clone)]
-struct Envelope {
-    prefix: Vec<u8>,
-    suffix: &'static [u8],
-}
-
-impl Envelope {
-    fn new(protocol: Protocol, publish: Publish, room: &str) -> Envelope {
-        match (protocol, publish) {
-            (Protocol::Raw, _) => Envelope {
-                prefix: Vec::new(),
-                suffix: b"",
-            },
-            (Protocol::Switchboard, Publish::Http) => Envelope {
-                prefix: b"{\"data\":".to_vec(),
-                suffix: b"}",
-            },
-            (Protocol::Switchboard, Publish::Ws) => Envelope {
-                prefix: format!(
-                    "{{\"type\":\"publish\",\"room\":{},\"data\":",
-                    serde_json::to_string(room).unwrap_or_default()
-                )
-                .into_bytes(),
-                suffix: b"}",
-            },
-        }
-    }
-
-    fn build(&self, out: &mut Vec<u8>, scratch: &mut Vec<u8>, seq: u64, ts: u64, size: usize) {
-        write_payload(scratch, seq, ts, size);
-        out.clear();
-        out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(scratch);
-        out.extend_from_slice(self.suffix);
-    }
-}
-
-async fn http_worker(
-    w: u64,
-    k: u64,
-    plan: Rc<Plan>,
-    target: Target,
-    src: Option<std::net::IpAddr>,
-    env: Envelope,
-    st: Rc<RefCell<PubState>>,
-) {
-    let mut client = HttpClient::new(target, src, Duration::from_secs(10));
-    let (mut body, mut scratch) = (Vec::new(), Vec::new());
-    let mut i = w;
-    while i < plan.ticks {
-        let Some(sched) = plan.wait_tick(i, &st).await else {
-            break;
-        };
-        env.build(
-            &mut body,
-            &mut scratch,
-            plan.base_seq + i,
-            crate::clock::to_ns(sched),
-            plan.payload_bytes,
-        );
-        st.borrow_mut().attempted += 1;
-        let t = Instant::now();
-        let r = client.post(&body).await;
-        let mut s = st.borrow_mut();
-        match r {
-            Ok(status) if (200..300).contains(&status) => {
-                s.sent += 1;
-                s.publish_latency.record_ns(t.elapsed().as_nanos() as u64);
-            }
-            Ok(status) => *s.failures.entry(format!("http_{status}")).or_default() += 1,
-            Err(e) => *s.failures.entry(crate::net::error_kind(&e)).or_default() += 1,
-        }
-        i += k;
-    }
-}
-
-async fn ws_publisher(
-    mut ws: WsClient,
-    plan: Rc<Plan>,
-    env: Envelope,
-    st: Rc<RefCell<PubState>>,
-) -> Option<WsClient> {
-    ws.set_auto_pong(false);
-    let (mut body, mut scratch) = (Vec::new(), Vec::new());
-    let mut i = 0;
-    while i < plan.ticks {
-        tokio::select! {
-            biased;
-            sched = plan.wait_tick(i, &st) => {
-                let Some(sched) = sched else { break };
-                env.build(&mut body, &mut scratch, plan.base_seq + i, crate::clock::to_ns(sched), plan.payload_bytes);
-                st.borrow_mut().attempted += 1;
-                let t = Instant::now();
-                match ws.send_text(&body).await {
-                    Ok(()) => {
-                        let mut s = st.borrow_mut();
-                        s.sent += 1;
-                        s.publish_latency.record_ns(t.elapsed().as_nanos() as u64);
-                    }
-                    Err(e) => {
-                        *st.borrow_mut().failures.entry(crate::net::error_kind(&e)).or_default() += 1;
-                        return None;
-                    }
-                }
-                i += 1;
-            }
-            r = ws.recv() => match r {
-                // Acks, errors or (raw servers) our own broadcasts: ignore.
-                Ok(Msg::Text | Msg::Binary) => {}
-                _ => {
-                    *st.borrow_mut().failures.entry(format!("publisher_closed_{}", super::end_label(&r))).or_default() += 1;
-                    return None;
-                }
-            },
-        }
-    }
-    Some(ws)
 }
 
 struct Ctx {
