@@ -95,6 +95,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<ResponseFrame>, String> {
 }
 
 /// A keep-alive HTTP/1.1 connection to one target.
+#[derive(Debug)]
 pub struct HttpClient {
     target: Target,
     src: Option<std::net::IpAddr>,
@@ -210,12 +211,6 @@ impl HttpClient {
             }
             filled += n;
         }
-    }
-}
-
-impl std::fmt::Debug for HttpClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpClient").finish_non_exhaustive()
     }
 }
 

@@ -11,6 +11,7 @@ const MAX_US: u64 = 3_600_000_000;
 
 /// A latency histogram in microseconds, 3 significant digits (values are
 /// exact to 0.1 %).
+#[derive(Debug)]
 pub struct Latency {
     hist: Histogram<u64>,
 }
@@ -120,12 +121,6 @@ pub fn min_max(v: &[f64]) -> Option<(f64, f64)> {
     let mut it = v.iter().copied();
     let first = it.next()?;
     Some(it.fold((first, first), |(lo, hi), x| (lo.min(x), hi.max(x))))
-}
-
-impl std::fmt::Debug for Latency {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Latency").finish_non_exhaustive()
-    }
 }
 
 #[cfg(test)]

@@ -227,6 +227,7 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(u16, usize)>, String> {
 }
 
 /// A WebSocket client connection.
+#[derive(Debug)]
 pub struct WsClient {
     stream: TcpStream,
     rbuf: Vec<u8>,
@@ -514,12 +515,6 @@ impl WsClient {
             while let Ok(Msg::Text | Msg::Binary) = self.recv().await {}
         })
         .await;
-    }
-}
-
-impl std::fmt::Debug for WsClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WsClient").finish_non_exhaustive()
     }
 }
 

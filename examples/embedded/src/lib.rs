@@ -32,7 +32,7 @@ use switchboard::{Conn, Endpoint, Handler, Inbound, Node};
 pub const SESSION_COOKIE: &str = "shop_session";
 
 /// The shop's own login sessions: session id to user id.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct Sessions(Arc<Mutex<HashMap<String, String>>>);
 
 impl Sessions {
@@ -42,6 +42,7 @@ impl Sessions {
 }
 
 /// Recognises WebSocket users by the shop's session cookie.
+#[derive(Debug)]
 pub struct SessionAuth(pub Sessions);
 
 #[async_trait]
@@ -61,6 +62,7 @@ impl Authenticator for SessionAuth {
 }
 
 /// Shares cursor positions between everyone connected to `/ws/cursors`.
+#[derive(Debug)]
 pub struct Cursors;
 
 /// What a client sends on `/ws/cursors`.
@@ -94,7 +96,7 @@ impl Handler for Cursors {
 }
 
 /// The application's state.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Shop {
     /// The Switchboard node.
     pub node: Node,
@@ -203,28 +205,4 @@ pub fn app(shop: &Shop) -> Router {
         .ws_router()
         .layer(middleware::from_fn_with_state(shop.clone(), count_upgrades));
     own.merge(ws).merge(shop.node.api_router())
-}
-
-impl std::fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sessions").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for SessionAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionAuth").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Cursors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cursors").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Shop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shop").finish_non_exhaustive()
-    }
 }

@@ -43,6 +43,7 @@ pub enum Protocol {
 }
 
 /// What a scenario reports: human lines, then one JSON object.
+#[derive(Debug)]
 pub struct Output {
     /// Scenario name (`idle`, `echo`, `fanout`, `churn`).
     pub scenario: &'static str,
@@ -112,7 +113,7 @@ pub fn write_payload(buf: &mut Vec<u8>, seq: u64, ts_ns: u64, total_len: usize) 
 
 /// Per-run state shared by every subscriber task (one thread, so a
 /// `RefCell`).
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct SubState {
     /// Delivery latencies of the current window.
     pub hist: Latency,
@@ -246,7 +247,7 @@ pub async fn open_session(
 }
 
 /// Result of opening many subscriber sessions.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Opened {
     /// The subscriber tasks (abort them to close the connections).
     pub tasks: Vec<JoinHandle<()>>,
@@ -352,6 +353,7 @@ pub async fn open_subscribers(
 }
 
 /// Samples a process's RSS periodically and keeps the peak.
+#[derive(Debug)]
 pub struct RssSampler {
     peak: Rc<std::cell::Cell<u64>>,
     task: Option<JoinHandle<()>>,
@@ -402,30 +404,6 @@ pub fn check_server_alive(pid: Option<u32>) -> Result<(), String> {
             "server process {p} is gone (crashed or was stopped)"
         )),
         _ => Ok(()),
-    }
-}
-
-impl std::fmt::Debug for Output {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Output").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for SubState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubState").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Opened {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opened").finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for RssSampler {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RssSampler").finish_non_exhaustive()
     }
 }
 
