@@ -5,6 +5,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchboard::NodeRoutes as _;
 
 use serde_json::{Value, json};
 use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};

@@ -60,7 +60,7 @@ impl switchboard::Handler for CloseUser {
 
 fn chat_closing(user: &'static str, code: switchboard_protocol::CloseCode) -> Endpoint {
     Endpoint::new("/ws/chat", CloseUser { user, code })
-        .welcome(true)
+        .speaks_protocol(true)
         .subprotocol(SUBPROTOCOL)
 }
 

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchboard::broker::{Delivery, Topic};
+use switchboard_core::broker::{Delivery, Topic};
 
 /// The kind letter of a topic.
 pub(crate) fn kind(topic: &Topic) -> u8 {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard::broker::Topic;
+use switchboard_core::broker::Topic;
 
 /// Settings of the Redis broker. Every field states its default; the
 /// defaults suit a production cluster.

@@ -5,7 +5,7 @@
 //! node.
 //!
 //! ```no_run
-//! use switchboard::Node;
+//! use switchboard_core::Node;
 //! use switchboard_redis::{RedisBroker, RedisConfig};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -58,7 +58,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard::broker::{
+use switchboard_core::broker::{
     Broker, BrokerError, BrokerHealth, Delivery, DeliveryHandler, Position, Presence,
     PresenceEntry, Publication, Receipt, Recovery, Topic,
 };

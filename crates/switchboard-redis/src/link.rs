@@ -27,7 +27,7 @@ use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, ServerErrorKind};
-use switchboard::broker::{BrokerError, Topic};
+use switchboard_core::broker::{BrokerError, Topic};
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 

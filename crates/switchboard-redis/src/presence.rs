@@ -31,7 +31,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use switchboard::broker::{BrokerError, Topic};
+use switchboard_core::broker::{BrokerError, Topic};
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 

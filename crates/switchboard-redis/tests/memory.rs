@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchboard::broker::{Broker, BrokerError, Position, Publication, Recovery, Topic};
+use switchboard_core::broker::{Broker, BrokerError, Position, Publication, Recovery, Topic};
 use switchboard_redis::RedisConfig;
 
 use common::{Inspect, RedisServer, node};

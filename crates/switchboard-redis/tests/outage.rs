@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard::broker::{
+use switchboard_core::broker::{
     Broker, BrokerError, Position, Presence, PresenceEntry, Publication, Topic,
 };
 use switchboard_redis::RedisConfig;

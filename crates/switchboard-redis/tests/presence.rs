@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard::broker::{Broker, Presence, PresenceEntry, Topic};
+use switchboard_core::broker::{Broker, Presence, PresenceEntry, Topic};
 use switchboard_redis::RedisConfig;
 use switchboard_testkit::conformance::Recorder;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchboard::broker::{Broker, Position, Presence, Publication, Recovery, Topic};
+use switchboard_core::broker::{Broker, Position, Presence, Publication, Recovery, Topic};
 use switchboard_redis::RedisConfig;
 
 use common::{Inspect, RedisServer, eventually, node};

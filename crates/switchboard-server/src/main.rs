@@ -13,6 +13,7 @@ mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use switchboard::NodeRoutes as _;
 
 use anyhow::Context;
 use switchboard::Node;

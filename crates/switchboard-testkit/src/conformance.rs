@@ -1,5 +1,5 @@
 //! The checks every [`Broker`] and [`Presence`] implementation must pass:
-//! the guarantees documented in `switchboard::broker`, as tests.
+//! the guarantees documented in `switchboard_core::broker`, as tests.
 //!
 //! Each check is a `pub async fn` that takes a [`Factory`] building `n`
 //! linked brokers (one per node, as a cluster's nodes hold them), attaches a
@@ -32,8 +32,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use switchboard::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Presence};
-use switchboard::broker::{PresenceEntry, Publication, Receipt, Topic};
+use switchboard_core::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Presence};
+use switchboard_core::broker::{PresenceEntry, Publication, Receipt, Topic};
 
 mod history;
 

@@ -10,41 +10,25 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: wire types (`switchboard-protocol`) ← engine
-//! modules ← HTTP integration.
+//! This crate is the HTTP side of Switchboard; the engine is
+//! [`switchboard_core`], re-exported here module by module so that one
+//! dependency is enough:
 //!
-//! - [`node`]: [`Node`], the composition root and the handle you keep:
-//!   configuration, hub, broker, endpoints; publish and shut down from here.
-//! - [`config`]: [`Config`] and its validating builder; every default stated.
-//! - [`endpoint`]: [`Endpoint`] (a path and its behaviour) and the
-//!   [`Handler`] trait for your own behaviours.
-//! - [`handlers`]: the built-in behaviours (echo, chat, notifications).
-//! - [`conn`]: [`Conn`], one connection as a handler sees it: a thin handle.
-//! - [`rooms`]: room membership as the node coordinates it (join with
-//!   recovery, leave, presence), and [`JoinError`](rooms::JoinError).
-//! - `session` (private): the per-socket task: open, read, heartbeat,
-//!   rate limit, close.
-//! - `write` (private): the write path, and the order of its locks: the
-//!   [`outbox`] (the bounded outbound queue; overflow closes a slow
-//!   consumer), the flusher tasks that write fan-out frames straight to idle
-//!   connections' sockets (one task wake-up per fan-out), and the session's
-//!   own writes.
-//! - [`hub`]: local membership (rooms, users, broadcast) and fan-out.
-//! - [`broker`]: the cross-node seams ([`Broker`](broker::Broker) and
-//!   [`Presence`](broker::Presence)) and the in-memory broker.
-//! - [`auth`]: [`Identity`](auth::Identity), permissions, JWT, and the
-//!   [`Authenticator`](auth::Authenticator) trait the gate consults.
-//! - [`gate`]: the other checks before a handshake: Origin, client IP behind
-//!   trusted proxies, rate limits, connection caps.
-//! - [`http`]: the router (endpoints, publish API, health, metrics) and
-//!   [`serve`].
-//! - [`ws`]: RFC 6455 framing.
-//! - [`stats`]: counters for `/health` and `/metrics`.
+//! - [`http`]: the router (endpoints, publish API, health, metrics),
+//!   [`serve`], and the gate that turns an upgrade request into a session
+//!   or refuses it with a status;
+//! - [`auth`]: the engine's identities and the [`Authenticator`](auth::Authenticator)
+//!   trait, and [`auth::jwt`], JSON Web Tokens;
+//! - [`NodeRoutes`]: `node.router()` and its parts, on the engine's
+//!   [`Node`];
+//! - from the engine: [`node`], [`config`], [`endpoint`], [`handlers`],
+//!   [`conn`], [`rooms`], [`json`], [`transport`], [`broker`], [`gate`],
+//!   [`stats`].
 //!
 //! # Embedding
 //!
 //! ```no_run
-//! use switchboard::{Endpoint, Node};
+//! use switchboard::prelude::*;
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let node = Node::builder().default_endpoints().build().expect("valid config");
@@ -62,51 +46,51 @@
 //! call can be made again. Handler calls are awaited to completion by the
 //! session and are never cancelled mid-way except by process exit.
 
-pub mod auth;
-pub mod broker;
-pub mod config;
-pub mod conn;
-pub mod endpoint;
-pub mod gate;
-pub mod handlers;
-pub mod http;
-pub mod hub;
-pub mod node;
-pub mod rooms;
-mod session;
-pub mod stats;
-mod write;
-pub mod ws;
+#![forbid(unsafe_code)]
 
-/// The outbound queue, at the path it has always had; it lives in the
-/// write path's module with the flushers.
-pub use write::outbox;
-// The flushers, named as `crate::flush` by the node.
-use write::flush;
+pub mod auth;
+pub mod http;
+
+pub use switchboard_core::{
+    Config, Conn, Disconnect, Endpoint, Handler, Inbound, Json, Node, broker, config, conn,
+    endpoint, gate, handlers, json, node, protocol, rooms, stats, transport,
+};
 
 /// The axum version the router is built with, for applications that merge it.
 pub use axum;
-pub use config::Config;
-pub use conn::Conn;
-pub use endpoint::{Disconnect, Endpoint, Handler, Inbound};
 pub use http::serve;
-pub use node::Node;
-pub use switchboard_protocol as protocol;
 
-impl Node {
+/// What an application that embeds Switchboard uses:
+/// `use switchboard::prelude::*;`.
+pub mod prelude {
+    pub use crate::NodeRoutes as _;
+    pub use crate::{Endpoint, Handler, Node, serve};
+}
+
+/// The HTTP side of a [`Node`]: its routes, to merge into an axum router.
+/// In scope with `use switchboard::prelude::*`.
+pub trait NodeRoutes {
     /// The router for this node's endpoints, publish API, `/health` and
     /// `/metrics`. See [`http::router`].
-    pub fn router(&self) -> axum::Router {
+    fn router(&self) -> axum::Router;
+
+    /// The WebSocket endpoints alone; see [`http::ws_router`].
+    fn ws_router(&self) -> axum::Router;
+
+    /// The publish API, `/health` and `/metrics`; see [`http::api_router`].
+    fn api_router(&self) -> axum::Router;
+}
+
+impl NodeRoutes for Node {
+    fn router(&self) -> axum::Router {
         http::router(self)
     }
 
-    /// The WebSocket endpoints alone; see [`http::ws_router`].
-    pub fn ws_router(&self) -> axum::Router {
+    fn ws_router(&self) -> axum::Router {
         http::ws_router(self)
     }
 
-    /// The publish API, `/health` and `/metrics`; see [`http::api_router`].
-    pub fn api_router(&self) -> axum::Router {
+    fn api_router(&self) -> axum::Router {
         http::api_router(self)
     }
 }

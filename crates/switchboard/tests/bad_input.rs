@@ -321,8 +321,7 @@ async fn a_client_that_stops_reading_is_closed_as_slow_consumer_and_nobody_else_
     eventually("slow consumer left the room", || {
         server
             .node
-            .hub()
-            .count(&switchboard::broker::Topic::Room("feed".into()))
+            .local_members(&switchboard::broker::Topic::Room("feed".into()))
             == 1
     })
     .await;

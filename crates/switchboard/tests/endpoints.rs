@@ -126,8 +126,7 @@ async fn leave_stops_delivery_and_leaving_twice_is_an_error() {
     eventually("room has one member", || {
         server
             .node
-            .hub()
-            .count(&switchboard::broker::Topic::Room("r".into()))
+            .local_members(&switchboard::broker::Topic::Room("r".into()))
             == 1
     })
     .await;

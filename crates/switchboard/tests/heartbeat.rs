@@ -26,16 +26,16 @@ async fn a_peer_that_stops_answering_pings_is_evicted_from_rooms_and_user_index(
     silent.join("r").await;
     let user = silent.user().to_string();
     let node = server.node.clone();
-    assert_eq!(node.hub().count(&Topic::Room("r".into())), 1);
-    assert_eq!(node.hub().count(&Topic::User(user.as_str().into())), 1);
+    assert_eq!(node.local_members(&Topic::Room("r".into())), 1);
+    assert_eq!(node.local_members(&Topic::User(user.as_str().into())), 1);
     // `silent` is not polled from here on, so its pings go unanswered.
     eventually("heartbeat timeout", || {
         node.stats().snapshot().heartbeat_timeouts == 1
     })
     .await;
     eventually("evicted", || {
-        node.hub().count(&Topic::Room("r".into())) == 0
-            && node.hub().count(&Topic::User(user.as_str().into())) == 0
+        node.local_members(&Topic::Room("r".into())) == 0
+            && node.local_members(&Topic::User(user.as_str().into())) == 0
             && node.connection_count() == 0
     })
     .await;

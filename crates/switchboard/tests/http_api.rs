@@ -5,6 +5,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use switchboard::NodeRoutes as _;
 
 use common::*;
 use serde_json::json;
@@ -459,5 +460,5 @@ async fn a_join_that_failed_delivers_nothing() {
         .await;
     assert_eq!(status, 200);
     a.expect_nothing_but_barrier(&server).await;
-    assert_eq!(server.node.hub().count(&Topic::Room("r".into())), 0);
+    assert_eq!(server.node.local_members(&Topic::Room("r".into())), 0);
 }

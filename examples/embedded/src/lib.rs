@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use switchboard::NodeRoutes as _;
 
 use async_trait::async_trait;
 use serde::Deserialize;

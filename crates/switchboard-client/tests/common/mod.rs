@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use switchboard::NodeRoutes as _;
 
 use futures_util::StreamExt;
 use serde_json::Value;

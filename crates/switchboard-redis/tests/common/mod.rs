@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use switchboard::broker::Broker;
+use switchboard_core::broker::Broker;
 use switchboard_redis::{RedisBroker, RedisConfig};
 use switchboard_testkit::conformance::Recorder;
 

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use std::sync::Arc;
-use switchboard::broker::Recovery;
-use switchboard::broker::{Broker, Delivery, Position};
+use switchboard_core::broker::Recovery;
+use switchboard_core::broker::{Broker, Delivery, Position};
 
 use super::{Factory, Nodes, offsets, room_topic, unique};
 

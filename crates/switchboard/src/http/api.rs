@@ -24,12 +24,12 @@ use crate::gate::client_ip::{canonical, forwarded_client};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use crate::Json;
 use crate::broker::Receipt;
 use crate::node::{Node, PublishError};
 
@@ -146,7 +146,7 @@ struct PublishBody<'a> {
 /// A checked publish body: the payload's JSON text, and the idempotency key
 /// if the body named one.
 struct PublishRequest {
-    data: Bytes,
+    data: Json,
     key: Option<String>,
 }
 
@@ -202,18 +202,16 @@ async fn read_body(node: &Node, body: Body) -> Result<PublishRequest, ApiError> 
         })
         .transpose()?;
     Ok(PublishRequest {
-        data: bytes.slice_ref(data.get().as_bytes()),
+        // `data` was parsed borrowing from `bytes`, so this shares them.
+        data: Json::within(&bytes, data).unwrap_or_else(|| Json::from_raw(data)),
         key,
     })
 }
 
 /// The idempotency key of a request: the `Idempotency-Key` header or the
-/// body's `idempotency_key` (both may be given if they agree), checked and
-/// scoped to the API.
-fn idempotency_key(
-    headers: &HeaderMap,
-    body: Option<String>,
-) -> Result<Option<std::sync::Arc<str>>, ApiError> {
+/// body's `idempotency_key` (both may be given if they agree). The node
+/// checks it and scopes it to the API.
+fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<String>, ApiError> {
     let header = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(v.to_str().map(str::to_string).map_err(|_| {
@@ -234,8 +232,7 @@ fn idempotency_key(
         }
         (h, b) => h.or(b),
     };
-    key.map(|k| crate::node::api_key_scope(&k).map_err(publish_error))
-        .transpose()
+    Ok(key)
 }
 
 fn publish_error(e: PublishError) -> ApiError {
@@ -257,7 +254,7 @@ async fn publish(
     let (parts, body) = req.into_parts();
     let body = read_body(node, body).await?;
     let key = idempotency_key(&parts.headers, body.key)?;
-    node.publish_json(topic, body.data, None, key)
+    node.publish(topic, body.data, key.as_deref())
         .await
         .map_err(publish_error)
 }

@@ -38,7 +38,7 @@ pub fn ws_router(node: &Node) -> Router {
             node: node.clone(),
             index,
         };
-        r = r.route(&endpoint.path, get(upgrade::upgrade).with_state(ep));
+        r = r.route(endpoint.path(), get(upgrade::upgrade).with_state(ep));
     }
     r
 }

@@ -17,19 +17,21 @@
 //! here: they are `404`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 
 use super::api::error_response;
+use crate::Conn;
 use crate::gate::caps::CapExceeded;
 use crate::gate::client_ip::client_ip;
 use crate::node::Node;
-use crate::session;
+use crate::transport::{self, WebSocket};
 
 const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
 
@@ -117,9 +119,7 @@ pub(crate) async fn upgrade(State(route): State<EndpointRoute>, req: Request) ->
     let node = route.node.clone();
     let response = gate(route, req).await;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        node.stats()
-            .rejected_upgrades
-            .fetch_add(1, Ordering::Relaxed);
+        node.stats().count_rejected_upgrade();
     }
     response
 }
@@ -129,7 +129,7 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
     let endpoint = node.endpoints()[index].clone();
     let key = match check_handshake(req.headers()) {
         Ok(key) => key,
-        Err(bad) => return bad.response(&endpoint.path),
+        Err(bad) => return bad.response(endpoint.path()),
     };
     if node.is_draining() {
         return error_response(
@@ -163,7 +163,7 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
             &config.trusted_proxies,
         )
     });
-    if let (Some(limiter), Some(ip)) = (&node.inner.upgrade_limiter, ip)
+    if let (Some(limiter), Some(ip)) = (node.upgrade_limiter(), ip)
         && let Err(wait) = limiter.check(ip, tokio::time::Instant::now())
     {
         tracing::info!(%ip, "upgrade refused: rate limited");
@@ -177,7 +177,7 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         return resp;
     }
-    let mut reservation = match node.inner.caps.reserve(ip) {
+    let mut reservation = match node.caps().reserve(ip) {
         Ok(r) => r,
         Err(e) => return too_many(e),
     };
@@ -211,26 +211,20 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
             "this connection cannot be upgraded; WebSocket needs HTTP/1.1",
         );
     };
-    let subprotocol = negotiate(&parts.headers, &endpoint.subprotocols);
+    let subprotocol = negotiate(&parts.headers, endpoint.subprotocols());
     // The request (its headers, URI and extensions) is dropped here: its
     // parts share hyper's read buffer, which must not outlive the handshake.
-    let extensions = http::Extensions::new();
     drop(body);
 
-    let mut conn = session::new_conn(&node, identity, &endpoint, remote, subprotocol, extensions);
-    node.sessions().spawn(async move {
+    let mut conn = node.admit(identity, &endpoint, remote, subprotocol);
+    node.spawn_session(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
         };
         // Built in the call, not bound to a name, so that the task does not
         // keep a second copy of it next to the session's.
-        session::run(
-            session::upgraded_transport(upgraded, &conn),
-            &mut conn,
-            &endpoint,
-        )
-        .await;
+        transport::run(websocket(upgraded, &conn), &mut conn, &endpoint).await;
         // The cap slot is held for the life of the session.
         drop(reservation);
     });
@@ -245,11 +239,23 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     let selected =
-        subprotocol.and_then(|i| node.endpoints()[index].subprotocols.get(usize::from(i)));
+        subprotocol.and_then(|i| node.endpoints()[index].subprotocols().get(usize::from(i)));
     if let Some(p) = selected.and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
     resp
+}
+
+/// The WebSocket over an upgraded connection. The TCP stream is taken back
+/// from hyper when it can be (the bytes hyper read ahead share its 8-16 KiB
+/// read buffer, which would otherwise stay allocated for the life of the
+/// connection) and shared with the node's flushers for direct writes.
+fn websocket(upgraded: Upgraded, conn: &Conn) -> WebSocket {
+    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => WebSocket::over_tcp(parts.io.into_inner(), &parts.read_buf, conn),
+        // Only when a layer wrapped the connection.
+        Err(upgraded) => WebSocket::over_io(TokioIo::new(upgraded), &[], conn),
+    }
 }
 
 /// What is wrong with a handshake.

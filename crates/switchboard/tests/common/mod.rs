@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use switchboard::NodeRoutes as _;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};

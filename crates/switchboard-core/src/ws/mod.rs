@@ -3,8 +3,8 @@
 //! ([`Decoder`]). No extension is negotiated, so frames with RSV bits set are
 //! rejected.
 
-pub mod decoder;
-pub mod frame;
+pub(crate) mod decoder;
+pub(crate) mod frame;
 
-pub use decoder::{CloseFrame, DecodeError, Decoder, Message};
-pub use frame::{FrameBuilder, OpCode};
+pub(crate) use decoder::{Decoder, Message};
+pub(crate) use frame::{FrameBuilder, OpCode};

@@ -27,7 +27,7 @@ use payload::{check_utf8, parse_close};
 
 /// A complete message received from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
+pub(crate) enum Message {
     /// A text message. Invariant: the bytes are valid UTF-8, checked by the
     /// decoder over the whole (reassembled) message.
     Text(Bytes),
@@ -47,7 +47,8 @@ impl Message {
     /// The decoder has already validated the bytes, so this never fails for a
     /// text message produced by [`Decoder`]; it re-runs the (fast) UTF-8
     /// check because the crate does not use `unsafe`.
-    pub fn as_text(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn as_text(&self) -> Option<&str> {
         match self {
             Self::Text(bytes) => std::str::from_utf8(bytes).ok(),
             _ => None,
@@ -57,7 +58,7 @@ impl Message {
 
 /// Status code and reason carried by a Close frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseFrame {
+pub(crate) struct CloseFrame {
     /// Close status code; always satisfies
     /// [`is_valid_close_code`](super::frame::is_valid_close_code).
     pub code: u16,
@@ -70,7 +71,7 @@ pub struct CloseFrame {
 /// The connection must be closed with [`close_code`](Self::close_code); the
 /// `Display` text is short enough to be sent as the close reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// An RSV bit was set but no extension was negotiated.
     #[error("reserved bits set")]
     ReservedBits,
@@ -115,7 +116,7 @@ pub enum DecodeError {
 impl DecodeError {
     /// The close status code to send for this error: 1002 (protocol error),
     /// 1007 (invalid payload data) or 1009 (message too big).
-    pub fn close_code(&self) -> u16 {
+    pub(crate) fn close_code(&self) -> u16 {
         match self {
             Self::InvalidUtf8 | Self::InvalidCloseReason => CloseCode::INVALID_PAYLOAD.0,
             Self::MessageTooBig => CloseCode::MESSAGE_TOO_BIG.0,
@@ -138,7 +139,7 @@ impl DecodeError {
 /// decoder drops its buffers, ignores further input and returns the same
 /// error on every call.
 #[derive(Debug)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     max_message_size: usize,
     /// Received bytes not yet consumed.
     buf: BytesMut,
@@ -169,7 +170,7 @@ impl Decoder {
     ///
     /// Control frames are limited to 125 bytes by the protocol regardless of
     /// this setting.
-    pub fn new(max_message_size: usize) -> Self {
+    pub(crate) fn new(max_message_size: usize) -> Self {
         Self {
             max_message_size,
             buf: BytesMut::new(),
@@ -184,7 +185,7 @@ impl Decoder {
     /// Nothing is parsed here; call [`next_message`](Self::next_message)
     /// after every push so oversized frames are rejected from their header.
     /// Input is discarded once the decoder has failed.
-    pub fn push(&mut self, data: &[u8]) {
+    pub(crate) fn push(&mut self, data: &[u8]) {
         if self.error.is_none() && !data.is_empty() {
             self.buf.extend_from_slice(data);
         }
@@ -195,7 +196,7 @@ impl Decoder {
     ///
     /// Control frames interleaved with a fragmented message are returned as
     /// soon as they are complete.
-    pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
+    pub(crate) fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
         if let Some(error) = self.error {
             return Err(error);
         }
@@ -209,7 +210,8 @@ impl Decoder {
 
     /// Returns `true` when no partial frame or fragmented message is held,
     /// i.e. the decoder owns no heap buffer.
-    pub fn is_idle(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
         self.buf.is_empty() && self.header.is_none() && self.fragmented.is_none()
     }
 

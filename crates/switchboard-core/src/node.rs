@@ -24,6 +24,7 @@ use crate::flush::Flusher;
 use crate::gate::caps::CapCounter;
 use crate::gate::rate::IpRateLimiter;
 use crate::hub::{ConnId, Hub};
+use crate::json::Json;
 use crate::outbox::Outbox;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -132,15 +133,15 @@ pub(crate) struct Inner {
     broker: Arc<dyn Broker>,
     presence: Arc<dyn Presence>,
     stats: Arc<Stats>,
-    pub(crate) endpoints: Vec<Arc<Endpoint>>,
-    pub(crate) authenticator: Arc<dyn Authenticator>,
+    endpoints: Vec<Arc<Endpoint>>,
+    authenticator: Arc<dyn Authenticator>,
     sessions: TaskTracker,
     conns: DashMap<ConnId, Arc<Outbox>>,
     next_conn: AtomicU64,
     flusher: Flusher,
     draining: AtomicBool,
-    pub(crate) upgrade_limiter: Option<IpRateLimiter>,
-    pub(crate) caps: Arc<CapCounter>,
+    upgrade_limiter: Option<IpRateLimiter>,
+    caps: Arc<CapCounter>,
 }
 
 /// A Switchboard node. See the module docs.
@@ -281,8 +282,15 @@ impl Node {
     }
 
     /// The local hub.
-    pub fn hub(&self) -> &Hub {
+    pub(crate) fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    /// How many of this node's connections receive `topic` (a room's
+    /// members, a user's connections, every connection on an endpoint that
+    /// takes broadcasts).
+    pub fn local_members(&self, topic: &Topic) -> usize {
+        self.inner.hub.count(topic)
     }
 
     /// The broker.
@@ -310,6 +318,49 @@ impl Node {
         &self.inner.endpoints
     }
 
+    /// The per-address upgrade rate limiter (`upgrade_rate`), which the
+    /// gate consults before a handshake.
+    pub fn upgrade_limiter(&self) -> Option<&IpRateLimiter> {
+        self.inner.upgrade_limiter.as_ref()
+    }
+
+    /// The connection caps (`caps`): the gate reserves a slot before a
+    /// handshake, and the session holds it until it ends.
+    pub fn caps(&self) -> &Arc<CapCounter> {
+        &self.inner.caps
+    }
+
+    /// Makes the connection a transport will carry, once a request for
+    /// `endpoint` has passed the gate as `identity`. Run it with
+    /// [`transport::run`](crate::transport::run) inside
+    /// [`spawn_session`](Self::spawn_session). `subprotocol` is the index,
+    /// in the endpoint's list, of the one negotiated.
+    pub fn admit(
+        &self,
+        identity: crate::auth::Identity,
+        endpoint: &Arc<Endpoint>,
+        remote: Option<std::net::SocketAddr>,
+        subprotocol: Option<u8>,
+    ) -> crate::Conn {
+        crate::session::new_conn(
+            self,
+            identity,
+            endpoint,
+            remote,
+            subprotocol,
+            Default::default(),
+        )
+    }
+
+    /// Spawns a connection's task where [`shutdown`](Self::shutdown) waits
+    /// for it.
+    pub fn spawn_session<F>(&self, session: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.sessions.spawn(session);
+    }
+
     /// The health document.
     pub fn health(&self) -> Health {
         let broker = self.inner.broker.health();
@@ -326,21 +377,21 @@ impl Node {
     /// Publishes `data` to a room, on every node. Returns once the broker
     /// accepted it, with the offset assigned.
     pub async fn publish_room(&self, room: &str, data: &RawValue) -> Result<Receipt, PublishError> {
-        self.publish_json(Topic::Room(Arc::from(room)), raw_bytes(data), None, None)
+        self.publish(Topic::Room(Arc::from(room)), Json::from_raw(data), None)
             .await
     }
 
     /// Sends `data` to every connection of `user`, on every node, on every
     /// endpoint that takes user messages.
     pub async fn send_to_user(&self, user: &str, data: &RawValue) -> Result<Receipt, PublishError> {
-        self.publish_json(Topic::User(Arc::from(user)), raw_bytes(data), None, None)
+        self.publish(Topic::User(Arc::from(user)), Json::from_raw(data), None)
             .await
     }
 
     /// Sends `data` to every connection, on every node, on every endpoint
     /// that takes broadcasts.
     pub async fn broadcast(&self, data: &RawValue) -> Result<Receipt, PublishError> {
-        self.publish_json(Topic::Broadcast, raw_bytes(data), None, None)
+        self.publish(Topic::Broadcast, Json::from_raw(data), None)
             .await
     }
 
@@ -357,9 +408,20 @@ impl Node {
         data: &RawValue,
         key: &str,
     ) -> Result<Receipt, PublishError> {
-        let key = api_key_scope(key)?;
-        self.publish_json(topic, raw_bytes(data), None, Some(key))
-            .await
+        self.publish(topic, Json::from_raw(data), Some(key)).await
+    }
+
+    /// Publishes `data` to `topic`, on every node, once per idempotency
+    /// `key` if there is one (see [`publish_idempotent`](Self::publish_idempotent)).
+    /// The key is checked first, then the topic's name and the size.
+    pub async fn publish(
+        &self,
+        topic: Topic,
+        data: Json,
+        key: Option<&str>,
+    ) -> Result<Receipt, PublishError> {
+        let key = key.map(api_key_scope).transpose()?;
+        self.publish_json(topic, data.into_bytes(), None, key).await
     }
 
     /// Publishes JSON text that was already validated. `idempotency_key`
@@ -421,10 +483,6 @@ impl Node {
 
     pub(crate) fn next_conn_id(&self) -> ConnId {
         self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(crate) fn sessions(&self) -> &TaskTracker {
-        &self.inner.sessions
     }
 
     /// The flush lists of this node's connections.
@@ -498,7 +556,7 @@ impl Node {
 /// An idempotency key of the application's (the HTTP API or
 /// [`Node::publish_idempotent`]), checked and scoped apart from the keys of
 /// client publishes.
-pub(crate) fn api_key_scope(key: &str) -> Result<Arc<str>, PublishError> {
+fn api_key_scope(key: &str) -> Result<Arc<str>, PublishError> {
     switchboard_protocol::validate_idempotency_key(key).map_err(PublishError::InvalidKey)?;
     Ok(Arc::from(format!("api:{key}")))
 }
@@ -507,10 +565,6 @@ pub(crate) fn api_key_scope(key: &str) -> Result<Arc<str>, PublishError> {
 /// keys never suppress another's publishes.
 pub(crate) fn user_key_scope(user: &str, key: &str) -> Arc<str> {
     Arc::from(format!("user:{}:{user}:{key}", user.len()))
-}
-
-fn raw_bytes(data: &RawValue) -> Bytes {
-    Bytes::copy_from_slice(data.get().as_bytes())
 }
 
 impl std::fmt::Debug for NodeBuilder {

@@ -2,13 +2,12 @@
 //! takes the socket's write side over from the flushers and gives it back.
 
 use std::io::{self, IoSlice};
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::AsyncWrite;
 
 use super::outbox::{CloseRequest, Drained, FrameQueue, MAX_BATCH, Outbox};
+use crate::transport::Transport;
 
 /// The write queue of a connection's own task: frames moved from the
 /// [`Outbox`] and frames of the task's own (replies to pings, pings,
@@ -46,10 +45,10 @@ impl SessionWrites {
 
     /// Moves frames from the outbox (when `refill`) and writes as much as the
     /// socket takes. `Ready(Ok)` means everything queued is written.
-    pub(crate) fn poll_write_all<IO: AsyncWrite + Unpin>(
+    pub(crate) fn poll_write_all<T: Transport>(
         &mut self,
         cx: &mut Context<'_>,
-        io: &mut IO,
+        transport: &mut T,
         outbox: &Outbox,
         refill: bool,
     ) -> Poll<io::Result<()>> {
@@ -60,11 +59,11 @@ impl SessionWrites {
                 let _ = outbox.poll_drain(cx, &mut self.queue, room);
             }
             if self.queue.is_empty() {
-                return Pin::new(&mut *io).poll_flush(cx);
+                return transport.poll_flush(cx);
             }
             let mut slices = [IoSlice::new(&[]); MAX_BATCH];
             let (n, _) = self.queue.as_io_slices(&mut slices);
-            let written = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+            let written = match transport.poll_write(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(w)) => w,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

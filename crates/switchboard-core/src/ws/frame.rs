@@ -12,10 +12,10 @@ use std::io;
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Largest payload a control frame (Close, Ping, Pong) may carry.
-pub const MAX_CONTROL_PAYLOAD: usize = 125;
+pub(crate) const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Largest close reason that fits in a control frame next to the 2-byte code.
-pub const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
+pub(crate) const MAX_CLOSE_REASON: usize = MAX_CONTROL_PAYLOAD - 2;
 
 /// Longest header of an unmasked frame: 2 bytes plus a 64-bit length.
 const HEADROOM: usize = 10;
@@ -25,7 +25,7 @@ const FIN: u8 = 0x80;
 
 /// Frame opcode (RFC 6455 section 5.2). Reserved opcodes are not represented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OpCode {
+pub(crate) enum OpCode {
     /// 0x0: continuation of a fragmented message.
     Continuation,
     /// 0x1: UTF-8 text message.
@@ -42,7 +42,7 @@ pub enum OpCode {
 
 impl OpCode {
     /// Parses the 4-bit opcode field; returns `None` for reserved opcodes.
-    pub fn from_u8(value: u8) -> Option<Self> {
+    pub(crate) fn from_u8(value: u8) -> Option<Self> {
         match value {
             0x0 => Some(Self::Continuation),
             0x1 => Some(Self::Text),
@@ -55,7 +55,7 @@ impl OpCode {
     }
 
     /// Returns the 4-bit wire value of the opcode.
-    pub fn as_u8(self) -> u8 {
+    pub(crate) fn as_u8(self) -> u8 {
         match self {
             Self::Continuation => 0x0,
             Self::Text => 0x1,
@@ -67,7 +67,7 @@ impl OpCode {
     }
 
     /// Returns `true` for Close, Ping and Pong.
-    pub fn is_control(self) -> bool {
+    pub(crate) fn is_control(self) -> bool {
         matches!(self, Self::Close | Self::Ping | Self::Pong)
     }
 }
@@ -77,7 +77,7 @@ impl OpCode {
 ///
 /// 1004, 1005, 1006 and 1015 are reserved and must never be sent; codes below
 /// 1000, 1016-2999 and 5000 and above are not allowed either.
-pub fn is_valid_close_code(code: u16) -> bool {
+pub(crate) fn is_valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
@@ -90,18 +90,11 @@ pub fn is_valid_close_code(code: u16) -> bool {
 /// [`reserve`](Self::reserve) or [`io::Write`] (or fits in the capacity
 /// given to [`with_capacity`](Self::with_capacity)).
 ///
-/// ```
-/// use switchboard::ws::{FrameBuilder, OpCode};
-///
-/// let mut frame = FrameBuilder::new(OpCode::Text);
-/// serde_json::to_writer(&mut frame, &serde_json::json!({"hello": "world"})).unwrap();
-/// let bytes = frame.finish();
-/// // FIN + text opcode, a 7-bit length, then the payload.
-/// assert_eq!(&bytes[..2], &[0x81, 17]);
-/// assert_eq!(&bytes[2..], br#"{"hello":"world"}"#);
-/// ```
+/// For example, `{"hello":"world"}` serialized into a text frame's builder
+/// finishes as `0x81 17` (FIN and the text opcode, a 7-bit length) and then
+/// the payload.
 #[derive(Debug)]
-pub struct FrameBuilder {
+pub(crate) struct FrameBuilder {
     opcode: OpCode,
     /// The headroom: exactly `HEADROOM` bytes, directly followed in memory by
     /// `payload` unless the payload had to be moved to a new allocation.
@@ -111,13 +104,14 @@ pub struct FrameBuilder {
 
 impl FrameBuilder {
     /// Creates a builder with an empty payload and no payload capacity.
-    pub fn new(opcode: OpCode) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(opcode: OpCode) -> Self {
         Self::with_capacity(opcode, 0)
     }
 
     /// Creates a builder whose payload can grow to `payload_capacity` bytes
     /// without reallocating.
-    pub fn with_capacity(opcode: OpCode, payload_capacity: usize) -> Self {
+    pub(crate) fn with_capacity(opcode: OpCode, payload_capacity: usize) -> Self {
         let (head, payload) = allocate(payload_capacity);
         Self {
             opcode,
@@ -131,13 +125,13 @@ impl FrameBuilder {
     /// Anything may be done to it, but growing it beyond its capacity through
     /// this handle moves it away from the headroom, and `finish` then has to
     /// copy it once. Call [`reserve`](Self::reserve) first to avoid that.
-    pub fn payload_mut(&mut self) -> &mut BytesMut {
+    pub(crate) fn payload_mut(&mut self) -> &mut BytesMut {
         &mut self.payload
     }
 
     /// Ensures room for `additional` more payload bytes, keeping the
     /// headroom in front of the payload (growth is amortised by doubling).
-    pub fn reserve(&mut self, additional: usize) {
+    pub(crate) fn reserve(&mut self, additional: usize) {
         let spare = self.payload.capacity() - self.payload.len();
         if spare >= additional {
             return;
@@ -155,7 +149,7 @@ impl FrameBuilder {
     ///
     /// Control frames must not carry more than 125 bytes; this is checked
     /// with a debug assertion only.
-    pub fn finish(self) -> Bytes {
+    pub(crate) fn finish(self) -> Bytes {
         let Self {
             opcode,
             mut head,
@@ -193,7 +187,7 @@ impl io::Write for FrameBuilder {
 }
 
 /// Encodes a final, unmasked frame carrying `payload`.
-pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
+pub(crate) fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     let mut builder = FrameBuilder::with_capacity(opcode, payload.len());
     builder.payload_mut().extend_from_slice(payload);
     builder.finish()
@@ -204,7 +198,7 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
 /// The reason is truncated to 123 bytes, at a UTF-8 character boundary, so
 /// the frame respects the 125-byte control-frame limit. `code` should satisfy
 /// [`is_valid_close_code`]; this is checked with a debug assertion only.
-pub fn encode_close(code: u16, reason: &str) -> Bytes {
+pub(crate) fn encode_close(code: u16, reason: &str) -> Bytes {
     debug_assert!(
         is_valid_close_code(code),
         "close code {code} cannot be sent"

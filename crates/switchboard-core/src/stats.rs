@@ -7,46 +7,51 @@ use serde::Serialize;
 
 use crate::broker::HistoryUsage;
 
-/// Node counters. Updated with relaxed atomics: they are for people and
+/// Node counters, read through [`Stats::snapshot`]. Updated with relaxed atomics: they are for people and
 /// dashboards, not for synchronization.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Open WebSocket connections.
-    pub connections: AtomicU64,
+    pub(crate) connections: AtomicU64,
     /// Connections accepted since start.
-    pub connections_total: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
     /// Messages accepted by the broker from this node's publishers.
-    pub published: AtomicU64,
+    pub(crate) published: AtomicU64,
     /// Frames queued for local recipients by fan-out.
-    pub deliveries: AtomicU64,
+    pub(crate) deliveries: AtomicU64,
     /// Connections closed because their outbound queue overflowed.
-    pub slow_consumers: AtomicU64,
+    pub(crate) slow_consumers: AtomicU64,
     /// Connections terminated for a missed pong.
-    pub heartbeat_timeouts: AtomicU64,
+    pub(crate) heartbeat_timeouts: AtomicU64,
     /// Upgrades refused before the handshake (any status).
-    pub rejected_upgrades: AtomicU64,
+    pub(crate) rejected_upgrades: AtomicU64,
 }
 
 /// A point-in-time copy of [`Stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct StatsSnapshot {
-    /// See [`Stats::connections`].
+    /// Open connections.
     pub connections: u64,
-    /// See [`Stats::connections_total`].
+    /// Connections accepted since start.
     pub connections_total: u64,
-    /// See [`Stats::published`].
+    /// Messages accepted by the broker from this node's publishers.
     pub published: u64,
-    /// See [`Stats::deliveries`].
+    /// Frames queued for local recipients by fan-out.
     pub deliveries: u64,
-    /// See [`Stats::slow_consumers`].
+    /// Connections closed because their outbound queue overflowed.
     pub slow_consumers: u64,
-    /// See [`Stats::heartbeat_timeouts`].
+    /// Connections terminated for a missed pong.
     pub heartbeat_timeouts: u64,
-    /// See [`Stats::rejected_upgrades`].
+    /// Upgrades refused before the handshake (any status).
     pub rejected_upgrades: u64,
 }
 
 impl Stats {
+    /// Counts an upgrade the gate refused before the handshake.
+    pub fn count_rejected_upgrade(&self) {
+        self.rejected_upgrades.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! A session's socket with its decoder, write queue and timers, and the
-//! one poll that turns them into the next [`Event`].
+//! A session's transport with its write queue and timers, and the one poll
+//! that turns them into the next [`Event`].
 
 use std::future::poll_fn;
 use std::io;
@@ -8,16 +8,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use super::Event;
 use crate::conn::Conn;
+use crate::transport::{Received, Transport};
 use crate::write::SessionWrites;
-use crate::ws::{Decoder, Message};
-
-/// Size of the on-stack read buffer.
-const READ_CHUNK: usize = 8 * 1024;
 
 pin_project_lite::pin_project! {
     /// The credentials' expiry and the timer armed for it.
@@ -34,10 +30,9 @@ impl Expiry {
     }
 }
 
-/// A session's socket with its decoder, write queue and timers.
-pub(crate) struct Transport<IO> {
-    pub(super) io: IO,
-    decoder: Decoder,
+/// A session's transport with its write queue and timers.
+pub(crate) struct Channel<T> {
+    pub(super) transport: T,
     /// What this task writes: see [`SessionWrites`].
     pub(super) writes: SessionWrites,
     pub(super) heartbeat: Pin<Box<Sleep>>,
@@ -49,24 +44,19 @@ pub(crate) struct Transport<IO> {
     expiry: Option<Pin<Box<Expiry>>>,
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
-    /// A transport over `io`; `read_ahead` holds bytes the HTTP layer read
-    /// past the handshake (frames a client sent without waiting).
-    pub(crate) fn new(io: IO, read_ahead: &[u8], conn: &Conn) -> Self {
+impl<T: Transport> Channel<T> {
+    /// A channel over `transport`, its timers armed for `conn`.
+    pub(crate) fn new(transport: T, conn: &Conn) -> Self {
         let config = conn.node.config();
-        let mut transport = Transport {
-            io,
-            decoder: Decoder::new(config.max_message_size),
+        let mut channel = Channel {
+            transport,
             writes: SessionWrites::new(),
             heartbeat: Box::pin(tokio::time::sleep(config.heartbeat_interval)),
             awaiting_pong: false,
             expiry: None,
         };
-        transport.arm_expiry(conn.identity.expires_at);
-        if !read_ahead.is_empty() {
-            transport.decoder.push(read_ahead);
-        }
-        transport
+        channel.arm_expiry(conn.identity.expires_at);
+        channel
     }
 
     pub(super) fn poll_event(&mut self, cx: &mut Context<'_>, conn: &Conn) -> Poll<Event> {
@@ -123,7 +113,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
         refill: bool,
     ) -> Poll<io::Result<()>> {
         self.writes
-            .poll_write_all(cx, &mut self.io, &conn.outbox, refill)
+            .poll_write_all(cx, &mut self.transport, &conn.outbox, refill)
     }
 
     /// Queues a frame of the session's own (a reply to a ping, a ping, a
@@ -133,21 +123,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        loop {
-            match self.decoder.next_message() {
-                Ok(Some(msg)) => return Poll::Ready(Event::Message(msg)),
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Event::Decode(e)),
-            }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Event::Eof),
-                Poll::Ready(Ok(())) => self.decoder.push(buf.filled()),
-                Poll::Ready(Err(e)) => return Poll::Ready(Event::Io(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        self.transport.poll_recv(cx).map(|r| match r {
+            Ok(received) => Event::Received(received),
+            Err(e) => Event::Io(e),
+        })
     }
 
     /// Writes everything queued (without taking more from the outbox), within
@@ -170,8 +149,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
         poll_fn(|cx| {
             loop {
                 match self.poll_read(cx) {
-                    Poll::Ready(Event::Message(Message::Close(_))) => return Poll::Ready(()),
-                    Poll::Ready(Event::Message(_)) => continue,
+                    Poll::Ready(Event::Received(
+                        Received::Data(_) | Received::Ping(_) | Received::Pong,
+                    )) => continue,
                     Poll::Ready(_) => return Poll::Ready(()),
                     Poll::Pending => return Poll::Pending,
                 }

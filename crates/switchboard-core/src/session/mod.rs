@@ -2,14 +2,15 @@
 //! loop over four sources: inbound frames, the outbound queue, the heartbeat
 //! timer, and close requests (which arrive through the outbound queue).
 //!
-//! The loop is written against any `AsyncRead + AsyncWrite`, so unit tests
-//! drive it over an in-memory pipe with time paused.
+//! The loop is written against any [`Transport`], so unit tests drive it
+//! over an in-memory pipe with time paused, and a new transport needs no
+//! change here.
 //!
 //! - this module: [`run`], the session from open to close, and its main
 //!   loop;
-//! - `open`: the connection's shared pieces and its transport;
-//! - `transport`: the socket with its decoder, write queue and timers, and
-//!   the poll for the next event;
+//! - `open`: the connection's shared pieces;
+//! - `channel`: the transport with its write queue and timers, and the poll
+//!   for the next event;
 //! - `close`: the close handshake, and every other way a connection ends;
 //! - `throttle`: the per-connection message rate limit.
 //!
@@ -28,17 +29,11 @@
 //! when the socket does not take a flusher's write at once. The write path,
 //! and the locks it takes, are described in [`crate::write`].
 //!
-//! # Reading
-//!
-//! Bytes are read into a buffer on the stack and handed to the
-//! [`Decoder`](crate::ws::Decoder), which keeps a heap buffer only while a
-//! frame is incomplete: an idle connection holds no read buffer.
-//!
 //! # Heartbeats
 //!
-//! Every `heartbeat_interval` the server sends a ping; if no pong arrives
-//! within `heartbeat_timeout`, the connection is terminated (4001) and leaves
-//! every room at once.
+//! Every `heartbeat_interval` the server sends the transport's ping; if no
+//! pong arrives within `heartbeat_timeout`, the connection is terminated
+//! (4001) and leaves every room at once.
 
 use std::future::poll_fn;
 use std::io;
@@ -46,35 +41,32 @@ use std::sync::Arc;
 
 use switchboard_protocol::CloseCode;
 use switchboard_protocol::server::{ServerFrame, Welcome};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::broker::Topic;
 use crate::conn::Conn;
 use crate::endpoint::{Disconnect, Endpoint, Inbound};
 use crate::outbox::CloseRequest;
-use crate::ws::{Message, OpCode, frame};
+use crate::transport::{Received, Transport};
 
+mod channel;
 mod close;
 mod open;
 #[cfg(test)]
 mod tests;
 mod throttle;
-mod transport;
 
+pub(crate) use channel::Channel;
 use close::{close_with, end};
-pub(crate) use open::{new_conn, upgraded_transport};
+pub(crate) use open::new_conn;
 use throttle::{Throttle, Verdict};
-pub(crate) use transport::Transport;
 
 /// What woke the session's loop.
 enum Event {
-    Message(Message),
+    Received(Received),
     CloseRequested(CloseRequest),
     HeartbeatDue,
     Expired,
-    Eof,
-    Decode(crate::ws::DecodeError),
     Io(io::Error),
 }
 
@@ -84,20 +76,17 @@ enum Event {
 /// that they are stored once in the task, not once per layer of futures:
 /// the task's size is what every idle connection costs.
 ///
-/// The transport is built beforehand (see [`Transport::new`]) and moved in,
+/// The channel is built beforehand (see [`Channel::new`]) and moved in,
 /// so that nothing used only to set it up is kept in the task.
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn would store its arguments twice in every session"
 )]
-pub(crate) fn run<'a, IO>(
-    mut transport: Transport<IO>,
+pub(crate) fn run<'a, T: Transport + 'a>(
+    mut channel: Channel<T>,
     conn: &'a mut Conn,
     endpoint: &'a Arc<Endpoint>,
-) -> impl Future<Output = ()> + Send + 'a
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'a,
-{
+) -> impl Future<Output = ()> + Send + 'a {
     // An `async move` block rather than an `async fn`: an async fn keeps its
     // arguments twice (as passed, and moved into its body), and this future
     // is what every idle connection costs.
@@ -106,12 +95,12 @@ where
         node.register_conn(conn.id, &conn.outbox);
         tracing::info!(
             conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
-            "connected"
+            transport = channel.transport.name(), "connected"
         );
-        let disconnect = drive(&mut transport, conn, endpoint).await;
+        let disconnect = drive(&mut channel, conn, endpoint).await;
         // Flushers let go of the socket, so that it closes with the transport.
         conn.outbox.detach_direct();
-        drop(transport);
+        drop(channel);
         // Rare, large futures are boxed so that they do not inflate the
         // session's state machine, which every idle connection carries.
         Box::pin(leave_everything(conn, endpoint)).await;
@@ -165,14 +154,11 @@ async fn leave_everything(conn: &mut Conn, endpoint: &Endpoint) {
     clippy::manual_async_fn,
     reason = "an async fn would store its arguments twice in every session"
 )]
-fn drive<'a, IO>(
-    t: &'a mut Transport<IO>,
+fn drive<'a, T: Transport>(
+    t: &'a mut Channel<T>,
     conn: &'a mut Conn,
     endpoint: &'a Endpoint,
-) -> impl Future<Output = Disconnect> + Send + 'a
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
-{
+) -> impl Future<Output = Disconnect> + Send + 'a {
     // An `async move` block, like `run`, so the arguments are kept once.
     async move {
         let node = conn.node.clone();
@@ -182,7 +168,7 @@ where
             return Box::pin(close_with(t, conn, code, reason, false)).await;
         }
         t.writes.claim(&conn.outbox);
-        if endpoint.welcome {
+        if endpoint.speaks_protocol {
             let _ = conn.send_frame(&ServerFrame::Welcome(Welcome {
                 user: conn.user().to_string(),
                 conn: conn.id(),
@@ -198,13 +184,12 @@ where
         loop {
             let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
             let inbound = match event {
-                Event::Message(Message::Text(text)) => Inbound::Text(text),
-                Event::Message(Message::Binary(data)) => Inbound::Binary(data),
-                Event::Message(Message::Ping(payload)) => {
-                    t.queue(conn, frame::encode(OpCode::Pong, &payload));
+                Event::Received(Received::Data(inbound)) => inbound,
+                Event::Received(Received::Ping(payload)) => {
+                    t.queue(conn, t.transport.pong(&payload));
                     continue;
                 }
-                Event::Message(Message::Pong(_)) => {
+                Event::Received(Received::Pong) => {
                     if t.awaiting_pong {
                         t.awaiting_pong = false;
                         let ping_sent = t.heartbeat.deadline() - config.heartbeat_timeout;
@@ -216,7 +201,7 @@ where
                 }
                 Event::HeartbeatDue if !t.awaiting_pong => {
                     t.writes.release_idle_storage(&conn.outbox);
-                    t.queue(conn, frame::encode(OpCode::Ping, b""));
+                    t.queue(conn, t.transport.ping());
                     t.awaiting_pong = true;
                     t.heartbeat
                         .as_mut()
@@ -238,7 +223,7 @@ where
                     t.arm_expiry(conn.identity.expires_at);
                 }
                 Verdict::Drop => {
-                    if endpoint.welcome {
+                    if endpoint.speaks_protocol {
                         refuse_rate_limited(conn, &inbound);
                     }
                 }

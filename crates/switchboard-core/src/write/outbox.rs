@@ -51,14 +51,15 @@ use switchboard_protocol::CloseCode;
 
 use super::flush::FlushShard;
 use super::socket::Direct;
-pub use super::socket::DirectSink;
+#[cfg(test)]
+pub(crate) use super::socket::DirectSink;
 
 /// Most frames handed to one vectored write.
 pub(super) const MAX_BATCH: usize = 64;
 
 /// Why a connection is being closed by the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CloseRequest {
+pub(crate) struct CloseRequest {
     /// The close code to send.
     pub code: CloseCode,
     /// The close reason to send (at most 123 bytes are sent).
@@ -78,7 +79,7 @@ pub enum PushError {
 }
 
 /// A connection's outbound queue. Shared behind an `Arc`.
-pub struct Outbox {
+pub(crate) struct Outbox {
     state: Mutex<State>,
     waker: AtomicWaker,
     // 32 bits each (bounds above 4 Gi are clamped): the outbox is part of
@@ -111,7 +112,7 @@ enum Owner {
 /// message in flight (the common case of a fan-out) needs no allocation, and
 /// the frame sits next to the lock that guards it.
 #[derive(Debug, Default)]
-pub struct FrameQueue {
+pub(crate) struct FrameQueue {
     /// The front frame; `None` only when the queue is empty.
     head: Option<Bytes>,
     /// The frames behind it, if any have been queued since the storage was
@@ -125,22 +126,22 @@ pub struct FrameQueue {
 
 impl FrameQueue {
     /// An empty queue; allocates nothing.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Frames queued.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         usize::from(self.head.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
     }
 
     /// Whether no frame is queued.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.head.is_none()
     }
 
     /// Appends a frame.
-    pub fn push_back(&mut self, frame: Bytes) {
+    pub(crate) fn push_back(&mut self, frame: Bytes) {
         if self.head.is_none() {
             self.head = Some(frame);
         } else {
@@ -149,7 +150,7 @@ impl FrameQueue {
     }
 
     /// Removes the front frame.
-    pub fn pop_front(&mut self) -> Option<Bytes> {
+    pub(crate) fn pop_front(&mut self) -> Option<Bytes> {
         let front = self.head.take();
         if front.is_some() {
             self.head = self.rest.as_mut().and_then(|r| r.pop_front());
@@ -158,7 +159,7 @@ impl FrameQueue {
     }
 
     /// The frames, front first.
-    pub fn iter(&self) -> impl Iterator<Item = &Bytes> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Bytes> {
         self.head
             .iter()
             .chain(self.rest.iter().flat_map(|r| r.iter()))
@@ -166,7 +167,7 @@ impl FrameQueue {
 
     /// Fills `slices` with the front frames; returns how many and their
     /// total length.
-    pub fn as_io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
+    pub(crate) fn as_io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
         let mut n = 0;
         let mut total = 0;
         for (slot, frame) in slices.iter_mut().zip(self.iter()) {
@@ -179,7 +180,7 @@ impl FrameQueue {
 
     /// Drops `written` bytes from the front, keeping the unwritten tail of a
     /// partly written frame. Returns the bytes dropped.
-    pub fn advance(&mut self, written: usize) -> usize {
+    pub(crate) fn advance(&mut self, written: usize) -> usize {
         let mut left = written;
         while left > 0 {
             let Some(front) = self.head.as_mut() else {
@@ -199,18 +200,18 @@ impl FrameQueue {
 
     /// Keeps only the front frame (a partly written frame cannot be cut
     /// without corrupting the stream).
-    pub fn truncate_to_front(&mut self) {
+    pub(crate) fn truncate_to_front(&mut self) {
         self.rest = None;
     }
 
     /// Empties the queue and releases its storage.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.head = None;
         self.rest = None;
     }
 
     /// Releases spare storage if at most one frame is queued.
-    pub fn release_spare(&mut self) {
+    pub(crate) fn release_spare(&mut self) {
         if self.rest.as_ref().is_some_and(|r| r.is_empty()) {
             self.rest = None;
         }
@@ -230,7 +231,7 @@ struct State {
 
 /// What the owning task found when it polled the outbox.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Drained {
+pub(crate) enum Drained {
     /// Frames were moved out (the count).
     Frames(usize),
     /// A close was requested; queued frames are still handed out first by
@@ -240,7 +241,7 @@ pub enum Drained {
 
 impl Outbox {
     /// An empty outbox with the given bounds.
-    pub fn new(max_frames: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State {
                 frames: FrameQueue::new(),
@@ -278,7 +279,7 @@ impl Outbox {
     }
 
     /// Queues one frame. Never waits.
-    pub fn push(self: &Arc<Self>, frame: Bytes) -> Result<(), PushError> {
+    pub(crate) fn push(self: &Arc<Self>, frame: Bytes) -> Result<(), PushError> {
         let mut st = self.state.lock();
         if st.close.is_some() {
             return Err(PushError::Closed);
@@ -341,21 +342,8 @@ impl Outbox {
     /// cache: a flusher calls it for the next connection on its list while
     /// the current one's write runs, so that walking 10,000 connections does
     /// not stall on a cache miss for each.
-    #[allow(unsafe_code)]
     pub(crate) fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let at = std::ptr::from_ref(&self.state).cast::<i8>();
-            // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has
-            // (it is part of the target's baseline). A prefetch is only a
-            // hint: it reads nothing architecturally and never faults, so any
-            // address is sound; these two point into `self` and just past it.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(at);
-                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64));
-            }
-        }
+        crate::sys::prefetch(&self.state);
     }
 
     /// Writes queued frames straight to the socket, if the flusher still owns
@@ -406,7 +394,7 @@ impl Outbox {
     }
 
     /// Asks the owning task to close the connection. The first request wins.
-    pub fn close(&self, code: CloseCode, reason: impl Into<String>) {
+    pub(crate) fn close(&self, code: CloseCode, reason: impl Into<String>) {
         let mut st = self.state.lock();
         if st.close.is_none() {
             st.close = Some(Box::new(CloseRequest {
@@ -419,14 +407,15 @@ impl Outbox {
     }
 
     /// Whether a close was requested.
-    pub fn is_closing(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
     }
 
     /// The close request, if it is for a slow consumer: such a close must
     /// not wait for queued writes that will never drain. Registers the
     /// waker, so that the owner is woken when one arrives later.
-    pub fn poll_slow_consumer_close(&self, cx: &mut Context<'_>) -> Option<CloseRequest> {
+    pub(crate) fn poll_slow_consumer_close(&self, cx: &mut Context<'_>) -> Option<CloseRequest> {
         self.waker.register(cx.waker());
         self.state
             .lock()
@@ -437,17 +426,19 @@ impl Outbox {
     }
 
     /// The most frames the queue holds.
-    pub fn max_frames(&self) -> usize {
+    pub(crate) fn max_frames(&self) -> usize {
         self.max_frames as usize
     }
 
     /// Frames currently queued.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.state.lock().frames.len()
     }
 
     /// Whether no frame is queued.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -460,7 +451,7 @@ impl Outbox {
     /// The task owns the socket's write side while `out` holds frames; when
     /// it calls this with `out` empty and nothing is queued, the connection
     /// is idle again and later frames may be written directly.
-    pub fn poll_drain(
+    pub(crate) fn poll_drain(
         &self,
         cx: &mut Context<'_>,
         out: &mut FrameQueue,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use switchboard::broker::memory::{MemoryBroker, MemoryBus, MemoryConfig};
-use switchboard::broker::{
+use switchboard_core::broker::memory::{MemoryBroker, MemoryBus, MemoryConfig};
+use switchboard_core::broker::{
     Broker, Position, Presence, PresenceEntry, Publication, Recovery, Topic,
 };
 use switchboard_testkit::conformance::{self, Backend, Factory, Recorder};
@@ -365,7 +365,7 @@ async fn an_idempotency_key_is_forgotten_after_the_window() {
 #[tokio::test]
 async fn a_node_uses_a_shared_broker_and_a_presence_backend_of_its_own() {
     let shared = Arc::new(MemoryBroker::new());
-    let node = switchboard::Node::builder()
+    let node = switchboard_core::Node::builder()
         .broker(shared.clone())
         .build()
         .expect("valid");
@@ -375,7 +375,7 @@ async fn a_node_uses_a_shared_broker_and_a_presence_backend_of_its_own() {
     assert_eq!(shared.position("r").await, Ok(p));
 
     let apart = Arc::new(MemoryBroker::new());
-    let node = switchboard::Node::builder()
+    let node = switchboard_core::Node::builder()
         .presence(apart.clone())
         .broker(MemoryBroker::new())
         .build()

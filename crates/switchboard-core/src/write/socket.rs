@@ -13,22 +13,15 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::flush::FlushShard;
+use crate::sys::StreamFd;
 
 /// A socket that can be written without waiting, from any thread: the
-/// flusher writes fan-out frames through it.
-pub trait DirectSink: Send + Sync + 'static {
+/// flusher writes fan-out frames through it. Tests stand one in for a TCP
+/// stream to control what the socket takes.
+#[cfg(test)]
+pub(crate) trait DirectSink: Send + Sync + 'static {
     /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-}
-
-impl DirectSink for tokio::net::TcpStream {
-    /// Writes with `send` (one buffer) or `sendmsg` straight on the socket.
-    /// The runtime's readiness flag is not consulted or cleared: a write that
-    /// finds the socket full hands the rest to the connection's task, whose
-    /// own write then sees `WouldBlock` and waits for the socket properly.
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        send(socket2::SockRef::from(self), bufs)
-    }
 }
 
 /// One `send` (one buffer) or `sendmsg` on `sock`.
@@ -49,64 +42,58 @@ const SEND_FLAGS: libc::c_int = 0;
 /// The socket and the flush list of a connection whose frames the flusher
 /// may write.
 pub(super) struct Direct {
-    sink: Arc<dyn DirectSink>,
+    sink: Sink,
     /// The flush list the connection is put on when a frame is pushed to
     /// it while it is idle.
     pub(super) shard: Weak<FlushShard>,
-    /// When `sink` is a TCP stream: its descriptor, kept here so that a
-    /// flusher walking thousands of connections does not load each socket
-    /// object (a cache miss per connection) just to read this number.
-    /// `sink` owns the descriptor, so it stays open while this `Direct`
-    /// exists.
-    #[cfg(unix)]
-    fd: Option<std::os::fd::RawFd>,
+}
+
+/// What a flusher writes to.
+enum Sink {
+    /// A TCP stream, written through its descriptor with `send`/`sendmsg`.
+    /// The runtime's readiness flag is not consulted or cleared: a write
+    /// that finds the socket full hands the rest to the connection's task,
+    /// whose own write then sees `WouldBlock` and waits for the socket
+    /// properly.
+    Tcp(StreamFd),
+    /// A socket a test controls.
+    #[cfg(test)]
+    Other(Arc<dyn DirectSink>),
 }
 
 impl Direct {
-    /// Direct writes through any sink.
+    /// Direct writes through a test's sink.
     #[cfg(test)]
     pub(super) fn new(sink: Arc<dyn DirectSink>, shard: Weak<FlushShard>) -> Self {
         Direct {
-            sink,
+            sink: Sink::Other(sink),
             shard,
-            #[cfg(unix)]
-            fd: None,
         }
     }
 
     /// Direct writes to a TCP stream, through its descriptor.
     pub(super) fn tcp(stream: Arc<tokio::net::TcpStream>, shard: Weak<FlushShard>) -> Self {
-        #[cfg(unix)]
-        let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&*stream));
         Direct {
-            sink: stream,
+            sink: Sink::Tcp(StreamFd::new(stream)),
             shard,
-            #[cfg(unix)]
-            fd,
         }
     }
 
     /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
-    #[allow(unsafe_code)]
     pub(super) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        #[cfg(unix)]
-        if let Some(fd) = self.fd {
-            // SAFETY: `BorrowedFd::borrow_raw` needs `fd` to stay open while
-            // the borrow lives, which is this call. `fd` was read from the
-            // stream that `self.sink` holds (`Direct::tcp` is the only place
-            // that sets it), a stream closes its descriptor only when
-            // dropped, and `self` is borrowed for this call, so `self.sink`
-            // (an `Arc` owning a count on the stream) outlives the borrow.
-            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            return send(socket2::SockRef::from(&borrowed), bufs);
+        match &self.sink {
+            Sink::Tcp(fd) => fd.with_sock(|sock| send(sock, bufs)),
+            #[cfg(test)]
+            Sink::Other(sink) => sink.try_write_vectored(bufs),
         }
-        self.sink.try_write_vectored(bufs)
     }
 }
 
-/// A TCP stream whose write side the session shares with the flushers; all
-/// its I/O goes through `&TcpStream`.
-pub(crate) struct SharedTcp(Arc<tokio::net::TcpStream>);
+/// A TCP stream whose write side the connection's task shares with the
+/// node's flushers; all its I/O goes through `&TcpStream`. Made by
+/// [`WebSocket::over_tcp`](crate::transport::WebSocket::over_tcp).
+#[derive(Debug)]
+pub struct SharedTcp(Arc<tokio::net::TcpStream>);
 
 impl SharedTcp {
     pub(crate) fn new(stream: Arc<tokio::net::TcpStream>) -> Self {

@@ -26,7 +26,7 @@ use crate::stats::Stats;
 use crate::ws::{FrameBuilder, OpCode};
 
 /// A connection id, unique within this node.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// The local connections of one topic. Most users have one connection and
 /// most presence watchers are alone, so one member is held inline; the hash
@@ -151,7 +151,7 @@ impl RoomMembers {
 const STRIPES: usize = 64;
 
 /// Local membership and fan-out. See the module docs.
-pub struct Hub {
+pub(crate) struct Hub {
     rooms: DashMap<Arc<str>, RoomMembers>,
     users: DashMap<Arc<str>, Members>,
     broadcast: DashMap<ConnId, Arc<Outbox>>,
@@ -338,7 +338,7 @@ impl Hub {
     }
 
     /// Local members of a topic.
-    pub fn count(&self, topic: &Topic) -> usize {
+    pub(crate) fn count(&self, topic: &Topic) -> usize {
         match topic {
             Topic::Room(name) => self.rooms.get(name).map_or(0, |m| m.len()),
             Topic::User(name) => self.users.get(name).map_or(0, |m| m.len()),
@@ -348,7 +348,7 @@ impl Hub {
     }
 
     /// Rooms with at least one local member.
-    pub fn room_count(&self) -> usize {
+    pub(crate) fn room_count(&self) -> usize {
         self.rooms.len()
     }
 

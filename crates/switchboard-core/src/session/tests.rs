@@ -10,6 +10,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use super::*;
 use crate::auth::Identity;
 use crate::node::Node;
+use crate::transport::WebSocket;
+use crate::ws::{OpCode, frame};
 
 type Opened = (
     Node,
@@ -31,8 +33,8 @@ async fn open_on(node: Node, endpoint: Arc<Endpoint>, identity: Identity) -> Ope
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let mut conn = new_conn(&node, identity, &endpoint, None, None, Default::default());
     let task = tokio::spawn(async move {
-        let transport = Transport::new(server_io, &[], &conn);
-        run(transport, &mut conn, &endpoint).await
+        let channel = Channel::new(WebSocket::new(server_io, &[], &conn), &conn);
+        run(channel, &mut conn, &endpoint).await
     });
     let client = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
     (node, client, task)
@@ -143,134 +145,6 @@ async fn an_unanswered_close_times_out_instead_of_hanging() {
     drop(ws);
 }
 
-const SECRET: &[u8] = b"session-test-secret-32-bytes-long";
-
-fn token(sub: &str, valid_for: Duration) -> String {
-    let exp = (std::time::SystemTime::now() + valid_for)
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({ "sub": sub, "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
-}
-
-async fn jwt_session(valid_for: Duration) -> Opened {
-    use crate::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
-    let endpoint = Endpoint::chat("/chat");
-    let jwt = JwtAuthenticator::new(JwtConfig::new(JwtKey::Hs256(SECRET.to_vec()))).unwrap();
-    let identity = jwt.verify(&token("ana", valid_for)).unwrap();
-    let node = Node::builder()
-        .endpoint(endpoint.clone())
-        .authenticator(jwt)
-        .build()
-        .unwrap();
-    open_on(node, Arc::new(endpoint), identity).await
-}
-
-/// Reads (answering pings) until a close frame; returns its code and the
-/// virtual time it took.
-async fn close_code(ws: &mut WebSocketStream<DuplexStream>) -> (u16, Duration) {
-    let start = Instant::now();
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Close(Some(f)))) => return (u16::from(f.code), start.elapsed()),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
-#[tokio::test(start_paused = true)]
-async fn expired_credentials_close_the_connection_with_4004() {
-    let (_node, mut ws, _task) = jwt_session(Duration::from_secs(90)).await;
-    assert_eq!(next_json(&mut ws).await["user"], "ana");
-    let (code, after) = close_code(&mut ws).await;
-    assert_eq!(code, 4004);
-    // exp plus the 5 s leeway; exp has one-second resolution.
-    assert!(
-        after > Duration::from_secs(93) && after <= Duration::from_secs(96),
-        "{after:?}"
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_refresh_before_expiry_keeps_the_connection_open() {
-    let (_node, mut ws, task) = jwt_session(Duration::from_secs(90)).await;
-    assert_eq!(next_json(&mut ws).await["type"], "welcome");
-    let fresh = token("ana", Duration::from_secs(3600));
-    ws.send(Message::text(format!(
-        r#"{{"type":"refresh","token":"{fresh}","id":1}}"#
-    )))
-    .await
-    .unwrap();
-    let reply = next_json(&mut ws).await;
-    assert_eq!(
-        (reply["type"].as_str(), reply["id"].as_u64()),
-        (Some("refreshed"), Some(1))
-    );
-    // Well past the first expiry, the connection is still open.
-    let read = async { while let Some(Ok(_)) = ws.next().await {} };
-    assert!(
-        tokio::time::timeout(Duration::from_secs(600), read)
-            .await
-            .is_err()
-    );
-    assert!(!task.is_finished());
-    // And the new expiry closes it in its turn.
-    let (code, _) = close_code(&mut ws).await;
-    assert_eq!(code, 4004);
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_refused_refresh_leaves_the_old_expiry_in_force() {
-    let (_node, mut ws, _task) = jwt_session(Duration::from_secs(90)).await;
-    assert_eq!(next_json(&mut ws).await["type"], "welcome");
-    let other = token("bob", Duration::from_secs(3600));
-    ws.send(Message::text(format!(
-        r#"{{"type":"refresh","token":"{other}","id":2}}"#
-    )))
-    .await
-    .unwrap();
-    assert_eq!(next_json(&mut ws).await["code"], "forbidden");
-    let (code, after) = close_code(&mut ws).await;
-    assert_eq!(code, 4004);
-    assert!(after <= Duration::from_secs(96), "{after:?}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_token_admitted_within_the_leeway_lives_until_the_leeway_ends() {
-    use crate::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
-    let endpoint = Endpoint::chat("/chat");
-    let jwt = JwtAuthenticator::new(JwtConfig::new(JwtKey::Hs256(SECRET.to_vec()))).unwrap();
-    // Expired two seconds ago, within the default 5 s leeway.
-    let exp = std::time::SystemTime::now() - Duration::from_secs(2);
-    let exp = exp.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({ "sub": "ana", "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET),
-    )
-    .unwrap();
-    let identity = jwt.verify(&token).unwrap();
-    let node = Node::builder()
-        .endpoint(endpoint.clone())
-        .authenticator(jwt)
-        .build()
-        .unwrap();
-    let (_node, mut ws, _task) = open_on(node, Arc::new(endpoint), identity).await;
-    assert_eq!(next_json(&mut ws).await["type"], "welcome");
-    let (code, after) = close_code(&mut ws).await;
-    assert_eq!(code, 4004);
-    assert!(
-        after >= Duration::from_secs(1) && after <= Duration::from_secs(4),
-        "{after:?}"
-    );
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_slow_consumer_with_a_blocked_socket_is_closed_at_once() {
     let (node, ws, task) = open(Endpoint::echo("/echo")).await;
@@ -315,7 +189,7 @@ fn returned_size<A, B, C, R>(_: impl FnOnce(A, B, C) -> R) -> usize {
 #[cfg(target_pointer_width = "64")]
 fn per_connection_state_stays_within_the_measured_size() {
     use crate::outbox::Outbox;
-    use open::SessionIo;
+    use crate::transport::websocket::Stream;
 
     // On x86_64, the same in debug and release builds. These are the sizes
     // when the idle memory was last measured. Eight more bytes in `Conn`
@@ -328,7 +202,9 @@ fn per_connection_state_stays_within_the_measured_size() {
     const OUTBOX: usize = 128;
 
     let session = returned_size(
-        |t: Transport<SessionIo>, c: &'static mut Conn, e: &'static Arc<Endpoint>| run(t, c, e),
+        |t: Channel<WebSocket<Stream>>, c: &'static mut Conn, e: &'static Arc<Endpoint>| {
+            run(t, c, e)
+        },
     );
     let sizes = [
         (
@@ -337,8 +213,8 @@ fn per_connection_state_stays_within_the_measured_size() {
             SESSION_FUTURE,
         ),
         (
-            "the transport (`Transport<SessionIo>`)",
-            std::mem::size_of::<Transport<SessionIo>>(),
+            "the transport with its timers (`Channel<WebSocket>`)",
+            std::mem::size_of::<Channel<WebSocket<Stream>>>(),
             TRANSPORT,
         ),
         ("the connection (`Conn`)", std::mem::size_of::<Conn>(), CONN),

@@ -5,19 +5,17 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use switchboard_protocol::CloseCode;
-use tokio::io::{AsyncRead, AsyncWrite};
-
 use super::Event;
-use super::transport::Transport;
+use super::channel::Channel;
 use crate::conn::Conn;
 use crate::endpoint::Disconnect;
-use crate::ws::{Message, frame};
+use crate::transport::{Received, Transport};
+use switchboard_protocol::CloseCode;
 
 /// Longest wait for the peer during a close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
+impl<T: Transport> Channel<T> {
     /// Server-initiated close: drop what the client will never read if the
     /// close is for a slow consumer, send the close frame, wait briefly for
     /// the client's close frame, then shut the socket.
@@ -25,28 +23,30 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
         if discard {
             self.discard_unwritten();
         }
-        self.queue(conn, frame::encode_close(code.0, reason));
+        self.queue(conn, self.transport.close(code, reason));
         let deadline = CLOSE_GRACE.min(conn.node.config().heartbeat_timeout);
-        if self.flush_within(conn, deadline).await.is_ok() {
+        if self.flush_within(conn, deadline).await.is_ok() && self.transport.answers_close() {
             let _ = tokio::time::timeout(deadline, self.await_peer_close()).await;
         }
-        let _ =
-            tokio::time::timeout(deadline, tokio::io::AsyncWriteExt::shutdown(&mut self.io)).await;
+        self.shutdown_within(deadline).await;
+    }
+
+    /// Ends the wire, waiting at most `limit`.
+    async fn shutdown_within(&mut self, limit: Duration) {
+        let shutdown = std::future::poll_fn(|cx| self.transport.poll_shutdown(cx));
+        let _ = tokio::time::timeout(limit, shutdown).await;
     }
 }
 
 /// A server-initiated close with the close handshake; `discard` drops
 /// queued frames first (for a client that is not reading them).
-pub(super) async fn close_with<IO>(
-    t: &mut Transport<IO>,
+pub(super) async fn close_with<T: Transport>(
+    t: &mut Channel<T>,
     conn: &mut Conn,
     code: CloseCode,
     reason: String,
     discard: bool,
-) -> Disconnect
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
-{
+) -> Disconnect {
     t.close(conn, code, &reason, discard).await;
     Disconnect {
         code: Some(code.0),
@@ -56,28 +56,23 @@ where
 }
 
 /// Handles an event that ends the connection.
-pub(super) async fn end<IO>(
-    t: &mut Transport<IO>,
+pub(super) async fn end<T: Transport>(
+    t: &mut Channel<T>,
     conn: &mut Conn,
     event: Event,
     config: &crate::Config,
-) -> Disconnect
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
-{
+) -> Disconnect {
     match event {
         Event::Expired => {
             let reason = "credentials expired; refresh them and reconnect";
             close_with(t, conn, CloseCode::TOKEN_EXPIRED, reason.into(), false).await
         }
-        Event::Message(Message::Close(close)) => {
-            let code = close.as_ref().map_or(CloseCode::NORMAL.0, |c| c.code);
-            let reason = close.map(|c| c.reason).unwrap_or_default();
-            t.queue(conn, frame::encode_close(code, ""));
+        Event::Received(Received::Close(close)) => {
+            let (code, reason) = close.unwrap_or((CloseCode::NORMAL.0, String::new()));
+            t.queue(conn, t.transport.close(CloseCode(code), ""));
             let grace = CLOSE_GRACE.min(config.heartbeat_timeout);
             let _ = t.flush_within(conn, grace).await;
-            let shutdown = tokio::io::AsyncWriteExt::shutdown(&mut t.io);
-            let _ = tokio::time::timeout(grace, shutdown).await;
+            t.shutdown_within(grace).await;
             Disconnect {
                 code: Some(code),
                 reason,
@@ -96,7 +91,7 @@ where
             let code = CloseCode::HEARTBEAT_TIMEOUT;
             let reason = "no pong within the heartbeat timeout";
             t.discard_unwritten();
-            t.queue(conn, frame::encode_close(code.0, reason));
+            t.queue(conn, t.transport.close(code, reason));
             // The peer is presumed dead: one short attempt, no handshake.
             let _ = t.flush_within(conn, Duration::from_millis(100)).await;
             Disconnect {
@@ -105,13 +100,13 @@ where
                 by_server: true,
             }
         }
-        Event::Eof => Disconnect {
+        Event::Received(Received::Eof) => Disconnect {
             code: None,
             reason: "connection dropped without a close frame".into(),
             by_server: false,
         },
-        Event::Decode(e) => {
-            close_with(t, conn, CloseCode(e.close_code()), e.to_string(), false).await
+        Event::Received(Received::Invalid { code, reason }) => {
+            close_with(t, conn, code, reason, false).await
         }
         Event::Io(e) => Disconnect {
             code: None,
@@ -120,7 +115,7 @@ where
         },
         // Data, pings, pongs and a heartbeat with no ping outstanding are
         // handled in the loop and never reach here.
-        Event::Message(_) => Disconnect {
+        Event::Received(_) => Disconnect {
             code: None,
             reason: "unexpected event".into(),
             by_server: true,

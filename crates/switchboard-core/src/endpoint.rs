@@ -75,7 +75,7 @@ pub struct Endpoint {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) user_messages: bool,
     pub(crate) broadcasts: bool,
-    pub(crate) welcome: bool,
+    pub(crate) speaks_protocol: bool,
     pub(crate) subprotocols: Vec<String>,
 }
 
@@ -85,7 +85,7 @@ impl std::fmt::Debug for Endpoint {
             .field("path", &self.path)
             .field("user_messages", &self.user_messages)
             .field("broadcasts", &self.broadcasts)
-            .field("welcome", &self.welcome)
+            .field("speaks_protocol", &self.speaks_protocol)
             .field("subprotocols", &self.subprotocols)
             .finish_non_exhaustive()
     }
@@ -93,7 +93,8 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// An endpoint at `path` with a custom handler. Defaults: it receives no
-    /// user messages and no broadcasts, sends no `welcome` frame, and
+    /// user messages and no broadcasts, does not speak the Switchboard
+    /// protocol (no `welcome`, no `error` frames of the session's own), and
     /// negotiates no subprotocol.
     pub fn new(path: impl Into<String>, handler: impl Handler) -> Self {
         Endpoint {
@@ -101,7 +102,7 @@ impl Endpoint {
             handler: Arc::new(handler),
             user_messages: false,
             broadcasts: false,
-            welcome: false,
+            speaks_protocol: false,
             subprotocols: Vec::new(),
         }
     }
@@ -126,7 +127,7 @@ impl Endpoint {
     /// Speaks the Switchboard protocol: sends `welcome`, negotiates
     /// `switchboard.v1`, takes user messages and broadcasts.
     fn protocol(self) -> Self {
-        self.welcome(true)
+        self.speaks_protocol(true)
             .subprotocol(SUBPROTOCOL)
             .user_messages(true)
             .broadcasts(true)
@@ -144,9 +145,13 @@ impl Endpoint {
         self
     }
 
-    /// Whether each connection first receives a `welcome` frame.
-    pub fn welcome(mut self, on: bool) -> Self {
-        self.welcome = on;
+    /// Whether the endpoint speaks the Switchboard protocol
+    /// (`docs/protocol.md`) to its clients: each connection first receives
+    /// a `welcome` frame, and a message the rate limit drops is answered
+    /// with an `error` frame (`rate_limited`). Off, the session sends no
+    /// frame of its own besides control frames.
+    pub fn speaks_protocol(mut self, on: bool) -> Self {
+        self.speaks_protocol = on;
         self
     }
 
@@ -160,5 +165,10 @@ impl Endpoint {
     /// The endpoint's path.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The subprotocols it accepts, in order of preference.
+    pub fn subprotocols(&self) -> &[String] {
+        &self.subprotocols
     }
 }

@@ -8,7 +8,8 @@
 //! - `session`: [`SessionWrites`], the write queue of the connection's own
 //!   task, the only way to claim the socket from outside this module;
 //! - `socket`: the socket as both writers see it ([`SharedTcp`] for the
-//!   connection's task, a direct handle for the flushers).
+//!   connection's task, a direct handle for the flushers, which borrows the
+//!   socket's descriptor through `crate::sys`).
 //!
 //! A frame for a connection takes one of two ways to the socket:
 //!
@@ -74,8 +75,8 @@
 //! # Who may call what
 //!
 //! - Anyone, from any thread: [`Outbox::push`](outbox::Outbox::push),
-//!   `close`, `is_closing`, `len`, `max_frames`, and `prefetch` (a cache
-//!   hint). None of them waits for more than the outbox's lock.
+//!   `close`, `max_frames`, and `prefetch` (a cache hint). None of them
+//!   waits for more than the outbox's lock.
 //! - Only the connection's own task: `poll_drain` and
 //!   `poll_slow_consumer_close` (they register its waker, and `poll_drain`
 //!   makes it the socket's writer), through its [`SessionWrites`]; and, once
@@ -93,9 +94,9 @@ mod session;
 mod socket;
 
 pub(crate) mod flush;
-pub mod outbox;
+pub(crate) mod outbox;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use session::SessionWrites;
-pub(crate) use socket::SharedTcp;
+pub use socket::SharedTcp;
