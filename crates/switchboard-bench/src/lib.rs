@@ -13,6 +13,8 @@
 //! [`floor`] is the raw floor server: the kernel's cost of a loopback
 //! delivery, measured with the same scenarios.
 
+#![forbid(unsafe_code)]
+
 pub mod clock;
 pub mod floor;
 pub mod http;

@@ -1,6 +1,8 @@
 //! `switchboard-bench`: load scenarios against Switchboard and the baseline
 //! servers (loopback only), and the reporter used by `bench/run`.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 

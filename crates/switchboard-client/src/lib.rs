@@ -140,6 +140,8 @@
 //!   `rustls::crypto::ring::default_provider().install_default()`) before
 //!   connecting.
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
 pub mod builder;
 pub mod client;

@@ -16,6 +16,8 @@
 //! - [`error`]: the stable machine-readable `code` strings of error frames.
 //! - [`names`]: validation of room names and user ids.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod close;
 pub mod error;

@@ -46,6 +46,8 @@
 //! have been published; a dropped `subscribe` leaves the topic unsubscribed
 //! or subscribed, as the hub's next call for that topic finds it.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 
 mod codec;

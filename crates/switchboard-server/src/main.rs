@@ -2,6 +2,8 @@
 //! port, configured from the command line, the environment and an optional
 //! TOML file (in that order of precedence).
 
+#![forbid(unsafe_code)]
+
 /// jemalloc packs the many small per-connection allocations tighter than
 /// glibc's malloc and returns freed memory to the system on its own.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]

@@ -11,6 +11,8 @@
 //! - [`free_port`]: a port nobody listens on right now.
 //! - [`RedisServer`]: a `redis-server` of the test's own, without persistence.
 
+#![forbid(unsafe_code)]
+
 pub mod conformance;
 
 use std::io::{Read, Write};

@@ -12,6 +12,8 @@
 //! - publishing from its own handlers: `POST /orders` announces the order in
 //!   the `orders` room and notifies the customer on all their connections.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
