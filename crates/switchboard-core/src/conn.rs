@@ -236,11 +236,7 @@ impl Conn {
         data: Bytes,
         key: Option<&str>,
     ) -> Result<Receipt, PublishError> {
-        if !self.identity.permissions.can_publish(room) {
-            validate_room(room, self.node.config().max_room_name_len)
-                .map_err(PublishError::InvalidRoom)?;
-            return Err(PublishError::Forbidden(room.to_string()));
-        }
+        self.check_may_publish(room)?;
         let user = &self.identity.user;
         self.node
             .publish_json(
@@ -250,6 +246,21 @@ impl Conn {
                 key.map(|k| crate::node::user_key_scope(user, k)),
             )
             .await
+    }
+}
+
+impl Conn {
+    /// Whether the user's permissions allow publishing to `room` (a name
+    /// they do not allow is checked for validity first, so that a bad name
+    /// is reported as such). The node checks the name of an allowed room
+    /// when it publishes.
+    pub(crate) fn check_may_publish(&self, room: &str) -> Result<(), PublishError> {
+        if !self.identity.permissions.can_publish(room) {
+            validate_room(room, self.node.config().max_room_name_len)
+                .map_err(PublishError::InvalidRoom)?;
+            return Err(PublishError::Forbidden(room.to_string()));
+        }
+        Ok(())
     }
 }
 

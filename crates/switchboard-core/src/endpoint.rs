@@ -12,6 +12,7 @@ use switchboard_protocol::SUBPROTOCOL;
 
 use crate::conn::Conn;
 use crate::handlers::{Chat, Echo, Notifications};
+use crate::hooks::Hooks;
 
 /// A data message from a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +78,7 @@ pub struct Endpoint {
     pub(crate) broadcasts: bool,
     pub(crate) speaks_protocol: bool,
     pub(crate) subprotocols: Vec<String>,
+    pub(crate) hooks: Option<Arc<dyn Hooks>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -87,6 +89,7 @@ impl std::fmt::Debug for Endpoint {
             .field("broadcasts", &self.broadcasts)
             .field("speaks_protocol", &self.speaks_protocol)
             .field("subprotocols", &self.subprotocols)
+            .field("hooks", &self.hooks.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +107,7 @@ impl Endpoint {
             broadcasts: false,
             speaks_protocol: false,
             subprotocols: Vec::new(),
+            hooks: None,
         }
     }
 
@@ -160,6 +164,19 @@ impl Endpoint {
     pub fn subprotocol(mut self, name: impl Into<String>) -> Self {
         self.subprotocols.push(name.into());
         self
+    }
+
+    /// Asks `hooks` before a client's `join` or `publish` goes through, and
+    /// hands them its `rpc` frames (see [`Hooks`]). Without hooks, an `rpc`
+    /// is answered `unknown_type`.
+    pub fn hooks(mut self, hooks: impl Hooks) -> Self {
+        self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
+    /// The endpoint's hooks, if it has any.
+    pub fn hooks_ref(&self) -> Option<&Arc<dyn Hooks>> {
+        self.hooks.as_ref()
     }
 
     /// The endpoint's path.

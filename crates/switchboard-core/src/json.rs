@@ -26,6 +26,17 @@ impl Json {
         (end <= buf.len()).then(|| Json(buf.slice(start..end)))
     }
 
+    /// JSON `null`.
+    pub fn null() -> Self {
+        Json(Bytes::from_static(b"null"))
+    }
+
+    /// An owned raw value of the same text (a copy).
+    pub fn to_raw(&self) -> Box<RawValue> {
+        // The text was checked when this was made, so it parses again.
+        RawValue::from_string(self.as_str().to_owned()).unwrap_or_default()
+    }
+
     /// A value serialized to JSON.
     pub fn from_value<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
         serde_json::to_vec(value).map(|v| Json(Bytes::from(v)))
@@ -45,6 +56,12 @@ impl Json {
     pub fn as_str(&self) -> &str {
         // Parsed JSON is UTF-8; the check is fast and keeps this safe code.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// Text the caller has already checked (a slice of a parsed client
+    /// frame).
+    pub(crate) fn checked(text: Bytes) -> Self {
+        Json(text)
     }
 
     pub(crate) fn into_bytes(self) -> Bytes {

@@ -22,6 +22,8 @@
 //!   [`Handler`] trait for your own behaviours.
 //! - [`handlers`]: the built-in behaviours (echo, chat, notifications), and
 //!   the client commands, one module each.
+//! - [`hooks`]: [`Hooks`](hooks::Hooks), the application's say over joins
+//!   and publishes, and its answers to `rpc` frames.
 //! - [`conn`]: [`Conn`], one connection as a handler sees it: a thin handle.
 //! - [`rooms`]: room membership as the node coordinates it (join with
 //!   recovery, leave, presence), and [`JoinError`](rooms::JoinError).
@@ -60,6 +62,7 @@ pub mod conn;
 pub mod endpoint;
 pub mod gate;
 pub mod handlers;
+pub mod hooks;
 mod hub;
 pub mod json;
 pub mod node;

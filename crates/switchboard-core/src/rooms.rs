@@ -274,7 +274,11 @@ pub(crate) async fn presence(
 }
 
 /// The room name is valid and the identity's permissions let it in.
-fn check_may_join(node: &Node, identity: &Identity, room: &str) -> Result<(), JoinError> {
+pub(crate) fn check_may_join(
+    node: &Node,
+    identity: &Identity,
+    room: &str,
+) -> Result<(), JoinError> {
     validate_room(room, node.config().max_room_name_len)?;
     if !identity.permissions.can_join(room) {
         return Err(JoinError::Forbidden(room.to_string()));

@@ -78,6 +78,35 @@ pub enum ClientFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Ask the application something: the endpoint's RPC handler answers
+    /// with `rpc_result` (or `error`) carrying the same id.
+    Rpc {
+        /// What to call: 1 to 128 characters from `A-Z a-z 0-9 _ - . : /`.
+        method: Cow<'a, str>,
+        /// Any JSON value; `null` when the frame has none.
+        #[serde(borrow, skip_serializing_if = "Option::is_none")]
+        data: Option<&'a RawValue>,
+        /// Required: the reply carries it.
+        id: u64,
+    },
+}
+
+/// The longest RPC method name, in bytes.
+pub const MAX_METHOD_LEN: usize = 128;
+
+/// Checks an RPC method name: 1 to [`MAX_METHOD_LEN`] characters from
+/// `A-Z a-z 0-9 _ - . : /`.
+pub fn validate_method(method: &str) -> Result<(), String> {
+    if method.is_empty() || method.len() > MAX_METHOD_LEN {
+        return Err(format!("must be 1 to {MAX_METHOD_LEN} characters"));
+    }
+    match method
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/')))
+    {
+        Some(c) => Err(format!("may not contain {c:?}")),
+        None => Ok(()),
+    }
 }
 
 impl PartialEq for ClientFrame<'_> {
@@ -115,6 +144,18 @@ impl PartialEq for ClientFrame<'_> {
                     idempotency_key: l,
                 },
             ) => a == b && d.get() == e.get() && x == y && k == l,
+            (
+                Rpc {
+                    method: a,
+                    data: d,
+                    id: x,
+                },
+                Rpc {
+                    method: b,
+                    data: e,
+                    id: y,
+                },
+            ) => a == b && d.map(RawValue::get) == e.map(RawValue::get) && x == y,
             _ => false,
         }
     }
@@ -129,6 +170,7 @@ impl ClientFrame<'_> {
             ClientFrame::Leave { .. } => "leave",
             ClientFrame::Publish { .. } => "publish",
             ClientFrame::Refresh { .. } => "refresh",
+            ClientFrame::Rpc { .. } => "rpc",
         }
     }
 
@@ -140,6 +182,7 @@ impl ClientFrame<'_> {
             | ClientFrame::Presence { id, .. }
             | ClientFrame::Publish { id, .. }
             | ClientFrame::Refresh { id, .. } => *id,
+            ClientFrame::Rpc { id, .. } => Some(*id),
         }
     }
 }
@@ -195,6 +238,8 @@ struct Envelope<'a> {
     presence: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     idempotency_key: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
 }
 
 /// A position in a room's offset sequence, sent by a reconnecting client.
@@ -332,6 +377,37 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
                 id,
             }),
         },
+        "rpc" => {
+            let Some(id) = id else {
+                return Err(FrameError::new(
+                    None,
+                    ErrorCode::MissingField,
+                    "missing field \"id\": an rpc's reply is matched by it",
+                ));
+            };
+            let method = match env.method {
+                None => {
+                    return Err(FrameError::new(
+                        Some(id),
+                        ErrorCode::MissingField,
+                        "missing field \"method\"",
+                    ));
+                }
+                Some(raw) => string_field(raw, "method", Some(id))?,
+            };
+            validate_method(&method).map_err(|e| {
+                FrameError::new(
+                    Some(id),
+                    ErrorCode::InvalidField,
+                    format!("field \"method\" {e}"),
+                )
+            })?;
+            Ok(ClientFrame::Rpc {
+                method,
+                data: env.data,
+                id,
+            })
+        }
         other => Err(FrameError::new(
             id,
             ErrorCode::UnknownType,
@@ -373,6 +449,39 @@ mod tests {
 
     fn err(text: &str) -> FrameError {
         parse(text).expect_err(text)
+    }
+
+    #[test]
+    fn parses_rpc_and_refuses_what_breaks_its_rules() {
+        match parse(r#"{"type":"rpc","method":"orders.list","data":{"page":2},"id":5}"#).unwrap() {
+            ClientFrame::Rpc { method, data, id } => {
+                assert_eq!(method, "orders.list");
+                assert_eq!(data.map(RawValue::get), Some(r#"{"page":2}"#));
+                assert_eq!(id, 5);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse(r#"{"type":"rpc","method":"ping","id":0}"#).unwrap() {
+            ClientFrame::Rpc { data, .. } => assert!(data.is_none()),
+            other => panic!("unexpected {other:?}"),
+        }
+        let e = err(r#"{"type":"rpc","method":"ping"}"#);
+        assert_eq!((e.id, e.code), (None, ErrorCode::MissingField));
+        let e = err(r#"{"type":"rpc","id":3}"#);
+        assert_eq!((e.id, e.code), (Some(3), ErrorCode::MissingField));
+        let e = err(r#"{"type":"rpc","method":7,"id":3}"#);
+        assert_eq!((e.id, e.code), (Some(3), ErrorCode::InvalidField));
+        for bad in ["", "has space", "é", &"m".repeat(129)] {
+            let text = serde_json::json!({"type":"rpc","method":bad,"id":4}).to_string();
+            let e = err(&text);
+            assert_eq!(
+                (e.id, e.code),
+                (Some(4), ErrorCode::InvalidField),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_method(&"m".repeat(128)).is_ok());
+        assert!(validate_method("a-b_c.d:e/f").is_ok());
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the server.
     Internal,
+    /// The application refused it (a publish, a join or an rpc sent to it
+    /// through a hook): the error's `message` is the application's, and its
+    /// `reason`, when present, the application's own machine-readable code.
+    Refused,
     /// A code this version of the protocol crate does not know (sent by a
     /// newer server). Never sent by this server.
     #[serde(other)]
@@ -67,6 +71,7 @@ impl ErrorCode {
             ErrorCode::PartiallyDelivered => "partially_delivered",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Refused => "refused",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -1,5 +1,5 @@
 //! Frames the server sends (`welcome`, `joined`, `left`, `message`, `ack`,
-//! `error`, `refreshed`).
+//! `error`, `refreshed`, `presence`, `presence_event`, `rpc_result`).
 //!
 //! [`ServerFrame`] is the owned form, for clients that parse what arrives and
 //! for the server's replies. [`MessageOut`] is the borrowed form of a
@@ -32,6 +32,8 @@ pub enum ServerFrame {
     Refreshed(Refreshed),
     /// Reply to `presence`: who is in a room.
     Presence(Presence),
+    /// Reply to `rpc`: the application's answer.
+    RpcResult(RpcResult),
     /// A member joined or left a room whose events the client asked for.
     PresenceEvent(PresenceEvent),
 }
@@ -58,6 +60,7 @@ impl ServerFrame {
             "refreshed" => ServerFrame::Refreshed(serde_json::from_str(text)?),
             "presence" => ServerFrame::Presence(serde_json::from_str(text)?),
             "presence_event" => ServerFrame::PresenceEvent(serde_json::from_str(text)?),
+            "rpc_result" => ServerFrame::RpcResult(serde_json::from_str(text)?),
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "unknown frame type {other:?}"
@@ -88,6 +91,15 @@ pub struct Welcome {
     /// without showing them to scripts; clients that do see them may treat a
     /// silence much longer than this as a dead connection.
     pub heartbeat_ms: u64,
+}
+
+/// The `rpc_result` frame: the application's answer to an `rpc`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RpcResult {
+    /// The `id` of the `rpc`.
+    pub id: u64,
+    /// The answer, any JSON value, copied verbatim.
+    pub data: Box<RawValue>,
 }
 
 /// The `joined` frame, the reply to `join`.
@@ -188,6 +200,10 @@ pub struct ErrorFrame {
     pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
+    /// The application's own machine-readable code for a `refused` error,
+    /// when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A delivered message (owned form).
@@ -289,6 +305,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rpc_result_and_a_refusal_with_the_applications_reason_round_trip() {
+        let data = RawValue::from_string(r#"{"n":1}"#.to_string()).unwrap();
+        let json = ServerFrame::RpcResult(RpcResult { id: 9, data }).to_json();
+        assert_eq!(json, r#"{"type":"rpc_result","id":9,"data":{"n":1}}"#);
+        match ServerFrame::parse(&json).unwrap() {
+            ServerFrame::RpcResult(r) => assert_eq!((r.id, r.data.get()), (9, r#"{"n":1}"#)),
+            other => panic!("unexpected {other:?}"),
+        }
+        let json = ServerFrame::Error(ErrorFrame {
+            id: Some(2),
+            code: ErrorCode::Refused,
+            message: "out of stock".into(),
+            reason: Some("stock".into()),
+        })
+        .to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"error","id":2,"code":"refused","message":"out of stock","reason":"stock"}"#
+        );
+    }
+
+    #[test]
     fn message_out_matches_the_owned_form() {
         let data = r#"{"text":"hi"}"#;
         let out = MessageOut {
@@ -327,6 +365,7 @@ mod tests {
     #[test]
     fn error_frame_shape_round_trips() {
         let f = ServerFrame::Error(ErrorFrame {
+            reason: None,
             id: Some(2),
             code: ErrorCode::InvalidRoom,
             message: "room must not be empty".into(),

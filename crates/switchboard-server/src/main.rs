@@ -18,8 +18,8 @@ use std::sync::Arc;
 use switchboard::NodeRoutes as _;
 
 use anyhow::Context;
-use switchboard::Node;
 use switchboard::broker::memory::MemoryBroker;
+use switchboard::{Endpoint, Node};
 use switchboard_redis::RedisBroker;
 use tracing_subscriber::EnvFilter;
 
@@ -88,11 +88,17 @@ async fn main() -> anyhow::Result<()> {
     let config = args.engine_config()?;
     let choice = args.broker_choice()?;
     let mut builder = Node::builder().config(config).default_endpoints();
-    match args.authenticator()? {
-        Some(jwt) => builder = builder.authenticator(jwt),
-        None => tracing::warn!(
+    let hooks = args.hooks.hooks(args.authenticator()?)?;
+    if let Some(chat) = hooks.chat {
+        builder = builder.endpoint(Endpoint::chat("/ws/chat").hooks(chat));
+    }
+    match (hooks.connect, hooks.jwt) {
+        (Some(connect), _) => builder = builder.authenticator(connect),
+        (None, Some(jwt)) => builder = builder.authenticator(jwt),
+        (None, None) => tracing::warn!(
             "no credentials configured: every WebSocket client is accepted as a generated \
-             guest user (set SWITCHBOARD_JWT_SECRET or --jwt-public-key to require tokens)"
+             guest user (set SWITCHBOARD_JWT_SECRET, --jwt-public-key or \
+             --hook-connect-url to require credentials)"
         ),
     }
     let mut redis = None;

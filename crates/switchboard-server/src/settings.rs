@@ -19,10 +19,12 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 
+mod hooks;
 mod load;
 
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
+pub(crate) use hooks::HookArgs;
 pub(crate) use load::{Sources, load};
 use switchboard::Config;
 use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
@@ -288,6 +290,10 @@ pub(crate) struct Args {
         value_parser = idempotency_window
     )]
     pub idempotency_window: Duration,
+
+    /// The hooks' settings.
+    #[command(flatten)]
+    pub hooks: HookArgs,
 
     /// Where each setting's value came from (filled in by [`load()`]).
     #[arg(skip)]

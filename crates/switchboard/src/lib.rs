@@ -17,6 +17,9 @@
 //! - [`http`]: the router (endpoints, publish API, health, metrics),
 //!   [`serve`], and the gate that turns an upgrade request into a session
 //!   or refuses it with a status;
+//! - [`hooks`]: hooks over HTTP, so that an application in any language
+//!   decides who connects, what is joined and published, and answers
+//!   `rpc` frames;
 //! - [`auth`]: the engine's identities and the [`Authenticator`](auth::Authenticator)
 //!   trait, and [`auth::jwt`], JSON Web Tokens;
 //! - [`NodeRoutes`]: `node.router()` and its parts, on the engine's
@@ -49,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod hooks;
 pub mod http;
 
 pub use switchboard_core::{

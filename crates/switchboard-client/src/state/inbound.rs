@@ -81,6 +81,10 @@ impl State {
                 other => self.unexpected("presence", p.id.unwrap_or_default(), other),
             },
             ServerFrame::PresenceEvent(p) => self.on_presence_event(p),
+            ServerFrame::RpcResult(r) => {
+                let other = self.take_pending(r.id);
+                self.unexpected("rpc_result", r.id, other);
+            }
         }
     }
 

@@ -21,6 +21,13 @@ impl IpNet {
     }
 }
 
+/// The client's address as the gate worked it out (behind trusted proxies,
+/// from `X-Forwarded-For`), put in the upgrade request's extensions before
+/// the [`Authenticator`](crate::auth::Authenticator) is asked, for
+/// authenticators that want it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
 /// IPv4-mapped IPv6 addresses are treated as IPv4.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

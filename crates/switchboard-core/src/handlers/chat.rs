@@ -19,6 +19,9 @@ use crate::endpoint::{Handler, Inbound};
 ///   the offset) once the broker accepted it, or `error` if it did not.
 ///   Publishing does not require being in the room.
 /// - `refresh` replaces the credentials (see [`Conn::refresh`]).
+/// - `rpc` is answered by the endpoint's [`Hooks`](crate::hooks::Hooks)
+///   (`unknown_type` without them), which are also asked before a `join`
+///   or a `publish` goes through.
 /// - Binary frames have no meaning here: the connection is closed with 1003.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Chat;
@@ -63,6 +66,9 @@ impl Handler for Chat {
                 // instead of copying the payload.
                 let data = text.slice_ref(data.get().as_bytes());
                 command::publish::apply(conn, &room, data, id, idempotency_key.as_deref()).await
+            }
+            ClientFrame::Rpc { method, data, id } => {
+                command::rpc::apply(conn, &method, data, id).await
             }
         }
     }

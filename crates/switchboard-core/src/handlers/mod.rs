@@ -5,7 +5,8 @@
 //!   `publish` with acknowledgements).
 //! - [`Notifications`]: server push only; client messages are refused.
 //! - `command`: one module per client command (join, leave, publish,
-//!   presence, refresh), shared by the endpoints that speak the protocol.
+//!   presence, refresh, rpc), shared by the endpoints that speak the
+//!   protocol.
 
 mod chat;
 mod command;
@@ -47,5 +48,11 @@ pub(crate) fn send_error(
         id,
         code,
         message: message.into(),
+        reason: None,
     }));
+}
+
+/// Queues the `error` frame of a hook's refusal.
+pub(crate) fn send_refusal(conn: &Conn, id: Option<u64>, refusal: &crate::hooks::Refusal) {
+    let _ = conn.send_frame(&refusal.to_frame(id));
 }

@@ -116,6 +116,17 @@ impl<T: Transport> Channel<T> {
             .poll_write_all(cx, &mut self.transport, &conn.outbox, refill)
     }
 
+    /// Moves frames from `outbox` (the connection's, held apart from its
+    /// `Conn` while a handler has that) and writes what the socket takes.
+    pub(super) fn poll_write_outbox(
+        &mut self,
+        cx: &mut Context<'_>,
+        outbox: &crate::outbox::Outbox,
+    ) -> Poll<io::Result<()>> {
+        self.writes
+            .poll_write_all(cx, &mut self.transport, outbox, true)
+    }
+
     /// Queues a frame of the session's own (a reply to a ping, a ping, a
     /// close), after taking the socket's write side over from the flusher.
     pub(super) fn queue(&mut self, conn: &Conn, frame: Bytes) {

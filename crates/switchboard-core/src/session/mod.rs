@@ -219,7 +219,13 @@ fn drive<'a, T: Transport>(
                     // Replies are written by this task right after the handler,
                     // not handed to a flusher.
                     t.writes.claim(&conn.outbox);
-                    handler.on_message(conn, inbound).await;
+                    if endpoint.hooks.is_some() {
+                        // A hook may wait for the application: keep writing
+                        // what is delivered meanwhile.
+                        Box::pin(handle_while_writing(t, conn, &*handler, inbound)).await;
+                    } else {
+                        handler.on_message(conn, inbound).await;
+                    }
                     t.arm_expiry(conn.identity.expires_at);
                 }
                 Verdict::Drop => {
@@ -235,6 +241,29 @@ fn drive<'a, T: Transport>(
             }
         }
     }
+}
+
+/// Runs the handler on `inbound` while writing what reaches the outbox in
+/// the meantime, so that a handler waiting on the application does not hold
+/// back the connection's deliveries. Reading waits: frames are handled one
+/// at a time, in order.
+async fn handle_while_writing<T: Transport>(
+    t: &mut Channel<T>,
+    conn: &mut Conn,
+    handler: &dyn crate::endpoint::Handler,
+    inbound: Inbound,
+) {
+    let outbox = conn.outbox.clone();
+    let mut handling = handler.on_message(conn, inbound);
+    poll_fn(|cx| {
+        if handling.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(());
+        }
+        // A write error shows again in the main loop, which ends the session.
+        let _ = t.poll_write_outbox(cx, &outbox);
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Tells the client its message was dropped by the rate limit.

@@ -206,7 +206,10 @@ impl JwtAuthenticator {
         })
     }
 
-    fn token<'a>(&self, parts: &'a http::request::Parts) -> Option<std::borrow::Cow<'a, str>> {
+    pub(crate) fn token<'a>(
+        &self,
+        parts: &'a http::request::Parts,
+    ) -> Option<std::borrow::Cow<'a, str>> {
         if let Some(v) = parts.headers.get(http::header::AUTHORIZATION)
             && let Some(t) = v.to_str().ok().and_then(super::bearer_token)
         {

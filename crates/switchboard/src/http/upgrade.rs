@@ -29,7 +29,7 @@ use sha1::{Digest, Sha1};
 use super::api::error_response;
 use crate::Conn;
 use crate::gate::caps::CapExceeded;
-use crate::gate::client_ip::client_ip;
+use crate::gate::client_ip::{ClientIp, client_ip};
 use crate::node::Node;
 use crate::transport::{self, WebSocket};
 
@@ -182,6 +182,9 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
         Err(e) => return too_many(e),
     };
     let (mut parts, body) = req.into_parts();
+    if let Some(ip) = ip {
+        parts.extensions.insert(ClientIp(ip));
+    }
     let identity = match node.authenticator().authenticate(&parts).await {
         Ok(identity) => identity,
         Err(rejection) => {
@@ -192,6 +195,7 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
             let code = match rejection.status {
                 StatusCode::UNAUTHORIZED => "unauthorized",
                 StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+                StatusCode::SERVICE_UNAVAILABLE => "unavailable",
                 _ => "forbidden",
             };
             return error_response(rejection.status, code, &rejection.reason);

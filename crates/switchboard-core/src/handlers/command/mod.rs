@@ -10,6 +10,7 @@
 //! - `presence`: `presence` (who is in a room).
 //! - `refresh`: `refresh` (new credentials, same user), shared by every
 //!   endpoint that speaks the protocol.
+//! - `rpc`: `rpc`, answered by the endpoint's hooks.
 //!
 //! [`ClientFrame`]: switchboard_protocol::ClientFrame
 
@@ -18,3 +19,4 @@ pub(crate) mod leave;
 pub(crate) mod presence;
 pub(crate) mod publish;
 pub(crate) mod refresh;
+pub(crate) mod rpc;

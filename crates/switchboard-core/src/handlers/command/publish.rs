@@ -5,10 +5,12 @@ use bytes::Bytes;
 use switchboard_protocol::server::{Ack, ServerFrame};
 
 use crate::conn::Conn;
-use crate::handlers::send_error;
+use crate::handlers::{send_error, send_refusal};
+use crate::json::Json;
 
 /// Applies a `publish` of `data` (JSON text, a slice of the client's frame)
-/// and queues the `ack` or an `error`.
+/// and queues the `ack` or an `error`. An endpoint's hooks are asked first,
+/// once the server's own checks pass, and may replace `data`.
 pub(crate) async fn apply(
     conn: &mut Conn,
     room: &str,
@@ -16,6 +18,24 @@ pub(crate) async fn apply(
     id: Option<u64>,
     key: Option<&str>,
 ) {
+    let mut data = data;
+    if let Some(hooks) = conn.endpoint.hooks.clone() {
+        let checked = conn.check_may_publish(room).and_then(|()| {
+            switchboard_protocol::validate_room(room, conn.node.config().max_room_name_len)
+                .map_err(crate::node::PublishError::InvalidRoom)
+        });
+        if let Err(e) = checked {
+            return send_error(conn, id, e.code(), e.message());
+        }
+        match hooks
+            .publish(conn, room, &Json::checked(data.clone()))
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(replacement)) => data = replacement.into_bytes(),
+            Err(refusal) => return send_refusal(conn, id, &refusal),
+        }
+    }
     match conn.publish_keyed(room, data, key).await {
         Ok(receipt) => {
             if let Some(id) = id {
