@@ -1,19 +1,25 @@
 //! Test support shared by Switchboard's crates: the broker conformance
-//! suite, and real services started on free loopback ports and stopped when
-//! their guard is dropped, also when a test panics.
+//! suite, a raw-protocol WebSocket client, and real services started on free
+//! loopback ports and stopped when their guard is dropped, also when a test
+//! panics.
 //!
-//! A dev-dependency only: it depends on `switchboard` (for the seam traits),
-//! which uses it in its own integration tests but never in production code.
+//! A dev-dependency only: it depends on `switchboard-core` (for the seam
+//! traits), never on `switchboard`, whose integration tests use it; no
+//! production code does.
 //!
 //! - [`conformance`]: the checks every broker and presence backend must
 //!   pass, and the [`Recorder`](conformance::Recorder) that collects a
 //!   node's deliveries.
+//! - [`ws`]: the WebSocket client every suite talks to a server with, frame
+//!   by frame as `docs/protocol.md` describes, with deadlines instead of
+//!   sleeps, and [`eventually`](ws::eventually) for state without a frame.
 //! - [`free_port`]: a port nobody listens on right now.
 //! - [`RedisServer`]: a `redis-server` of the test's own, without persistence.
 
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod ws;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
