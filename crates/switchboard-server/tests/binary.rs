@@ -5,8 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
+use switchboard_testkit::ws::{self, Message};
 
 struct Server {
     child: Child,
@@ -126,25 +125,12 @@ async fn invalid_settings_fail_at_startup_with_a_message() {
 async fn going_away_on(sig: &str) {
     let mut server = start(&["--port", "0"], &[]);
     let url = format!("ws://127.0.0.1:{}/ws/chat", server.port);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    assert!(
-        matches!(ws.next().await, Some(Ok(Message::Text(_)))),
-        "welcome"
-    );
+    // Reads the welcome.
+    let mut ws = ws::Client::connect(url.as_str()).await;
     signal(&server, sig);
-    let close = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        }
-    })
-    .await
-    .unwrap();
+    // Reads on until the server ends the connection, after its close frame.
+    let (close, _) = ws.expect_close().await;
     assert_eq!(close, 1001);
-    while ws.next().await.is_some() {}
     assert!(wait_exit(&mut server).success());
 }
 
@@ -182,10 +168,7 @@ async fn a_jwt_secret_makes_tokens_mandatory() {
     );
     assert!(!server.log.join("\n").contains("no credentials configured"));
     let url = format!("ws://127.0.0.1:{}/ws/chat", server.port);
-    match tokio_tungstenite::connect_async(url).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
-        other => panic!("expected 401, got {:?}", other.map(|_| ())),
-    }
+    assert_eq!(ws::expect_refused(url.as_str()).await.0, 401);
 }
 
 #[tokio::test]
@@ -200,24 +183,11 @@ async fn a_config_file_sets_what_flags_and_environment_do_not() {
     .unwrap();
     let server = start(&["--config", file.to_str().unwrap()], &[]);
     let url = format!("ws://127.0.0.1:{}/ws/chat", server.port);
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        url.as_str(),
-    )
-    .unwrap();
-    req.headers_mut()
-        .insert("origin", "https://evil.com".parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
-        other => panic!("expected 403, got {:?}", other.map(|_| ())),
-    }
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        url.as_str(),
-    )
-    .unwrap();
-    req.headers_mut()
-        .insert("origin", "https://app.example.com".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let Some(Ok(Message::Text(welcome))) = ws.next().await else {
+    let evil = ws::request(&url, &[("origin", "https://evil.com")]);
+    assert_eq!(ws::expect_refused(evil).await.0, 403);
+    let allowed = ws::request(&url, &[("origin", "https://app.example.com")]);
+    let mut ws = ws::Client::open(allowed).await;
+    let Message::Text(welcome) = ws.next_message().await else {
         panic!("welcome")
     };
     assert!(welcome.contains("\"heartbeat_ms\":20000"), "{welcome}");

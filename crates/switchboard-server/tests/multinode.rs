@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use switchboard_testkit::ws;
 
 use cluster::{Client, Cluster, DEADLINE, eventually, free_port, get, post, publish_api};
 
@@ -653,16 +653,13 @@ async fn same_origin_pages_work_through_nginx_on_any_port() {
     let cluster = Cluster::start(1, &[], true).await;
     let nginx = cluster.nginx();
     let upgrade = |origin: String| {
-        let mut req = format!("{}/ws/chat", nginx.ws())
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert("origin", origin.parse().unwrap());
-        tokio_tungstenite::connect_async(req)
+        let req = ws::request(&format!("{}/ws/chat", nginx.ws()), &[("origin", &origin)]);
+        ws::Client::try_open(req)
     };
     let own = format!("http://127.0.0.1:{}", nginx.port);
     assert!(upgrade(own).await.is_ok(), "the page's own origin");
     match upgrade("http://evil.example".to_string()).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
-        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+        Err(refusal) => assert_eq!(refusal.status, 403),
+        Ok(_) => panic!("expected 403, got 101"),
     }
 }

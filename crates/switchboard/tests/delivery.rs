@@ -63,7 +63,7 @@ async fn a_reader_that_pauses_gets_every_frame_whole_and_in_order() {
     assert_eq!(offsets, (1..=total).collect::<Vec<_>>());
     assert_eq!(http_seen, (0..HTTP_MESSAGES).collect::<Vec<_>>());
     assert_eq!(acks, (1..=WS_MESSAGES).collect::<Vec<_>>());
-    paused.expect_nothing_but_barrier(&server).await;
+    paused.expect_nothing_but_barrier().await;
     assert_eq!(server.node.stats().snapshot().slow_consumers, 0);
 }
 
@@ -86,6 +86,6 @@ async fn many_idle_subscribers_each_get_each_message_once() {
             let m = c.next_json().await;
             assert_eq!(m["data"]["n"], n, "{m}");
         }
-        c.expect_nothing_but_barrier(&server).await;
+        c.expect_nothing_but_barrier().await;
     }
 }

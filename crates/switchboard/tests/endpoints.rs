@@ -3,30 +3,28 @@
 mod common;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use switchboard_testkit::ws::Message;
 
 #[tokio::test]
 async fn echo_returns_text_and_binary_unchanged() {
     let server = TestServer::start_default().await;
     let mut ws = connect_raw(&server.ws("/ws/echo")).await;
-    ws.send(Message::text("héllo")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("héllo"));
+    ws.send_text("héllo").await;
+    assert_eq!(ws.next_message().await, Message::text("héllo"));
     let bin = vec![0u8, 159, 146, 150, 255];
-    ws.send(Message::binary(bin.clone())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(bin));
+    ws.send_message(Message::binary(bin.clone())).await;
+    assert_eq!(ws.next_message().await, Message::binary(bin));
     let big = "x".repeat(60_000);
-    ws.send(Message::text(big.clone())).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(big));
+    ws.send_text(&big).await;
+    assert_eq!(ws.next_message().await, Message::text(big));
 }
 
 #[tokio::test]
 async fn chat_welcome_names_a_guest_user_and_the_protocol() {
     let server = TestServer::start_default().await;
     let mut ws = connect_raw(&server.ws("/ws/chat")).await;
-    let Message::Text(t) = ws.next().await.unwrap().unwrap() else {
+    let Message::Text(t) = ws.next_message().await else {
         panic!("text")
     };
     let v: serde_json::Value = serde_json::from_str(&t).unwrap();
@@ -39,13 +37,15 @@ async fn chat_welcome_names_a_guest_user_and_the_protocol() {
 #[tokio::test]
 async fn subprotocol_is_selected_when_offered() {
     let server = TestServer::start_default().await;
-    let mut req = server.ws("/ws/chat").into_client_request().unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        "other, switchboard.v1".parse().unwrap(),
+    let req = ws::request(
+        &server.ws("/ws/chat"),
+        &[("sec-websocket-protocol", "other, switchboard.v1")],
     );
-    let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.headers()["sec-websocket-protocol"], "switchboard.v1");
+    let c = Client::open(req).await;
+    assert_eq!(
+        c.response().headers()["sec-websocket-protocol"],
+        "switchboard.v1"
+    );
 }
 
 #[tokio::test]
@@ -94,7 +94,7 @@ async fn payload_is_forwarded_verbatim() {
     a.join("r").await;
     a.send_text(r#"{"type":"publish","room":"r","data":{"b": [1, 2.50, "\u00e9"]}}"#)
         .await;
-    let Some(Ok(Message::Text(t))) = a.ws.next().await else {
+    let Message::Text(t) = a.next_message().await else {
         panic!("message")
     };
     assert!(t.ends_with(r#","data":{"b": [1, 2.50, "\u00e9"]}}"#), "{t}");
@@ -122,7 +122,7 @@ async fn leave_stops_delivery_and_leaving_twice_is_an_error() {
         .await;
     assert_eq!(b.next_json().await["type"], "message");
     assert_eq!(b.next_json().await["type"], "ack");
-    a.expect_nothing_but_barrier(&server).await;
+    a.expect_nothing_but_barrier().await;
     eventually("room has one member", || {
         server
             .node
@@ -212,18 +212,12 @@ async fn user_messages_reach_every_connection_of_that_user_only() {
     )
     .await;
     async fn as_user(server: &TestServer, path: &str, user: &str) -> Client {
-        let mut req = server.ws(path).into_client_request().unwrap();
-        req.headers_mut().insert("x-user", user.parse().unwrap());
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let mut c = Client { ws, user: None };
-        assert_eq!(c.next_json().await["user"], user);
-        c.user = Some(user.to_string());
+        let c = Client::connect(ws::request(&server.ws(path), &[("x-user", user)])).await;
+        assert_eq!(c.user(), user);
         c
     }
-    async fn as_user_raw(server: &TestServer, path: &str, user: &str) -> Ws {
-        let mut req = server.ws(path).into_client_request().unwrap();
-        req.headers_mut().insert("x-user", user.parse().unwrap());
-        tokio_tungstenite::connect_async(req).await.unwrap().0
+    async fn as_user_raw(server: &TestServer, path: &str, user: &str) -> Client {
+        Client::open(ws::request(&server.ws(path), &[("x-user", user)])).await
     }
     let mut tab1 = as_user(&server, "/ws/chat", "ana").await;
     let mut tab2 = as_user(&server, "/ws/notifications", "ana").await;
@@ -239,15 +233,15 @@ async fn user_messages_reach_every_connection_of_that_user_only() {
             json!({"type":"message","user":"ana","data":"for ana"})
         );
     }
-    other.expect_nothing_but_barrier(&server).await;
+    other.expect_nothing_but_barrier().await;
     // Echo endpoints take neither user messages nor broadcasts.
     server.post("/api/broadcast", r#"{"data":"all"}"#).await;
     assert_eq!(tab1.next_json().await["data"], "all");
     assert_eq!(other.next_json().await["data"], "all");
     // The echo of a message sent after the broadcast comes first: nothing
     // was queued for the echo connection before it.
-    echo.send(Message::text("after")).await.unwrap();
-    let next = echo.next().await.unwrap().unwrap();
+    echo.send_text("after").await;
+    let next = echo.next_message().await;
     assert_eq!(next, Message::text("after"));
 }
 
@@ -318,7 +312,7 @@ async fn shutdown_sends_going_away_to_every_connection() {
     a.join("r").await;
     let stopping = tokio::spawn(server.stop());
     assert_eq!(a.expect_close().await.0, 1001);
-    assert_eq!(expect_close(&mut e).await.0, 1001);
+    assert_eq!(e.expect_close().await.0, 1001);
     stopping.await.unwrap();
 }
 
@@ -367,12 +361,10 @@ async fn handlers_read_the_data_an_authenticator_attached() {
     let mut member = connect(&server.ws("/ws/chat")).await;
     member.join("tenants").await;
     let mut ws = connect_raw(&server.ws("/ws/tenant")).await;
-    let first = ws.next().await.unwrap().unwrap();
+    let first = ws.next_message().await;
     assert_eq!(first.into_text().unwrap().as_str(), r#"{"tenant":7}"#);
-    ws.send(tokio_tungstenite::tungstenite::Message::text("go"))
-        .await
-        .unwrap();
-    let reply = ws.next().await.unwrap().unwrap();
+    ws.send_text("go").await;
+    let reply = ws.next_message().await;
     assert_eq!(reply.into_text().unwrap().as_str(), r#"{"offset":1}"#);
     assert_eq!(
         member.next_json().await,

@@ -7,7 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
@@ -15,9 +14,7 @@ use switchboard::gate::caps::Caps;
 use switchboard::gate::origin::OriginPolicy;
 use switchboard::gate::rate::RateLimit;
 use switchboard::{Config, Node};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::Request;
+use switchboard_testkit::ws::{Message, Request};
 
 const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!";
 const RSA_PRIVATE: &str = include_str!("fixtures/rsa_private.pem");
@@ -76,45 +73,36 @@ fn good(sub: &str) -> Value {
     })
 }
 
-/// Upgrades with a request built by `f`; returns the refusal's status and
-/// JSON body, or `None` when the upgrade succeeded.
-async fn try_upgrade(req: Request<()>) -> Result<Ws, (u16, Value)> {
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_deref().unwrap_or_default();
-            Err((
-                resp.status().as_u16(),
-                serde_json::from_slice(body).unwrap_or(Value::Null),
-            ))
-        }
-        Err(e) => panic!("unexpected {e}"),
-    }
+/// Upgrades with `req`; returns the connection (its `welcome` unread), or
+/// the refusal's status and JSON body (`null` when the body is not JSON).
+async fn try_upgrade(req: Request) -> Result<Client, (u16, Value)> {
+    Client::try_open(req).await.map_err(|r| {
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(Value::Null),
+        )
+    })
 }
 
-fn with_query(server: &TestServer, path: &str, token: &str) -> Request<()> {
-    format!("{}?token={token}", server.ws(path))
-        .into_client_request()
+fn with_query(server: &TestServer, path: &str, token: &str) -> Request {
+    ws::request(&format!("{}?token={token}", server.ws(path)), &[])
+}
+
+async fn welcome_user(ws: &mut Client) -> String {
+    ws.read_welcome().await["user"]
+        .as_str()
         .unwrap()
-}
-
-async fn welcome_user(ws: &mut Ws) -> String {
-    loop {
-        if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            assert_eq!(v["type"], "welcome");
-            return v["user"].as_str().unwrap().to_string();
-        }
-    }
+        .to_string()
 }
 
 #[tokio::test]
 async fn a_valid_token_in_header_query_or_cookie_names_the_user() {
     let server = hs_server().await;
     let token = hs256(&good("ana"));
-    let mut req = server.ws("/ws/chat").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let req = ws::request(
+        &server.ws("/ws/chat"),
+        &[("authorization", &format!("Bearer {token}"))],
+    );
     assert_eq!(
         welcome_user(&mut try_upgrade(req).await.unwrap()).await,
         "ana"
@@ -124,15 +112,9 @@ async fn a_valid_token_in_header_query_or_cookie_names_the_user() {
         welcome_user(&mut try_upgrade(req).await.unwrap()).await,
         "ana"
     );
-    let mut req = server
-        .ws("/ws/notifications")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "cookie",
-        format!("theme=dark; switchboard_token={token}")
-            .parse()
-            .unwrap(),
+    let req = ws::request(
+        &server.ws("/ws/notifications"),
+        &[("cookie", &format!("theme=dark; switchboard_token={token}"))],
     );
     assert_eq!(
         welcome_user(&mut try_upgrade(req).await.unwrap()).await,
@@ -177,10 +159,9 @@ async fn bad_tokens_get_401_before_any_handshake() {
         ("alg none", alg_none, ""),
     ];
     // The scheme is case-insensitive for tokens too.
-    let mut req = server.ws("/ws/chat").into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("bearer {}", hs256(&good("ana"))).parse().unwrap(),
+    let req = ws::request(
+        &server.ws("/ws/chat"),
+        &[("authorization", &format!("bearer {}", hs256(&good("ana"))))],
     );
     assert!(try_upgrade(req).await.is_ok());
     for (name, token, reason) in cases {
@@ -192,7 +173,7 @@ async fn bad_tokens_get_401_before_any_handshake() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(reason), "{name}: {message}");
     }
-    let (status, body) = try_upgrade(server.ws("/ws/chat").into_client_request().unwrap())
+    let (status, body) = try_upgrade(ws::request(&server.ws("/ws/chat"), &[]))
         .await
         .unwrap_err();
     assert_eq!(status, 401, "missing token");
@@ -285,29 +266,12 @@ async fn a_token_for_user_a_never_yields_user_b_messages() {
         .post("/api/users/b/messages", r#"{"data":"secret for b"}"#)
         .await;
     assert_eq!(status, 200);
-    let Message::Text(t) = b.next().await.unwrap().unwrap() else {
+    let Message::Text(t) = b.next_message().await else {
         panic!("text")
     };
     assert!(t.contains("secret for b"));
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), a.next())
-            .await
-            .is_err(),
-        "a got nothing"
-    );
-}
-
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
+    // a got nothing: the delivery to b was queued before the API answered.
+    a.expect_nothing_but_barrier().await;
 }
 
 #[tokio::test]
@@ -320,7 +284,6 @@ async fn room_claims_limit_joins_and_publishes() {
         .await
         .unwrap();
     welcome_user(&mut ws).await;
-    let send = |v: Value| Message::text(v.to_string());
     for (room, joined) in [
         ("lobby", true),
         ("team:42:dev", true),
@@ -328,10 +291,8 @@ async fn room_claims_limit_joins_and_publishes() {
         ("team:420", false),
         ("secret", false),
     ] {
-        ws.send(send(json!({"type":"join","room":room,"id":1})))
-            .await
-            .unwrap();
-        let v = next_json(&mut ws).await;
+        ws.send(json!({"type":"join","room":room,"id":1})).await;
+        let v = ws.next_json().await;
         if joined {
             assert_eq!(v["type"], "joined", "{room}: {v}");
         } else {
@@ -342,29 +303,20 @@ async fn room_claims_limit_joins_and_publishes() {
             );
         }
     }
-    ws.send(send(
-        json!({"type":"publish","room":"news","data":1,"id":7}),
-    ))
-    .await
-    .unwrap();
-    let v = next_json(&mut ws).await;
+    ws.send(json!({"type":"publish","room":"news","data":1,"id":7}))
+        .await;
+    let v = ws.next_json().await;
     assert_eq!(
         (v["code"].as_str(), v["id"].as_u64()),
         (Some("forbidden"), Some(7)),
         "read-only room"
     );
-    ws.send(send(
-        json!({"type":"publish","room":"secret","data":1,"id":8}),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(next_json(&mut ws).await["code"], "forbidden");
-    ws.send(send(
-        json!({"type":"publish","room":"lobby","data":1,"id":9}),
-    ))
-    .await
-    .unwrap();
-    let got = [next_json(&mut ws).await, next_json(&mut ws).await];
+    ws.send(json!({"type":"publish","room":"secret","data":1,"id":8}))
+        .await;
+    assert_eq!(ws.next_json().await["code"], "forbidden");
+    ws.send(json!({"type":"publish","room":"lobby","data":1,"id":9}))
+        .await;
+    let got = [ws.next_json().await, ws.next_json().await];
     assert!(
         got.iter().any(|v| v["type"] == "ack" && v["id"] == 9),
         "{got:?}"
@@ -384,32 +336,23 @@ async fn refresh_over_the_socket_checks_the_token_and_the_user() {
     welcome_user(&mut ws).await;
     let mut fresh = good("ana");
     fresh["exp"] = json!(now() + 7200);
-    ws.send(Message::text(
-        json!({"type":"refresh","token":hs256(&fresh),"id":1}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let v = next_json(&mut ws).await;
+    ws.send(json!({"type":"refresh","token":hs256(&fresh),"id":1}))
+        .await;
+    let v = ws.next_json().await;
     assert_eq!(
         v,
         json!({"type":"refreshed","id":1,"expires_at":now_plus(&fresh)})
     );
-    ws.send(Message::text(
-        json!({"type":"refresh","token":hs256(&good("bob")),"id":2}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let v = next_json(&mut ws).await;
+    ws.send(json!({"type":"refresh","token":hs256(&good("bob")),"id":2}))
+        .await;
+    let v = ws.next_json().await;
     assert_eq!(
         (v["code"].as_str(), v["id"].as_u64()),
         (Some("forbidden"), Some(2))
     );
-    ws.send(Message::text(
-        json!({"type":"refresh","token":"junk","id":3}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let v = next_json(&mut ws).await;
+    ws.send(json!({"type":"refresh","token":"junk","id":3}))
+        .await;
+    let v = ws.next_json().await;
     assert_eq!(
         (v["code"].as_str(), v["id"].as_u64()),
         (Some("unauthorized"), Some(3))
@@ -431,22 +374,15 @@ async fn a_refresh_with_narrower_rooms_leaves_the_rooms_it_no_longer_allows() {
         .unwrap();
     welcome_user(&mut ws).await;
     for room in ["a", "b"] {
-        ws.send(Message::text(
-            json!({"type":"join","room":room}).to_string(),
-        ))
-        .await
-        .unwrap();
-        assert_eq!(next_json(&mut ws).await["type"], "joined");
+        ws.send(json!({"type":"join","room":room})).await;
+        assert_eq!(ws.next_json().await["type"], "joined");
     }
     let mut narrow = good("ana");
     narrow["rooms"] = json!(["a"]);
-    ws.send(Message::text(
-        json!({"type":"refresh","token":hs256(&narrow),"id":4}).to_string(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(next_json(&mut ws).await, json!({"type":"left","room":"b"}));
-    assert_eq!(next_json(&mut ws).await["type"], "refreshed");
+    ws.send(json!({"type":"refresh","token":hs256(&narrow),"id":4}))
+        .await;
+    assert_eq!(ws.next_json().await, json!({"type":"left","room":"b"}));
+    assert_eq!(ws.next_json().await["type"], "refreshed");
     let (status, _) = server
         .post("/api/rooms/b/messages", r#"{"data":"gone"}"#)
         .await;
@@ -455,15 +391,14 @@ async fn a_refresh_with_narrower_rooms_leaves_the_rooms_it_no_longer_allows() {
         .post("/api/rooms/a/messages", r#"{"data":"still here"}"#)
         .await;
     assert_eq!(status, 200);
-    assert_eq!(next_json(&mut ws).await["data"], "still here");
+    assert_eq!(ws.next_json().await["data"], "still here");
 }
 
-fn origin_req(server: &TestServer, origin: Option<&str>) -> Request<()> {
-    let mut req = server.ws("/ws/echo").into_client_request().unwrap();
-    if let Some(o) = origin {
-        req.headers_mut().insert("origin", o.parse().unwrap());
+fn origin_req(server: &TestServer, origin: Option<&str>) -> Request {
+    match origin {
+        Some(o) => ws::request(&server.ws("/ws/echo"), &[("origin", o)]),
+        None => ws::request(&server.ws("/ws/echo"), &[]),
     }
-    req
 }
 
 #[tokio::test]
@@ -529,11 +464,8 @@ async fn the_origin_allow_list_takes_exact_entries_and_subdomain_wildcards() {
     );
 }
 
-fn xff_req(server: &TestServer, forwarded: &str) -> Request<()> {
-    let mut req = server.ws("/ws/echo").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("x-forwarded-for", forwarded.parse().unwrap());
-    req
+fn xff_req(server: &TestServer, forwarded: &str) -> Request {
+    ws::request(&server.ws("/ws/echo"), &[("x-forwarded-for", forwarded)])
 }
 
 #[tokio::test]
@@ -548,12 +480,12 @@ async fn upgrades_are_rate_limited_per_ip_with_retry_after() {
     let server = TestServer::start(config).await;
     let _a = try_upgrade(origin_req(&server, None)).await.unwrap();
     let _b = try_upgrade(origin_req(&server, None)).await.unwrap();
-    match tokio_tungstenite::connect_async(origin_req(&server, None)).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status(), 429);
-            assert_eq!(resp.headers()["retry-after"], "2");
+    match Client::try_open(origin_req(&server, None)).await {
+        Err(refusal) => {
+            assert_eq!(refusal.status, 429);
+            assert_eq!(refusal.headers["retry-after"], "2");
         }
-        other => panic!("expected 429, got {:?}", other.map(|_| ())),
+        Ok(_) => panic!("expected 429, got 101"),
     }
     // A spoofed X-Forwarded-For from an untrusted peer changes nothing.
     let (status, body) = try_upgrade(xff_req(&server, "198.51.100.1"))

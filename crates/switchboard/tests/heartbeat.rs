@@ -6,10 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
 use switchboard::Config;
 use switchboard::broker::Topic;
-use tokio_tungstenite::tungstenite::Message;
+use switchboard_testkit::ws::Message;
 
 fn fast_heartbeat() -> Config {
     Config::builder()
@@ -54,8 +53,8 @@ async fn a_peer_that_answers_pings_stays() {
     let mut pings = 0;
     // Reading answers every ping (the client library sends the pongs).
     while pings < 5 {
-        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
-            Some(Ok(Message::Ping(_))) => pings += 1,
+        match ws.next_message().await {
+            Message::Ping(_) => pings += 1,
             other => panic!("unexpected {other:?}"),
         }
     }

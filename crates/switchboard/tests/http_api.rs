@@ -363,7 +363,7 @@ async fn with_local_delivery_off_an_outage_delivers_nothing() {
     );
     // Back up, a barrier shows nothing was queued for the member meanwhile.
     down.store(false, Ordering::SeqCst);
-    b.expect_nothing_but_barrier(&server).await;
+    b.expect_nothing_but_barrier().await;
 }
 
 #[tokio::test]
@@ -459,6 +459,6 @@ async fn a_join_that_failed_delivers_nothing() {
         .post("/api/rooms/r/messages", r#"{"data":"not for a"}"#)
         .await;
     assert_eq!(status, 200);
-    a.expect_nothing_but_barrier(&server).await;
+    a.expect_nothing_but_barrier().await;
     assert_eq!(server.node.local_members(&Topic::Room("r".into())), 0);
 }

@@ -4,9 +4,8 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
+use switchboard_testkit::ws::Message;
 
 const READ_ONLY: &str =
     "this endpoint only delivers messages; publish through /ws/chat or the HTTP API";
@@ -20,9 +19,7 @@ fn read_only(id: Option<u64>) -> Value {
 }
 
 async fn send_binary(n: &mut Client, payload: &[u8]) {
-    n.ws.send(Message::binary(payload.to_vec()))
-        .await
-        .expect("send");
+    n.send_message(Message::binary(payload.to_vec())).await;
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ async fn a_reconnecting_client_gets_exactly_what_it_missed_then_live_messages() 
         (m["data"]["n"].as_u64(), m["offset"].as_u64()),
         (Some(7), Some(7))
     );
-    c.expect_nothing_but_barrier(&server).await;
+    c.expect_nothing_but_barrier().await;
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchboard_core::broker::Broker;
 use switchboard_redis::{RedisBroker, RedisConfig};
@@ -54,17 +54,10 @@ pub(crate) async fn node(
 }
 
 /// Waits until `check` returns `Some`, polling; panics after [`DEADLINE`].
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "waited {DEADLINE:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    switchboard_testkit::ws::eventually(what, DEADLINE, check).await
 }

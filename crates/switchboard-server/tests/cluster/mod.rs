@@ -1,8 +1,8 @@
 //! A real cluster for the multi-node tests: a `redis-server`, several
 //! `switchboard` processes on it, and optionally a real nginx in front, all
 //! on free loopback ports and all killed when the [`Cluster`] is dropped,
-//! also when the test panics. Plus a WebSocket client that waits on frames
-//! with deadlines and an HTTP helper.
+//! also when the test panics. Plus a chat client on the testkit's WebSocket
+//! client that keeps frames awaited out of order, and HTTP helpers.
 
 #![allow(dead_code)]
 
@@ -15,15 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use switchboard_testkit::ws;
 
 /// The longest a test waits for any one thing.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
+pub(crate) use switchboard_testkit::ws::eventually;
 pub(crate) use switchboard_testkit::{RedisServer as Redis, free_port};
 
 /// A fresh directory for one cluster's files (nginx config and logs).
@@ -57,23 +55,6 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
-}
-
-/// Polls `check` every 20 ms until it returns `Some`; panics after
-/// `timeout` naming `what`.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "waited {timeout:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ---------------------------------------------------------------- redis
@@ -524,12 +505,10 @@ pub(crate) async fn publish_api(base: &str, room: &str, data: Value) -> u64 {
 
 // ---------------------------------------------------------------- WebSocket
 
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A WebSocket client of the chat protocol. Frames that arrive while it
-/// waits for another kind are kept, in order, for later.
+/// A chat client over [`ws::Client`]. Frames that arrive while it waits
+/// for another kind are kept, in order, for later; none is dropped.
 pub(crate) struct Client {
-    ws: Ws,
+    ws: ws::Client,
     buffered: VecDeque<Value>,
     /// The user id from `welcome`.
     pub user: String,
@@ -547,65 +526,26 @@ impl Client {
 
     /// Connects with `Authorization: Bearer <token>`.
     pub(crate) async fn connect_with(url: &str, token: Option<&str>) -> Client {
-        let mut req = url.into_client_request().expect("ws url");
-        if let Some(token) = token {
-            req.headers_mut().insert(
-                "authorization",
-                format!("Bearer {token}").parse().expect("header"),
-            );
-        }
-        let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(req))
-            .await
-            .unwrap_or_else(|_| panic!("connecting to {url} timed out"))
-            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        let mut client = Client {
+        let req = match token {
+            Some(token) => ws::request(url, &[("authorization", &format!("Bearer {token}"))]),
+            None => ws::request(url, &[]),
+        };
+        let ws = ws::Client::connect(req).await;
+        let user = ws.user().to_string();
+        let conn = ws.conn().to_string();
+        let node = conn.split('-').next().expect("node prefix").to_string();
+        Client {
             ws,
             buffered: VecDeque::new(),
-            user: String::new(),
-            conn: String::new(),
-            node: String::new(),
-        };
-        let welcome = client.read().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        client.user = welcome["user"].as_str().expect("user").to_string();
-        client.conn = welcome["conn"].as_str().expect("conn").to_string();
-        client.node = client
-            .conn
-            .split('-')
-            .next()
-            .expect("node prefix")
-            .to_string();
-        client
+            user,
+            conn,
+            node,
+        }
     }
 
     /// Sends one JSON frame.
     pub(crate) async fn send(&mut self, frame: Value) {
-        self.ws
-            .send(Message::text(frame.to_string()))
-            .await
-            .expect("send a frame");
-    }
-
-    /// The next frame off the socket (panics on close or after the deadline).
-    async fn read(&mut self) -> Value {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "conn {}: no frame within {DEADLINE:?} (buffered: {:?})",
-                        self.conn, self.buffered
-                    )
-                });
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(&text).expect("a JSON frame");
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("conn {}: expected a frame, got {other:?}", self.conn),
-            }
-        }
+        self.ws.send(frame).await;
     }
 
     /// The first frame, buffered or new, that `matches`; the others stay
@@ -622,7 +562,10 @@ impl Client {
                 self.conn,
                 self.buffered
             );
-            let frame = self.read().await;
+            let frame = self
+                .ws
+                .expect_json(&format!("{what} (buffered: {:?})", self.buffered))
+                .await;
             if matches(&frame) {
                 return frame;
             }
@@ -669,34 +612,14 @@ impl Client {
         self.buffered.clear();
     }
 
-    /// Waits for the server's close frame, skipping other frames; returns
-    /// its code.
+    /// Waits for the server's close frame, which must be the next frame;
+    /// returns its code.
     pub(crate) async fn closed(&mut self) -> u16 {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => panic!("conn {}: no close frame within {DEADLINE:?}", self.conn),
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    // Keep reading: that sends tungstenite's reply to the
-                    // close frame, which the server waits for.
-                    let _ = tokio::time::timeout_at(deadline, async {
-                        while let Some(Ok(_)) = self.ws.next().await {}
-                    })
-                    .await;
-                    return frame.map_or(1005, |f| u16::from(f.code));
-                }
-                Ok(Some(Ok(_))) => continue,
-                Ok(other) => panic!("conn {}: expected a close frame, got {other:?}", self.conn),
-            }
-        }
+        self.ws.expect_close().await.0
     }
 
     /// Closes the connection and waits for the server's close frame.
-    pub(crate) async fn close(mut self) {
-        let _ = self.ws.close(None).await;
-        let _ = tokio::time::timeout(DEADLINE, async {
-            while let Some(Ok(_)) = self.ws.next().await {}
-        })
-        .await;
+    pub(crate) async fn close(self) {
+        self.ws.close().await;
     }
 }
