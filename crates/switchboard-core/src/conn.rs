@@ -2,7 +2,7 @@
 //!
 //! The session task owns the `Conn` and lends it to the handler for each
 //! call. Everything sent through it goes into the connection's bounded
-//! [`Outbox`], in order with the messages fan-out queues there.
+//! outbox, in order with the messages fan-out queues there.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -22,6 +22,9 @@
 //!   [`Handler`] trait for your own behaviours.
 //! - [`handlers`]: the built-in behaviours (echo, chat, notifications), and
 //!   the client commands, one module each.
+//! - [`events`]: [`Events`](events::Events), what happens to connections
+//!   (connect, disconnect, join, leave, a user online or offline), told to
+//!   the application.
 //! - [`hooks`]: [`Hooks`](hooks::Hooks), the application's say over joins
 //!   and publishes, and its answers to `rpc` frames.
 //! - [`conn`]: [`Conn`], one connection as a handler sees it: a thin handle.
@@ -60,6 +63,7 @@ pub mod broker;
 pub mod config;
 pub mod conn;
 pub mod endpoint;
+pub mod events;
 pub mod gate;
 pub mod handlers;
 pub mod hooks;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use switchboard_protocol::{CloseCode, ErrorCode, NameError, validate_room, validate_user};
+use switchboard_protocol::{CloseCode, validate_room, validate_user};
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Guests};
@@ -20,6 +20,7 @@ use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, BrokerError, BrokerHealth, Delivery, Presence, Receipt, Topic};
 use crate::config::{Config, ConfigError};
 use crate::endpoint::Endpoint;
+use crate::events::{Event, Events};
 use crate::flush::Flusher;
 use crate::gate::caps::CapCounter;
 use crate::gate::rate::IpRateLimiter;
@@ -28,86 +29,9 @@ use crate::json::Json;
 use crate::outbox::Outbox;
 use crate::stats::{Stats, StatsSnapshot};
 
-/// A publish was not delivered.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The room name breaks the naming rules.
-    #[error("invalid room name: {0}")]
-    InvalidRoom(NameError),
-    /// The user id breaks the naming rules.
-    #[error("invalid user id: {0}")]
-    InvalidUser(NameError),
-    /// The publisher's permissions do not allow this room.
-    #[error("not allowed to publish to room {0:?}")]
-    Forbidden(String),
-    /// The payload is larger than `max_message_size`.
-    #[error("payload of {0} bytes exceeds the limit")]
-    TooLarge(usize),
-    /// The idempotency key breaks its rules (1 to 128 visible ASCII
-    /// characters).
-    #[error("idempotency key {0}")]
-    InvalidKey(NameError),
-    /// A typed value could not be serialized to JSON.
-    #[error("the value cannot be serialized to JSON: {0}")]
-    Unserializable(String),
-    /// The broker did not accept the message; it was not delivered.
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-    /// The broker is unreachable: the message was delivered to this node's
-    /// members only, without an offset, and is not in the room's history. A
-    /// retry delivers it to those members again; a publish with an
-    /// idempotency key is never delivered this way (it fails with
-    /// [`PublishError::Broker`] instead), so that its retry is safe.
-    #[error(
-        "broker unavailable ({0}); delivered to this node's members only, not to other nodes \
-         and not into history"
-    )]
-    LocalOnly(String),
-}
+mod error;
 
-impl PublishError {
-    /// The protocol's error code for this failure, the same in an `error`
-    /// frame and in an HTTP API error.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            PublishError::InvalidRoom(_) => ErrorCode::InvalidRoom,
-            PublishError::Forbidden(_) => ErrorCode::Forbidden,
-            PublishError::InvalidUser(_)
-            | PublishError::TooLarge(_)
-            | PublishError::InvalidKey(_)
-            | PublishError::Unserializable(_) => ErrorCode::InvalidField,
-            PublishError::Broker(_) => ErrorCode::PublishFailed,
-            PublishError::LocalOnly(_) => ErrorCode::PartiallyDelivered,
-        }
-    }
-
-    /// The HTTP API's status and error code for this failure (see
-    /// `docs/http-api.md`). The API names two failures more precisely than
-    /// the protocol's `invalid_field`: `invalid_user` and `too_large`.
-    pub fn http_status_and_code(&self) -> (u16, &'static str) {
-        match self {
-            PublishError::InvalidUser(_) => (400, "invalid_user"),
-            PublishError::TooLarge(_) => (413, "too_large"),
-            PublishError::Forbidden(_) => (403, self.code().as_str()),
-            PublishError::Broker(_) | PublishError::LocalOnly(_) => (503, self.code().as_str()),
-            PublishError::InvalidRoom(_)
-            | PublishError::InvalidKey(_)
-            | PublishError::Unserializable(_) => (400, self.code().as_str()),
-        }
-    }
-
-    /// The message sent with the error: this error's text, worded for the
-    /// client (`room name …`, `not delivered: …`).
-    pub fn message(&self) -> String {
-        match self {
-            PublishError::InvalidRoom(e) => format!("room name {e}"),
-            PublishError::InvalidUser(e) => format!("user id {e}"),
-            PublishError::Broker(e) => format!("not delivered: {e}"),
-            e => e.to_string(),
-        }
-    }
-}
+pub use error::PublishError;
 
 /// The `/health` document.
 #[derive(Clone, Debug, Serialize)]
@@ -142,6 +66,10 @@ pub(crate) struct Inner {
     draining: AtomicBool,
     upgrade_limiter: Option<IpRateLimiter>,
     caps: Arc<CapCounter>,
+    events: Option<Arc<dyn Events>>,
+    /// Open connections per user on this node, kept when there are events
+    /// to tell (a user's first and last connection).
+    users: DashMap<Arc<str>, u32>,
 }
 
 /// A Switchboard node. See the module docs.
@@ -167,6 +95,7 @@ pub struct NodeBuilder {
     presence: Option<Arc<dyn Presence>>,
     authenticator: Arc<dyn Authenticator>,
     endpoints: Vec<Endpoint>,
+    events: Option<Arc<dyn Events>>,
 }
 
 impl NodeBuilder {
@@ -195,10 +124,17 @@ impl NodeBuilder {
     }
 
     /// Sets the authenticator (default: [`Guests`], everyone is a guest).
-    /// [`JwtAuthenticator`](crate::auth::jwt::JwtAuthenticator) checks JSON Web
-    /// Tokens.
+    /// The `switchboard` crate's `JwtAuthenticator` checks JSON Web Tokens,
+    /// and its `ConnectHook` asks the application.
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Arc::new(authenticator);
+        self
+    }
+
+    /// Tells `events` what happens to this node's connections (see
+    /// [`Events`]).
+    pub fn events(mut self, events: impl Events) -> Self {
+        self.events = Some(Arc::new(events));
         self
     }
 
@@ -253,6 +189,8 @@ impl NodeBuilder {
                 draining: AtomicBool::new(false),
                 upgrade_limiter: self.config.upgrade_rate.map(IpRateLimiter::new),
                 caps: CapCounter::new(self.config.caps),
+                events: self.events,
+                users: DashMap::new(),
                 config: self.config,
             }),
         })
@@ -268,6 +206,7 @@ impl Node {
             presence: None,
             authenticator: Arc::new(Guests),
             endpoints: Vec::new(),
+            events: None,
         }
     }
 
@@ -488,6 +427,52 @@ impl Node {
     /// The flush lists of this node's connections.
     pub(crate) fn flusher(&self) -> &Flusher {
         &self.inner.flusher
+    }
+
+    /// Tells the events sink, if there is one; `make` builds the event only
+    /// then.
+    pub(crate) fn record(&self, make: impl FnOnce() -> Event) {
+        if let Some(events) = &self.inner.events {
+            events.record(make());
+        }
+    }
+
+    /// Whether there is an events sink to tell.
+    pub(crate) fn has_events(&self) -> bool {
+        self.inner.events.is_some()
+    }
+
+    /// Counts a connection of `user` opening or ending and records
+    /// `online` / `offline` when it is the user's first or last on this
+    /// node. The event is recorded under the user's entry lock (recording
+    /// only queues), so a user's `online` and `offline` are recorded in the
+    /// order they happened.
+    pub(crate) fn count_user(&self, user: &Arc<str>, opened: bool) {
+        let Some(events) = &self.inner.events else {
+            return;
+        };
+        let node = || self.inner.id.clone();
+        if opened {
+            let mut n = self.inner.users.entry(user.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                events.record(Event::Online {
+                    user: user.clone(),
+                    node: node(),
+                });
+            }
+        } else {
+            self.inner.users.remove_if_mut(user, |_, n| {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    events.record(Event::Offline {
+                        user: user.clone(),
+                        node: node(),
+                    });
+                }
+                *n == 0
+            });
+        }
     }
 
     pub(crate) fn register_conn(&self, id: ConnId, outbox: &Arc<Outbox>) {

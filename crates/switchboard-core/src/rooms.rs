@@ -243,6 +243,13 @@ impl Member<'_> {
     async fn announce(&self, room: &Arc<str>, event: &str) {
         let presence = self.node.presence();
         let conn = format!("{}-{}", self.node.id(), self.conn);
+        self.node.record(|| {
+            let (user, conn, room) = (self.identity.user.clone(), conn.clone(), room.clone());
+            match event {
+                "join" => crate::events::Event::Join { user, conn, room },
+                _ => crate::events::Event::Leave { user, conn, room },
+            }
+        });
         let result = match event {
             "join" => presence.add(room, &conn, &self.identity.user).await,
             _ => presence.remove(room, &conn).await,

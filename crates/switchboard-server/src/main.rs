@@ -89,6 +89,9 @@ async fn main() -> anyhow::Result<()> {
     let choice = args.broker_choice()?;
     let mut builder = Node::builder().config(config).default_endpoints();
     let hooks = args.hooks.hooks(args.authenticator()?)?;
+    if let Some(events) = hooks.events {
+        builder = builder.events(events);
+    }
     if let Some(chat) = hooks.chat {
         builder = builder.endpoint(Endpoint::chat("/ws/chat").hooks(chat));
     }

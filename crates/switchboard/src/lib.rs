@@ -25,7 +25,7 @@
 //! - [`NodeRoutes`]: `node.router()` and its parts, on the engine's
 //!   [`Node`];
 //! - from the engine: [`node`], [`config`], [`endpoint`], [`handlers`],
-//!   [`conn`], [`rooms`], [`json`], [`transport`], [`broker`], [`gate`],
+//!   [`conn`], [`rooms`], [`json`], [`events`], [`transport`], [`broker`], [`gate`],
 //!   [`stats`].
 //!
 //! # Embedding
@@ -57,7 +57,7 @@ pub mod http;
 
 pub use switchboard_core::{
     Config, Conn, Disconnect, Endpoint, Handler, Inbound, Json, Node, broker, config, conn,
-    endpoint, gate, handlers, json, node, protocol, rooms, stats, transport,
+    endpoint, events, gate, handlers, json, node, protocol, rooms, stats, transport,
 };
 
 /// The axum version the router is built with, for applications that merge it.

@@ -93,6 +93,7 @@ pub(crate) fn run<'a, T: Transport + 'a>(
     async move {
         let node = conn.node.clone();
         node.register_conn(conn.id, &conn.outbox);
+        record_open(conn);
         tracing::info!(
             conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
             transport = channel.transport.name(), "connected"
@@ -105,11 +106,39 @@ pub(crate) fn run<'a, T: Transport + 'a>(
         // session's state machine, which every idle connection carries.
         Box::pin(leave_everything(conn, endpoint)).await;
         node.unregister_conn(conn.id);
+        record_close(conn, &disconnect);
         endpoint.handler.on_close(conn, &disconnect).await;
         tracing::info!(
             conn = %conn.id(), user = %conn.user(), code = ?disconnect.code,
             reason = %disconnect.reason, by_server = disconnect.by_server, "disconnected"
         );
+    }
+}
+
+/// Tells the node's events sink that `conn` opened.
+fn record_open(conn: &Conn) {
+    let node = &conn.node;
+    if node.has_events() {
+        node.record(|| crate::events::Event::Connect {
+            user: conn.identity.user.clone(),
+            conn: conn.id(),
+            path: conn.path().to_string(),
+        });
+        node.count_user(&conn.identity.user, true);
+    }
+}
+
+/// Tells the node's events sink that `conn` ended.
+fn record_close(conn: &Conn, disconnect: &Disconnect) {
+    let node = &conn.node;
+    if node.has_events() {
+        node.record(|| crate::events::Event::Disconnect {
+            user: conn.identity.user.clone(),
+            conn: conn.id(),
+            code: disconnect.code,
+            reason: disconnect.reason.clone(),
+        });
+        node.count_user(&conn.identity.user, false);
     }
 }
 

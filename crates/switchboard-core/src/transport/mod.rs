@@ -20,9 +20,9 @@
 //!
 //! # Adding a transport
 //!
-//! Implement [`Transport`] for the new wire, build a [`Conn`](crate::Conn)
+//! Implement [`Transport`] for the new wire, build a [`Conn`]
 //! with [`Node::admit`](crate::Node::admit) once the request has passed the
-//! gate, and run the session with [`run`](crate::transport::run). Frames are
+//! gate, and run the session with [`run`]. Frames are
 //! queued in the connection's outbox and handed to
 //! [`Transport::poll_write`] by the session's task; only a transport over a
 //! TCP socket takes the flushers' direct writes as well.

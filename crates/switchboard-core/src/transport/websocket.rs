@@ -2,7 +2,7 @@
 //! HTTP layer has answered the handshake with `101`.
 //!
 //! Bytes are read into a buffer on the stack and handed to the
-//! [`Decoder`], which keeps a heap buffer only while a frame is incomplete:
+//! frame decoder, which keeps a heap buffer only while a frame is incomplete:
 //! an idle connection holds no read buffer.
 
 use std::io::{self, IoSlice};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use switchboard::auth::jwt::JwtAuthenticator;
-use switchboard::hooks::{Application, ConnectHook, Hook, HttpHooks, OnFailure};
+use switchboard::hooks::{Application, ConnectHook, EventsHook, Hook, HttpHooks, OnFailure};
 
 /// Hook settings, flattened into the server's flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -28,6 +28,11 @@ pub(crate) struct HookArgs {
     /// URL of the application's rpc hook (for /ws/chat).
     #[arg(long, env = "SWITCHBOARD_HOOK_RPC_URL", value_name = "URL")]
     pub hook_rpc_url: Option<String>,
+
+    /// URL the application receives events at (connects, disconnects,
+    /// joins, leaves, users online and offline), in batches.
+    #[arg(long, env = "SWITCHBOARD_HOOK_EVENTS_URL", value_name = "URL")]
+    pub hook_events_url: Option<String>,
 
     /// Secret that signs every hook request (at least 16 bytes); required
     /// when any hook URL is set.
@@ -88,6 +93,8 @@ pub(crate) struct Hooks {
     pub chat: Option<HttpHooks>,
     /// The JWT authenticator, when the connect hook did not take it.
     pub jwt: Option<JwtAuthenticator>,
+    /// The events hook.
+    pub events: Option<EventsHook>,
 }
 
 impl HookArgs {
@@ -100,6 +107,7 @@ impl HookArgs {
             &self.hook_join_url,
             &self.hook_publish_url,
             &self.hook_rpc_url,
+            &self.hook_events_url,
         ];
         for url in urls.iter().copied().flatten() {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -144,6 +152,10 @@ impl HookArgs {
             }
             None => None,
         };
+        let events = self
+            .hook_events_url
+            .as_ref()
+            .map(|url| EventsHook::new(app.clone(), Hook::new(url)));
         let mut chat = HttpHooks::new(app);
         let mut any = false;
         if let Some(url) = &self.hook_join_url {
@@ -162,6 +174,7 @@ impl HookArgs {
             connect,
             chat: any.then_some(chat),
             jwt,
+            events,
         })
     }
 }

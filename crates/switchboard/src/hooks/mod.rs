@@ -9,6 +9,9 @@
 //!   [`Authenticator`](crate::auth::Authenticator) that turns the
 //!   application's session cookie into an identity, beside JWT or instead
 //!   of it;
+//! - [`EventsHook`]: connects, disconnects, joins, leaves, and users
+//!   online and offline, posted to the application in batches (the
+//!   engine's [`Events`](switchboard_core::events::Events) sink);
 //! - `client`: the calls (signing, keep-alive pool, in-flight bound,
 //!   timeout), and [`sign`], for applications written in Rust.
 //!
@@ -21,6 +24,7 @@
 
 mod client;
 mod connect;
+mod events;
 
 use std::time::Duration;
 
@@ -33,6 +37,7 @@ use switchboard_core::{Conn, Json};
 use client::{Answer, Caller, Failure};
 pub use client::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 pub use connect::ConnectHook;
+pub use events::EventsHook;
 pub use switchboard_core::hooks::{Hooks, Refusal};
 
 /// What a hook does when the application gives no answer (down, slow, or
