@@ -59,7 +59,7 @@ export interface SwitchboardOptions {
   stableAfter?: number;
   /** Publishes kept while disconnected; one more is rejected with `buffer_full`. Default 256. */
   publishBuffer?: number;
-  /** How long (ms) a request (publish, join, leave, presence, refresh) waits for its reply. Default 10000. */
+  /** How long (ms) a request (publish, join, leave, presence, rpc, refresh) waits for its reply. Default 10000; `rpc` takes its own. */
   ackTimeout?: number;
   /**
    * How long (ms) one connection attempt may take, from its start (the token
@@ -122,6 +122,7 @@ export type ErrorCode =
   | "publish_failed"
   | "partially_delivered"
   | "unavailable"
+  | "refused"
   | "internal"
   | "timeout"
   | "disconnected"
@@ -135,7 +136,13 @@ export type ErrorCode =
 export declare class SwitchboardError extends Error {
   readonly name: "SwitchboardError";
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string);
+  /**
+   * Only with `refused`, when the application gave one: its own
+   * machine-readable code (`"spam"`, `"members_only"`). `message` is then
+   * the application's message.
+   */
+  readonly reason?: string;
+  constructor(code: ErrorCode, message: string, reason?: string);
 }
 
 export declare class SwitchboardEvent<T = unknown> extends Event {
@@ -222,7 +229,7 @@ export interface SwitchboardEvents {
   presence: PresenceEvent;
   recoveryfailed: RecoveryFailedEvent;
   tokenexpired: { code: number; reason: string };
-  error: { code: ErrorCode; message: string; id?: number; room?: string };
+  error: { code: ErrorCode; message: string; reason?: string; id?: number; room?: string };
 }
 
 export declare class Switchboard extends EventTarget {
@@ -261,6 +268,17 @@ export declare class Switchboard extends EventTarget {
     options?: { idempotencyKey?: string },
   ): Promise<{ offset: number; duplicate?: true }>;
   presence(room: string): Promise<PresenceMember[]>;
+  /**
+   * Calls `method` of the application (the endpoint's rpc hook) with `data`
+   * (`null` when left out) and resolves with its answer (`null` when it gave
+   * none). Rejects with `refused` (the application's `message` and
+   * `reason`), `unavailable`, `unknown_type` (no rpc hook on the endpoint),
+   * `invalid_field`, `not_connected` (never buffered), `timeout` (after
+   * `options.timeout` ms, default `ackTimeout`), `disconnected`, `closed` or
+   * `stopped`. After `timeout` or `disconnected` the application may or may
+   * not have carried the call out; it is not sent again.
+   */
+  rpc<T = Json>(method: string, data?: Json, options?: { timeout?: number }): Promise<T>;
   /**
    * Replaces the token or the provider. Connected: sends `refresh` (with the
    * provider's token) and resolves with the `refreshed` frame. After a 4004

@@ -59,16 +59,18 @@ export function backoffDelay(attempt, { base = DEFAULTS.backoff.base, cap = DEFA
 
 /**
  * A request the server refused (an `error` frame: `code` is the protocol's
- * error code), or one the client gave up on: `timeout`, `disconnected`
- * (the connection dropped before the reply), `buffer_full`, `closed`,
- * `stopped` or `not_connected`; `unauthorized` when the client stopped because
- * the server kept refusing its token.
+ * error code, `reason` the application's own code when it refused through a
+ * hook and gave one), or one the client gave up on: `timeout`,
+ * `disconnected` (the connection dropped before the reply), `buffer_full`,
+ * `closed`, `stopped` or `not_connected`; `unauthorized` when the client
+ * stopped because the server kept refusing its token.
  */
 export class SwitchboardError extends Error {
-  constructor(code, message) {
+  constructor(code, message, reason) {
     super(message);
     this.name = "SwitchboardError";
     this.code = code;
+    if (reason !== undefined) this.reason = reason;
   }
 }
 
@@ -280,6 +282,28 @@ export class Switchboard extends EventTarget {
   presence(room) {
     if (!this._ready) return Promise.reject(new SwitchboardError("not_connected", "not connected"));
     return this._request({ type: "presence", room }, "presence").then((f) => f.members);
+  }
+
+  /**
+   * Calls `method` of the application (the endpoint's rpc hook, see
+   * docs/hooks.md) with `data` (any JSON value; `null` when left out).
+   * Resolves with the application's answer, the `data` of the server's
+   * `rpc_result` (`null` when it gave none). Rejects with the server's code:
+   * `refused` (the application said no: `message` is its message, `reason`
+   * its own code), `unavailable` (it did not answer in time or could not be
+   * reached), `unknown_type` (the endpoint has no rpc hook), `invalid_field`
+   * (a malformed method name); or with `not_connected` (an rpc is never
+   * buffered), `timeout` (after `timeout` ms, by default `ackTimeout`),
+   * `disconnected` (the connection dropped before the answer), `closed` or
+   * `stopped`. After `timeout` or `disconnected` the application may or may
+   * not have carried the call out; the client does not send it again.
+   */
+  rpc(method, data = null, { timeout = this.options.ackTimeout } = {}) {
+    if (this._state === "stopped") {
+      return Promise.reject(new SwitchboardError("stopped", "the client is stopped; call connect() first"));
+    }
+    if (!this._ready) return Promise.reject(new SwitchboardError("not_connected", "not connected"));
+    return this._request({ type: "rpc", method, data }, "rpc", {}, timeout).then((f) => (f.data === undefined ? null : f.data));
   }
 
   /**
@@ -503,14 +527,14 @@ export class Switchboard extends EventTarget {
   }
 
   /** Sends `frame` with a fresh id; resolves with the matching reply frame. */
-  _request(frame, kind, extra = {}) {
+  _request(frame, kind, extra = {}, timeout = this.options.ackTimeout) {
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this._pending.delete(id)) {
-          reject(new SwitchboardError("timeout", `no reply to ${frame.type} within ${this.options.ackTimeout} ms`));
+          reject(new SwitchboardError("timeout", `no reply to ${frame.type} within ${timeout} ms`));
         }
-      }, this.options.ackTimeout);
+      }, timeout);
       this._pending.set(id, { kind, resolve, reject, timer, ...extra });
       if (!this._send({ ...frame, id })) {
         clearTimeout(timer);
@@ -525,7 +549,7 @@ export class Switchboard extends EventTarget {
     if (!p) return null;
     this._pending.delete(id);
     clearTimeout(p.timer);
-    if (error) p.reject(new SwitchboardError(frame.code, frame.message));
+    if (error) p.reject(new SwitchboardError(frame.code, frame.message, frame.reason));
     else p.resolve(frame);
     return p;
   }
@@ -553,6 +577,8 @@ export class Switchboard extends EventTarget {
       case "presence":
         return void this._settle(f.id, f);
       case "refreshed":
+        return void this._settle(f.id, f);
+      case "rpc_result":
         return void this._settle(f.id, f);
       case "presence_event":
         return this._emit("presence", { room: f.room, ...(f.data || {}) });
@@ -592,16 +618,18 @@ export class Switchboard extends EventTarget {
 
   _onError(f) {
     const p = this._settle(f.id, f, true);
+    const detail = { code: f.code, message: f.message };
+    if (f.reason !== undefined) detail.reason = f.reason;
     if (p && p.kind === "join") {
       const room = this._rooms.get(p.room);
       if (room && room.joinId === f.id) {
         this._rooms.delete(p.room);
-        for (const w of room.waiters) w.reject(new SwitchboardError(f.code, f.message));
+        for (const w of room.waiters) w.reject(new SwitchboardError(f.code, f.message, f.reason));
         room.waiters = [];
-        this._emit("error", { code: f.code, message: f.message, room: p.room });
+        this._emit("error", { ...detail, room: p.room });
       }
     } else if (!p) {
-      this._emit("error", { code: f.code, message: f.message, id: f.id });
+      this._emit("error", { ...detail, id: f.id });
     }
   }
 

@@ -217,8 +217,10 @@ impl ClientBuilder {
     /// fails with [`PublishError::Timeout`](crate::PublishError::Timeout).
     /// The clock starts when the frame is sent, not while it waits in the
     /// publish buffer. The same limit applies to the replies of join, leave,
-    /// presence and refresh, and to a write to the socket: one that stalls
-    /// this long drops the connection. Default: 10 s.
+    /// presence, rpc (unless the call gives its own, with
+    /// [`Client::rpc_with_timeout`](crate::Client::rpc_with_timeout)) and
+    /// refresh, and to a write to the socket: one that stalls this long
+    /// drops the connection. Default: 10 s.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.settings.ack_timeout = timeout;
         self

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use switchboard_protocol::server::PresenceMember;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -16,6 +19,8 @@ use crate::event::{ConnectionState, Event, Events, RoomMessages, StopReason};
 pub(crate) type JoinReply = oneshot::Sender<Result<Joined, RequestError>>;
 /// What the task answers a publish with.
 pub(crate) type PublishReply = oneshot::Sender<Result<Ack, PublishError>>;
+/// What the task answers an rpc with.
+pub(crate) type RpcReply = oneshot::Sender<Result<Box<RawValue>, RequestError>>;
 
 /// A request from a handle to the connection task.
 #[derive(Debug)]
@@ -38,6 +43,13 @@ pub(crate) enum Command {
         data: Box<RawValue>,
         key: Option<String>,
         reply: PublishReply,
+    },
+    Rpc {
+        method: String,
+        data: Box<RawValue>,
+        /// `None`: the builder's `ack_timeout`.
+        timeout: Option<Duration>,
+        reply: RpcReply,
     },
     SetToken {
         token: String,
@@ -81,9 +93,10 @@ pub struct Joined {
 ///
 /// Dropping a [`publish`](Client::publish) future before the publish was
 /// sent withdraws it (a buffered publish whose caller went away is skipped);
-/// once sent it cannot be withdrawn. Dropping a [`join`](Client::join)
-/// future does not undo the join: the room stays in the set the client
-/// keeps joined until [`leave`](Client::leave).
+/// once sent it cannot be withdrawn. The same holds for an
+/// [`rpc`](Client::rpc): its answer is then discarded. Dropping a
+/// [`join`](Client::join) future does not undo the join: the room stays in
+/// the set the client keeps joined until [`leave`](Client::leave).
 #[derive(Clone, Debug)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
@@ -150,6 +163,7 @@ impl Client {
             PublishError::Rejected(ServerError {
                 code: "bad_json".into(),
                 message: format!("the payload could not be encoded: {e}"),
+                reason: None,
             })
         })?;
         let (reply, rx) = oneshot::channel();
@@ -219,6 +233,99 @@ impl Client {
         let (reply, rx) = oneshot::channel();
         self.request(Command::Presence {
             room: room.into(),
+            reply,
+        })
+        .await?;
+        rx.await
+            .unwrap_or_else(|_| Err(RequestError::Stopped(self.stop_reason())))
+    }
+
+    /// Calls `method` of the application with `data`, and returns its
+    /// answer, the `data` of the server's `rpc_result`, as raw JSON (as the
+    /// server sent it; `null` when the application gave none).
+    ///
+    /// The endpoint's rpc hook answers (see `docs/hooks.md`). Fails with
+    /// [`RequestError::Rejected`] carrying the server's error:
+    /// `refused` when the application said no (its message, and its own
+    /// code in [`ServerError::reason`]), `unavailable` when it did not
+    /// answer in time or could not be reached, `unknown_type` on an
+    /// endpoint without an rpc hook, `invalid_field` for a method name
+    /// outside 1 to 128 characters of `A-Z a-z 0-9 _ - . : /`.
+    ///
+    /// An rpc needs a live connection: while the client is disconnected it
+    /// fails at once with [`RequestError::NotConnected`] and is not
+    /// buffered. One sent when the connection drops fails with
+    /// [`RequestError::ConnectionLost`], and one unanswered within the
+    /// builder's `ack_timeout` with [`RequestError::Timeout`]: in both
+    /// cases the application may or may not have carried it out, and the
+    /// client does not send it again. Dropping the future withdraws an rpc
+    /// not yet sent, but not one already sent.
+    ///
+    /// ```no_run
+    /// # async fn run(client: switchboard_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use serde_json::json;
+    ///
+    /// let sum = client.rpc("add", &json!({"a": 2, "b": 3})).await?;
+    /// assert_eq!(sum.get(), "5");
+    /// match client.rpc("orders.cancel", &json!({"order": 7})).await {
+    ///     Err(e) if e.reason() == Some("shipped") => println!("too late: {e}"),
+    ///     other => println!("{other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn rpc<D: Serialize + ?Sized>(
+        &self,
+        method: impl Into<String>,
+        data: &D,
+    ) -> Result<Box<RawValue>, RequestError> {
+        self.send_rpc(method.into(), data, None).await
+    }
+
+    /// [`Client::rpc`] with its own reply timeout instead of the builder's
+    /// `ack_timeout`: for methods the application takes long to answer
+    /// (the server gives its rpc hook 3 seconds by default, up to 60).
+    pub async fn rpc_with_timeout<D: Serialize + ?Sized>(
+        &self,
+        method: impl Into<String>,
+        data: &D,
+        timeout: Duration,
+    ) -> Result<Box<RawValue>, RequestError> {
+        self.send_rpc(method.into(), data, Some(timeout)).await
+    }
+
+    /// [`Client::rpc`], with the answer decoded as `T`.
+    /// [`RequestError::Decode`] when it is not a `T` (the application did
+    /// answer).
+    ///
+    /// ```no_run
+    /// # async fn run(client: switchboard_client::Client) -> Result<(), switchboard_client::RequestError> {
+    /// let sum: i64 = client.rpc_json("add", &serde_json::json!({"a": 2, "b": 3})).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn rpc_json<T: DeserializeOwned, D: Serialize + ?Sized>(
+        &self,
+        method: impl Into<String>,
+        data: &D,
+    ) -> Result<T, RequestError> {
+        let raw = self.send_rpc(method.into(), data, None).await?;
+        serde_json::from_str(raw.get()).map_err(|e| RequestError::Decode(e.to_string()))
+    }
+
+    async fn send_rpc<D: Serialize + ?Sized>(
+        &self,
+        method: String,
+        data: &D,
+        timeout: Option<Duration>,
+    ) -> Result<Box<RawValue>, RequestError> {
+        let data = serde_json::value::to_raw_value(data)
+            .map_err(|e| RequestError::Encode(e.to_string()))?;
+        let (reply, rx) = oneshot::channel();
+        self.request(Command::Rpc {
+            method,
+            data,
+            timeout,
             reply,
         })
         .await?;

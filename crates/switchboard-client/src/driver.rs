@@ -277,6 +277,15 @@ impl Driver {
                 self.state.publish(room, data, key, reply, now);
                 Flow::Continue
             }
+            Some(Command::Rpc {
+                method,
+                data,
+                timeout,
+                reply,
+            }) => {
+                self.state.rpc(method, data, timeout, reply, now);
+                Flow::Continue
+            }
             Some(Command::SetToken { token, reply }) => {
                 self.state.refresh(&token, reply, now);
                 // A provider stays in charge of later attempts.
@@ -328,6 +337,9 @@ fn refuse(cmd: Command, reason: &StopReason, closers: &mut Vec<oneshot::Sender<(
             let _ = reply.send(Err(stopped()));
         }
         Command::Presence { reply, .. } => {
+            let _ = reply.send(Err(stopped()));
+        }
+        Command::Rpc { reply, .. } => {
             let _ = reply.send(Err(stopped()));
         }
         Command::Publish { reply, .. } => {

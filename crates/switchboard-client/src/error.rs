@@ -1,7 +1,7 @@
 //! One error type per operation: [`BuildError`] for the builder,
 //! [`ConnectError`] for [`ClientBuilder::connect`](crate::ClientBuilder::connect),
 //! [`PublishError`] for [`Client::publish`](crate::Client::publish),
-//! and [`RequestError`] for join, leave, presence and the token calls.
+//! and [`RequestError`] for join, leave, presence, rpc and the token calls.
 //! [`ServerError`] is the content of the server's `error` frame.
 
 use std::time::Duration;
@@ -12,17 +12,32 @@ use crate::event::StopReason;
 
 /// An `error` frame from the server: it refused a request. The connection
 /// stays open.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerError {
-    /// The machine-readable code, as sent (`invalid_room`, `forbidden`, ...).
-    /// Kept as a string so that codes added by newer servers survive; see
-    /// [`ServerError::kind`].
+    /// The machine-readable code, as sent (`invalid_room`, `forbidden`,
+    /// `refused`, ...). Kept as a string so that codes added by newer servers
+    /// survive; see [`ServerError::kind`].
     pub code: String,
     /// The human-readable explanation. Its wording may change; match on
-    /// `code`.
+    /// `code`. For `refused`, it is the application's own message.
     pub message: String,
+    /// Only with `refused`, when the application gave one: the
+    /// application's own machine-readable code (`"spam"`,
+    /// `"members_only"`), to match on where `message` is for people.
+    pub reason: Option<String>,
 }
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(reason) = &self.reason {
+            write!(f, " (reason: {reason})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ServerError {}
 
 impl ServerError {
     /// The code as a known [`ErrorCode`], or `None` for a code this version
@@ -142,24 +157,49 @@ impl PublishError {
             _ => None,
         }
     }
+
+    /// The application's own code when it refused the publish through a
+    /// hook (`refused`) and gave one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            PublishError::Rejected(e) => e.reason.as_deref(),
+            _ => None,
+        }
+    }
 }
 
-/// A join, leave, presence, refresh or set_token request did not succeed.
+/// A join, leave, presence, rpc, refresh or set_token request did not
+/// succeed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// The server refused it.
+    /// The server refused it. For an rpc: `refused` (the application said
+    /// no: its message, and its own code in [`ServerError::reason`]),
+    /// `unavailable` (the application did not answer in time or could not
+    /// be reached), `unknown_type` (the endpoint has no rpc hook),
+    /// `invalid_field` (a malformed method name).
     #[error("request refused: {0}")]
     Rejected(ServerError),
-    /// No reply within the request timeout (the builder's `ack_timeout`).
+    /// No reply within the request timeout (the builder's `ack_timeout`, or
+    /// the one given to [`Client::rpc_with_timeout`](crate::Client::rpc_with_timeout)).
+    /// An rpc may still have been carried out by the application.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
     /// The request needs a live connection and there is none right now
-    /// (presence, refresh).
+    /// (presence, rpc, refresh).
     #[error("not connected")]
     NotConnected,
-    /// The connection dropped before the reply (presence, refresh).
+    /// The connection dropped before the reply (presence, rpc, refresh). An
+    /// rpc may or may not have been carried out by the application; it is
+    /// not sent again.
     #[error("connection lost before the reply")]
     ConnectionLost,
+    /// The rpc's data could not be encoded as JSON. Nothing was sent.
+    #[error("the request could not be encoded: {0}")]
+    Encode(String),
+    /// The rpc was answered, but its result is not the type
+    /// [`Client::rpc_json`](crate::Client::rpc_json) was asked for.
+    #[error("the result could not be decoded: {0}")]
+    Decode(String),
     /// The token cannot be sent in an HTTP header (control characters or
     /// non-ASCII bytes); it was not stored.
     #[error("the token is not a valid HTTP header value")]
@@ -177,6 +217,15 @@ impl RequestError {
     pub fn code(&self) -> Option<&str> {
         match self {
             RequestError::Rejected(e) => Some(&e.code),
+            _ => None,
+        }
+    }
+
+    /// The application's own code when it refused the request through a
+    /// hook (`refused`) and gave one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            RequestError::Rejected(e) => e.reason.as_deref(),
             _ => None,
         }
     }

@@ -32,8 +32,8 @@
 //! protocol state ← the connection task ← the handle.
 //!
 //! - [`builder`]: [`ClientBuilder`]; every setting and its default.
-//! - [`client`]: [`Client`], the cloneable handle; each call is a command to
-//!   the connection task.
+//! - [`client`]: [`Client`], the cloneable handle; each call (join, leave,
+//!   publish, presence, rpc, refresh) is a command to the connection task.
 //! - `driver` (private): the connection task's outer loop: get the token,
 //!   connect, decide from the close code whether to reconnect, back off,
 //!   wait for a token, or stop; buffer publishes while disconnected.
@@ -45,8 +45,9 @@
 //!   fixed, a token provider) and the count of refusals of the same
 //!   credentials.
 //! - `state` (private): the protocol state with no I/O: rooms and their
-//!   positions, pending requests, the publish buffer; `state::inbound`
-//!   applies server frames (reply matching, dedupe, recovery).
+//!   positions, pending requests (matched to their replies by `id`), the
+//!   publish buffer; `state::inbound` applies server frames (reply matching,
+//!   dedupe, recovery).
 //! - [`backoff`]: the reconnect delay policy as pure functions.
 //! - [`event`]: [`Event`], the [`Events`] and [`RoomMessages`] streams,
 //!   [`ConnectionState`].
@@ -124,12 +125,23 @@
 //!   next connection's joins. A publish in flight when the connection drops
 //!   fails with [`PublishError::ConnectionLost`]: it may or may not have been
 //!   published, and it is never sent twice.
+//! - **Rpcs** ([`Client::rpc`]) ask the application behind the endpoint's
+//!   rpc hook and resolve with its answer, or fail with the server's
+//!   [`ServerError`] (`refused` with the application's message and
+//!   [`reason`](ServerError::reason), `unavailable`, `unknown_type` where
+//!   the endpoint has no rpc hook). They need a live connection
+//!   ([`RequestError::NotConnected`] otherwise; they are never buffered).
+//!   An rpc in flight when the connection drops fails with
+//!   [`RequestError::ConnectionLost`], one unanswered in time with
+//!   [`RequestError::Timeout`]: the application may or may not have carried
+//!   it out, and it is never sent twice.
 //! - **Events never block the connection**: see [Lagging](event#lagging).
 //!
 //! # Cancel safety
 //!
 //! Every [`Client`] method may be dropped midway. A dropped `publish` that
-//! was still buffered is not sent; once sent it cannot be recalled. A
+//! was still buffered is not sent; once sent it cannot be recalled. The
+//! same holds for an `rpc` (the answer to a dropped one is discarded). A
 //! dropped `join` still joins. [`Events::recv`] and [`RoomMessages::recv`]
 //! lose nothing when dropped.
 //!

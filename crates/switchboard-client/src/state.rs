@@ -25,7 +25,7 @@ use switchboard_protocol::server::PresenceMember;
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
-use crate::client::{JoinReply, Joined, PublishReply};
+use crate::client::{JoinReply, Joined, PublishReply, RpcReply};
 use crate::error::{PublishError, RequestError};
 use crate::event::{Event, StopReason};
 
@@ -47,6 +47,11 @@ enum Pending {
     },
     Publish {
         reply: PublishReply,
+    },
+    Rpc {
+        reply: RpcReply,
+        /// Reported in [`RequestError::Timeout`].
+        timeout: Duration,
     },
     Refresh {
         reply: Option<Reply<Option<u64>>>,
@@ -190,9 +195,10 @@ impl State {
         self.count_buffered();
     }
 
-    /// The connection ended. Sent publishes and presence or refresh
-    /// requests fail (their outcome is unknown); sent leaves succeed (the
-    /// room is not rejoined); joins wait for the next connection.
+    /// The connection ended. Sent publishes, rpcs and presence or refresh
+    /// requests fail (their outcome is unknown; none is sent again); sent
+    /// leaves succeed (the room is not rejoined); joins wait for the next
+    /// connection.
     pub(crate) fn disconnected(&mut self) {
         self.online = false;
         self.out.clear();
@@ -208,6 +214,9 @@ impl State {
                 }
                 Pending::Publish { reply } => {
                     let _ = reply.send(Err(PublishError::ConnectionLost));
+                }
+                Pending::Rpc { reply, .. } => {
+                    let _ = reply.send(Err(RequestError::ConnectionLost));
                 }
                 Pending::Refresh { reply } => {
                     if let Some(reply) = reply {
@@ -239,6 +248,9 @@ impl State {
                 }
                 Pending::Publish { reply } => {
                     let _ = reply.send(Err(PublishError::Stopped(reason.clone())));
+                }
+                Pending::Rpc { reply, .. } => {
+                    let _ = reply.send(Err(req()));
                 }
                 Pending::Refresh { reply } => {
                     if let Some(reply) = reply {
@@ -288,6 +300,9 @@ impl State {
                 }
                 Pending::Publish { reply } => {
                     let _ = reply.send(Err(PublishError::Timeout(timeout)));
+                }
+                Pending::Rpc { reply, timeout } => {
+                    let _ = reply.send(Err(RequestError::Timeout(timeout)));
                 }
                 Pending::Refresh { reply } => {
                     if let Some(reply) = reply {
@@ -399,6 +414,34 @@ impl State {
         self.count_buffered();
     }
 
+    /// Sends `rpc` if connected; an rpc is never buffered. `timeout`
+    /// replaces the ack timeout for this call.
+    pub(crate) fn rpc(
+        &mut self,
+        method: String,
+        data: Box<RawValue>,
+        timeout: Option<Duration>,
+        reply: RpcReply,
+        now: Instant,
+    ) {
+        if reply.is_closed() {
+            // The caller went away before it was sent.
+            return;
+        }
+        if !self.online {
+            let _ = reply.send(Err(RequestError::NotConnected));
+            return;
+        }
+        let id = self.id();
+        self.send(&ClientFrame::Rpc {
+            method: method.into(),
+            data: Some(&data),
+            id,
+        });
+        let timeout = timeout.unwrap_or(self.ack_timeout);
+        self.track_for(id, Pending::Rpc { reply, timeout }, now, timeout);
+    }
+
     /// Sends `refresh` with the new token if connected. The token itself is
     /// the connection task's business.
     pub(crate) fn refresh(&mut self, token: &str, reply: Option<Reply<Option<u64>>>, now: Instant) {
@@ -435,7 +478,14 @@ impl State {
     }
 
     fn track(&mut self, id: u64, pending: Pending, now: Instant) {
-        let deadline = now + self.ack_timeout;
+        self.track_for(id, pending, now, self.ack_timeout);
+    }
+
+    fn track_for(&mut self, id: u64, pending: Pending, now: Instant, timeout: Duration) {
+        // A timeout too long to add to the clock is "never", within reason.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
         self.deadlines.insert((deadline, id));
         self.pending.insert(id, (deadline, pending));
     }

@@ -63,6 +63,7 @@ impl State {
                 let error = ServerError {
                     code,
                     message: e.message,
+                    reason: e.reason,
                 };
                 self.on_error(e.id, error);
             }
@@ -81,10 +82,12 @@ impl State {
                 other => self.unexpected("presence", p.id.unwrap_or_default(), other),
             },
             ServerFrame::PresenceEvent(p) => self.on_presence_event(p),
-            ServerFrame::RpcResult(r) => {
-                let other = self.take_pending(r.id);
-                self.unexpected("rpc_result", r.id, other);
-            }
+            ServerFrame::RpcResult(r) => match self.take_pending(r.id) {
+                Some(Pending::Rpc { reply, .. }) => {
+                    let _ = reply.send(Ok(r.data));
+                }
+                other => self.unexpected("rpc_result", r.id, other),
+            },
         }
     }
 
@@ -99,6 +102,8 @@ impl State {
             code: String,
             #[serde(default)]
             message: String,
+            #[serde(default)]
+            reason: Option<String>,
         }
         match serde_json::from_str::<AnyError>(text) {
             Ok(err) if err.kind == "error" => self.on_error(
@@ -106,6 +111,7 @@ impl State {
                 ServerError {
                     code: err.code,
                     message: err.message,
+                    reason: err.reason,
                 },
             ),
             _ => tracing::debug!(error = %e, "skipping a frame this client does not understand"),
@@ -314,6 +320,9 @@ impl State {
                 let _ = reply.send(result);
             }
             Some(Pending::Presence { reply }) => {
+                let _ = reply.send(Err(RequestError::Rejected(error)));
+            }
+            Some(Pending::Rpc { reply, .. }) => {
                 let _ = reply.send(Err(RequestError::Rejected(error)));
             }
             Some(Pending::Publish { reply }) => {

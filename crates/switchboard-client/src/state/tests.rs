@@ -388,3 +388,135 @@ fn a_catch_up_that_finds_a_gap_too_reports_the_loss_once() {
     assert_eq!(failed, 1, "{events:?}");
     assert!(matches!(events.last(), Some(Event::Message(m)) if m.offset == Some(5001)));
 }
+
+fn rpc(h: &mut Harness, timeout: Option<Duration>) -> RpcRx {
+    let (tx, rx) = oneshot::channel();
+    let data = serde_json::value::to_raw_value(&json!({"a": 2})).expect("raw");
+    h.state.rpc("add".into(), data, timeout, tx, h.now);
+    rx
+}
+
+type RpcRx = oneshot::Receiver<Result<Box<RawValue>, RequestError>>;
+
+#[test]
+fn an_rpc_is_matched_by_id_to_its_result_or_error() {
+    let mut h = Harness::new(4);
+    let mut offline = rpc(&mut h, None);
+    assert!(
+        matches!(offline.try_recv(), Ok(Err(RequestError::NotConnected))),
+        "not buffered"
+    );
+    h.state.connected(h.now);
+    let mut first = rpc(&mut h, None);
+    let mut second = rpc(&mut h, None);
+    let out = h.out();
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        (&out[0]["type"], &out[0]["method"], &out[0]["data"]),
+        (&json!("rpc"), &json!("add"), &json!({"a": 2}))
+    );
+    // Answered out of order, each to its own caller, byte for byte.
+    h.state.frame(
+        &format!(
+            r#"{{"type":"rpc_result","id":{},"data":{{"b": 1}}}}"#,
+            out[1]["id"]
+        ),
+        h.now,
+    );
+    h.frame(json!({
+        "type": "error", "id": out[0]["id"], "code": "refused",
+        "message": "order 7 has shipped", "reason": "shipped",
+    }));
+    assert_eq!(
+        second
+            .try_recv()
+            .expect("answered")
+            .expect("a result")
+            .get(),
+        r#"{"b": 1}"#
+    );
+    match first.try_recv() {
+        Ok(Err(e @ RequestError::Rejected(_))) => {
+            assert_eq!((e.code(), e.reason()), (Some("refused"), Some("shipped")));
+            assert_eq!(
+                e.to_string(),
+                "request refused: refused: order 7 has shipped (reason: shipped)"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.state.next_deadline(), None);
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn an_error_code_unknown_to_this_version_keeps_its_reason() {
+    let mut h = Harness::new(4);
+    h.state.connected(h.now);
+    let mut rx = rpc(&mut h, None);
+    let id = h.out()[0]["id"].clone();
+    h.frame(json!({"type":"error","id":id,"code":"brand_new","message":"later","reason":"why"}));
+    match rx.try_recv() {
+        Ok(Err(RequestError::Rejected(e))) => {
+            assert_eq!(
+                (e.code.as_str(), e.message.as_str(), e.reason.as_deref()),
+                ("brand_new", "later", Some("why"))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without a reason, none.
+    h.frame(json!({"type":"error","code":"rate_limited","message":"slow down"}));
+    assert!(matches!(
+        h.events().as_slice(),
+        [Event::ServerError(e)] if e.reason.is_none()
+    ));
+}
+
+#[test]
+fn an_rpc_in_flight_fails_on_disconnect_timeout_and_stop_and_is_not_resent() {
+    let mut h = Harness::new(4);
+    h.state.connected(h.now);
+    let mut lost = rpc(&mut h, None);
+    h.state.disconnected();
+    assert!(matches!(
+        lost.try_recv(),
+        Ok(Err(RequestError::ConnectionLost))
+    ));
+    h.state.connected(h.now);
+    assert!(h.out().is_empty(), "an rpc is never sent again");
+
+    // Its own timeout, reported as such; a late result matches nothing.
+    let short = Duration::from_millis(300);
+    let mut late = rpc(&mut h, Some(short));
+    let mut normal = rpc(&mut h, None);
+    let id = h.out()[0]["id"].clone();
+    h.state.expire(h.now + short);
+    assert!(matches!(late.try_recv(), Ok(Err(RequestError::Timeout(t))) if t == short));
+    assert!(normal.try_recv().is_err(), "not yet");
+    h.frame(json!({"type":"rpc_result","id":id,"data":1}));
+    h.state.expire(h.now + ACK);
+    assert!(matches!(normal.try_recv(), Ok(Err(RequestError::Timeout(t))) if t == ACK));
+
+    // A timeout past what the clock can hold is never reached.
+    let mut forever = rpc(&mut h, Some(Duration::MAX));
+    h.state.expire(h.now + ACK * 1000);
+    assert!(forever.try_recv().is_err(), "still waiting");
+    h.state.stop(&StopReason::ClientClosed);
+    assert!(matches!(
+        forever.try_recv(),
+        Ok(Err(RequestError::Stopped(StopReason::ClientClosed)))
+    ));
+}
+
+#[test]
+fn an_rpc_whose_caller_went_away_before_it_was_sent_is_not_sent() {
+    let mut h = Harness::new(4);
+    h.state.connected(h.now);
+    let (tx, rx) = oneshot::channel();
+    drop(rx);
+    let data = serde_json::value::to_raw_value(&json!(null)).expect("raw");
+    h.state.rpc("add".into(), data, None, tx, h.now);
+    assert!(h.out().is_empty());
+    assert_eq!(h.state.next_deadline(), None);
+}
