@@ -198,6 +198,41 @@ impl Conn {
         Ok(self.identity.expires_at)
     }
 
+    /// Asks the authenticator to renew credentials that expired (see
+    /// [`Authenticator::renew`](crate::auth::Authenticator::renew)). On
+    /// success the new credentials are in force (rooms they no longer
+    /// allow are left, each with a `left` frame) and this returns `true`;
+    /// otherwise nothing changed.
+    pub(crate) async fn renew(&mut self) -> bool {
+        let authenticator = self.node.authenticator().clone();
+        let renewed = match authenticator.renew(&self.identity).await {
+            Ok(identity) => identity,
+            Err(rejection) => {
+                tracing::debug!(user = %self.identity.user, reason = %rejection.reason, "not renewed");
+                return false;
+            }
+        };
+        let later = renewed.expires_at.is_none_or(|at| at > SystemTime::now());
+        if renewed.user != self.identity.user || !later {
+            tracing::warn!(user = %self.identity.user, "renewal refused: another user or no later expiry");
+            return false;
+        }
+        let mut identity = renewed;
+        if identity.data == crate::auth::IdentityData::default() {
+            identity.data = self.identity.data.clone();
+        }
+        self.identity = identity;
+        for room in self.leave_forbidden_rooms().await {
+            let _ = self.send_frame(&switchboard_protocol::server::ServerFrame::Left(
+                switchboard_protocol::server::Left {
+                    room: room.to_string(),
+                    id: None,
+                },
+            ));
+        }
+        true
+    }
+
     /// Leaves every room (when the connection ends).
     pub(crate) async fn leave_all(&mut self) {
         self.member().leave_all().await

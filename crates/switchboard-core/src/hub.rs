@@ -26,6 +26,23 @@ use crate::stats::Stats;
 use crate::ws::{FrameBuilder, OpCode};
 
 /// A connection id, unique within this node.
+/// The `from` of a user delivery that ends the user's connections instead
+/// of reaching them (see [`Node::disconnect_user`](crate::Node::disconnect_user)):
+/// a control character, which no user id can hold, so no publish can
+/// forge it.
+pub(crate) const DISCONNECT_USER: &str = "\u{0}disconnect";
+
+/// The close reason carried by a disconnect delivery (`{"reason": ...}`).
+fn disconnect_reason(data: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        reason: String,
+    }
+    serde_json::from_slice::<Body>(data)
+        .map(|b| b.reason)
+        .unwrap_or_else(|_| "signed out".into())
+}
+
 pub(crate) type ConnId = u64;
 
 /// The local connections of one topic. Most users have one connection and
@@ -487,7 +504,17 @@ impl DeliveryHandler for Hub {
             }
             Topic::User(name) => {
                 if let Some(members) = self.users.get(name) {
-                    self.push_all(&encode_delivery(d), members.values());
+                    if d.from.as_deref() == Some(DISCONNECT_USER) {
+                        let reason = disconnect_reason(&d.data);
+                        for outbox in members.values() {
+                            outbox.close(
+                                switchboard_protocol::CloseCode::UNAUTHORIZED,
+                                reason.clone(),
+                            );
+                        }
+                    } else {
+                        self.push_all(&encode_delivery(d), members.values());
+                    }
                 }
             }
             Topic::Broadcast => {

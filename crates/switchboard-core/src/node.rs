@@ -334,6 +334,20 @@ impl Node {
             .await
     }
 
+    /// Ends every connection of `user`, on every node, with close code
+    /// 4401 and `reason` (a client does not reconnect after it by itself):
+    /// what an application calls when the user signs out. Reaches the
+    /// connections on endpoints that take user messages. Returns once the
+    /// broker took the request.
+    pub async fn disconnect_user(&self, user: &str, reason: &str) -> Result<(), PublishError> {
+        let data = serde_json::json!({ "reason": reason }).to_string();
+        let topic = Topic::User(Arc::from(user));
+        let from = Some(Arc::from(crate::hub::DISCONNECT_USER));
+        self.publish_json(topic, Bytes::from(data), from, None)
+            .await
+            .map(drop)
+    }
+
     /// Publishes `data` to `topic` (a room, a user or everyone) once per
     /// idempotency `key`: a publish to the same topic with the same key
     /// within the broker's idempotency window (5 minutes by default), from

@@ -95,6 +95,13 @@ async fn answer(hook: &str, req: &Value) -> Response {
                 "data": {"db_id": 7},
             }))
             .into_response(),
+            Some(sid @ ("renew-me" | "final")) => Json(json!({
+                "user": sid,
+                "rooms": ["chat:*"],
+                "expires_in": 1,
+                "data": {"sid": sid},
+            }))
+            .into_response(),
             Some("bob-session") => {
                 Json(json!({"user": "bob", "rooms": ["chat:*"]})).into_response()
             }
@@ -109,6 +116,13 @@ async fn answer(hook: &str, req: &Value) -> Response {
             }
             Some("garbage") => "not json".into_response(),
             _ => StatusCode::FORBIDDEN.into_response(),
+        },
+        "refresh" => match req["user"].as_str() {
+            Some("renew-me") => {
+                Json(json!({"user": "renew-me", "rooms": ["chat:a"], "expires_in": 3600}))
+                    .into_response()
+            }
+            _ => no(StatusCode::UNAUTHORIZED, "signed out", "signed_out"),
         },
         "join" => match req["room"].as_str() {
             Some("chat:secret") => no(StatusCode::FORBIDDEN, "members only", "members_only"),
@@ -153,7 +167,7 @@ async fn answer(hook: &str, req: &Value) -> Response {
 /// The application on a port of its own; returns its base URL.
 async fn start_app(seen: Arc<Seen>) -> String {
     let mut router = Router::new();
-    for hook in ["connect", "join", "publish", "rpc", "events"] {
+    for hook in ["connect", "refresh", "join", "publish", "rpc", "events"] {
         router = router.route(
             &format!("/hooks/{hook}"),
             post(app_hook).with_state((seen.clone(), hook)),
@@ -193,6 +207,7 @@ async fn setup_with(base: Option<String>, on_failure: OnFailure) -> Setup {
             .on_failure(on_failure)
     };
     let connect = ConnectHook::new(app.clone(), hook("connect"))
+        .refresh(hook("refresh"))
         .forward_cookies(&["sid"])
         .forward_headers(&["user-agent"])
         .unwrap();
@@ -543,4 +558,51 @@ async fn the_application_receives_every_event_in_order_even_after_a_refused_batc
             .all(|e| e["at"].as_u64().unwrap() > 1_700_000_000_000)
     );
     assert_eq!(first["dropped"], 0);
+}
+
+#[tokio::test]
+async fn expiring_credentials_are_renewed_by_the_refresh_hook_or_the_connection_closes() {
+    let s = setup().await;
+    let mut kept = login(&s, "renew-me").await;
+    let mut ended = login(&s, "final").await;
+    kept.join("chat:a").await;
+    kept.join("chat:b").await;
+    // After the first credentials' one second, the application renews one
+    // user (narrowing the rooms to chat:a) and not the other.
+    assert_eq!(
+        kept.next_json().await,
+        json!({"type": "left", "room": "chat:b"}),
+        "the renewed rooms leave chat:b"
+    );
+    let (code, reason) = ended.expect_close().await;
+    assert_eq!(code, 4004, "{reason}");
+    kept.expect_nothing_but_barrier().await;
+    let asked = s.seen.of("refresh");
+    let renew = asked.iter().find(|r| r["user"] == "renew-me").unwrap();
+    assert_eq!(
+        renew["data"],
+        json!({"sid": "renew-me"}),
+        "the connect hook's data"
+    );
+    assert!(asked.iter().any(|r| r["user"] == "final"));
+}
+
+#[tokio::test]
+async fn disconnecting_a_user_ends_every_connection_of_theirs_with_4401() {
+    let s = setup().await;
+    let mut one = login(&s, "alice-session").await;
+    let mut two = login(&s, "alice-session").await;
+    let mut bob = login(&s, "bob-session").await;
+    s.server
+        .node
+        .disconnect_user("alice", "signed out elsewhere")
+        .await
+        .unwrap();
+    for tab in [&mut one, &mut two] {
+        assert_eq!(
+            tab.expect_close().await,
+            (4401, "signed out elsewhere".to_string())
+        );
+    }
+    bob.expect_nothing_but_barrier().await;
 }

@@ -161,6 +161,17 @@ pub trait Authenticator: Send + Sync + 'static {
             "this server does not accept refreshed credentials",
         ))
     }
+
+    /// Asked when a connection's credentials expire, before it is closed:
+    /// new credentials for the same user (with a later expiry), or a
+    /// refusal, after which the connection closes with 4004 as before.
+    /// Default: no renewal (a JWT is renewed by the client's `refresh`).
+    async fn renew(&self, identity: &Identity) -> Result<Identity, Rejection> {
+        let _ = identity;
+        Err(Rejection::unauthorized(
+            "credentials expired; refresh them and reconnect",
+        ))
+    }
 }
 
 /// The default when no credentials are configured: everyone is a guest with a

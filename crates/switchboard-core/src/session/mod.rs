@@ -237,6 +237,10 @@ fn drive<'a, T: Transport>(
                         .reset(Instant::now() + config.heartbeat_timeout);
                     continue;
                 }
+                Event::Expired if Box::pin(conn.renew()).await => {
+                    t.arm_expiry(conn.identity.expires_at);
+                    continue;
+                }
                 ending => return Box::pin(end(t, conn, ending, config)).await,
             };
             // Data messages go to the handler, through the rate limit.

@@ -30,6 +30,7 @@ pub struct ConnectHook {
     cookies: Arc<[String]>,
     headers: Arc<[http::HeaderName]>,
     jwt: Option<Arc<JwtAuthenticator>>,
+    refresh: Option<Hook>,
 }
 
 impl ConnectHook {
@@ -42,6 +43,7 @@ impl ConnectHook {
             cookies: Arc::from(Vec::new()),
             headers: Arc::from(Vec::new()),
             jwt: None,
+            refresh: None,
         }
     }
 
@@ -65,6 +67,14 @@ impl ConnectHook {
             })
             .collect::<Result<_, _>>()?;
         Ok(self)
+    }
+
+    /// Asks `hook` for new credentials when those the connect hook gave
+    /// expire, before the connection is closed with 4004: the application
+    /// may extend them, or let the connection end.
+    pub fn refresh(mut self, hook: Hook) -> Self {
+        self.refresh = Some(hook);
+        self
     }
 
     /// Checks requests that carry a token with `jwt` instead of asking the
@@ -161,7 +171,7 @@ impl Authenticator for ConnectHook {
         };
         match answer.status {
             200..=299 => match serde_json::from_slice::<Yes>(&answer.body) {
-                Ok(yes) => identity(yes).or_else(failed),
+                Ok(yes) => identity_from(yes).or_else(failed),
                 Err(e) => failed(format!("the connect hook's answer: {e}")),
             },
             status @ (401 | 403) => {
@@ -182,10 +192,54 @@ impl Authenticator for ConnectHook {
             )),
         }
     }
+
+    async fn renew(&self, identity: &Identity) -> Result<Identity, Rejection> {
+        match &self.refresh {
+            Some(hook) => self.ask_refresh(hook, identity).await,
+            None => Err(Rejection::unauthorized(
+                "credentials expired and no refresh hook is configured",
+            )),
+        }
+    }
+}
+
+impl ConnectHook {
+    /// The refresh hook's answer for `identity`, whose credentials expired.
+    async fn ask_refresh(&self, hook: &Hook, identity: &Identity) -> Result<Identity, Rejection> {
+        #[derive(serde::Serialize)]
+        struct Request<'a> {
+            user: &'a str,
+            data: &'a RawValue,
+        }
+        let null = RawValue::from_string("null".into()).unwrap_or_default();
+        let data = identity.data::<AppData>().map_or(&*null, |d| &*d.0);
+        let request = Request {
+            user: &identity.user,
+            data,
+        };
+        let refused = |reason: String| Rejection {
+            status: StatusCode::UNAUTHORIZED,
+            reason,
+        };
+        let answer = self
+            .app
+            .call(hook, &request)
+            .await
+            .map_err(|f| refused(format!("the refresh hook failed: {}", f.0)))?;
+        if !(200..300).contains(&answer.status) {
+            return Err(refused(format!(
+                "the application answered {} to the refresh hook",
+                answer.status
+            )));
+        }
+        let yes: Yes = serde_json::from_slice(&answer.body)
+            .map_err(|e| refused(format!("the refresh hook's answer: {e}")))?;
+        identity_from(yes).map_err(refused)
+    }
 }
 
 /// The identity the application described.
-fn identity(yes: Yes) -> Result<Identity, String> {
+fn identity_from(yes: Yes) -> Result<Identity, String> {
     switchboard_core::protocol::validate_user(&yes.user)
         .map_err(|e| format!("the connect hook's user id {e}"))?;
     let permissions = match (&yes.rooms, &yes.read_rooms) {
