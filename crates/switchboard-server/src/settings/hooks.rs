@@ -17,6 +17,11 @@ pub(crate) struct HookArgs {
     #[arg(long, env = "SWITCHBOARD_HOOK_CONNECT_URL", value_name = "URL")]
     pub hook_connect_url: Option<String>,
 
+    /// URL of the application's refresh hook: asked, when credentials from
+    /// the connect hook expire, whether to extend them.
+    #[arg(long, env = "SWITCHBOARD_HOOK_REFRESH_URL", value_name = "URL")]
+    pub hook_refresh_url: Option<String>,
+
     /// URL of the application's join hook (for /ws/chat).
     #[arg(long, env = "SWITCHBOARD_HOOK_JOIN_URL", value_name = "URL")]
     pub hook_join_url: Option<String>,
@@ -104,6 +109,7 @@ impl HookArgs {
     pub(crate) fn hooks(&self, jwt: Option<JwtAuthenticator>) -> anyhow::Result<Hooks> {
         let urls = [
             &self.hook_connect_url,
+            &self.hook_refresh_url,
             &self.hook_join_url,
             &self.hook_publish_url,
             &self.hook_rpc_url,
@@ -139,6 +145,9 @@ impl HookArgs {
                 .rooms(&self.hook_rooms)
         };
         let mut jwt = jwt;
+        if self.hook_refresh_url.is_some() && self.hook_connect_url.is_none() {
+            bail!("hook_refresh_url: the refresh hook renews what the connect hook gave; set hook_connect_url too");
+        }
         let connect = match &self.hook_connect_url {
             Some(url) => {
                 let mut connect = ConnectHook::new(app.clone(), hook(url))
@@ -147,6 +156,9 @@ impl HookArgs {
                     .map_err(|e| anyhow::anyhow!("hook_forward_headers: {e}"))?;
                 if let Some(jwt) = jwt.take() {
                     connect = connect.or_jwt(jwt);
+                }
+                if let Some(url) = &self.hook_refresh_url {
+                    connect = connect.refresh(hook(url));
                 }
                 Some(connect)
             }
