@@ -70,6 +70,15 @@ pub struct Config {
     /// failed, with `publish_failed`). Default: true. With false, nothing is
     /// delivered anywhere during an outage.
     pub local_delivery_during_outage: bool,
+    /// Keep a cluster-wide record of which users are connected, so that
+    /// [`Node::user_presence`](crate::Node::user_presence) (and the HTTP
+    /// API's `GET /api/users/{user}/presence`) can answer whether a user is
+    /// online on any node. Each connection is recorded in the presence
+    /// backend when it opens and forgotten when it ends, under a key no
+    /// room can take. Default: false: with a Redis broker it costs a Redis
+    /// command at every connect and every disconnect, and one more key for
+    /// the presence refresher to keep alive per connected user.
+    pub online_status: bool,
 }
 
 impl Default for Config {
@@ -98,6 +107,7 @@ impl Default for Config {
             message_rate_strikes: 20,
             caps: Caps::default(),
             local_delivery_during_outage: true,
+            online_status: false,
         }
     }
 }
@@ -203,7 +213,8 @@ impl Config {
         }
         // Any value is valid for the rest: `shutdown_timeout` (0: do not
         // wait), `message_rate_strikes` (0: the first dropped message
-        // closes), the `caps` (0: no cap) and `local_delivery_during_outage`.
+        // closes), the `caps` (0: no cap), `local_delivery_during_outage`
+        // and `online_status`.
         Ok(())
     }
 }
@@ -339,6 +350,8 @@ impl ConfigBuilder {
         caps: Caps,
         /// Sets [`Config::local_delivery_during_outage`].
         local_delivery_during_outage: bool,
+        /// Sets [`Config::online_status`].
+        online_status: bool,
     }
 
     /// Sets [`Config::api_key`].

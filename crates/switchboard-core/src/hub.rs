@@ -24,6 +24,7 @@ use crate::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Topic};
 use crate::outbox::{Outbox, PushError};
 use crate::stats::Stats;
 use crate::ws::{FrameBuilder, OpCode};
+use switchboard_protocol::CloseCode;
 
 /// A connection id, unique within this node.
 /// The `from` of a user delivery that ends the user's connections instead
@@ -372,7 +373,12 @@ impl Hub {
     /// Pushes `frame` to every outbox, each prefetched a few pushes ahead:
     /// a fan-out to thousands of connections otherwise waits on a cache miss
     /// for each one's lock.
-    fn push_all<'a>(&self, frame: &Bytes, mut outboxes: impl Iterator<Item = &'a Arc<Outbox>>) {
+    /// Returns how many it was queued for.
+    fn push_all<'a>(
+        &self,
+        frame: &Bytes,
+        mut outboxes: impl Iterator<Item = &'a Arc<Outbox>>,
+    ) -> u64 {
         const AHEAD: usize = 4;
         let mut ahead: [Option<&Arc<Outbox>>; AHEAD] = [None; AHEAD];
         for slot in &mut ahead {
@@ -390,6 +396,7 @@ impl Hub {
         self.stats
             .deliveries
             .fetch_add(delivered, Ordering::Relaxed);
+        delivered
     }
 
     fn push_one(&self, frame: &Bytes, outbox: &Arc<Outbox>) -> u64 {
@@ -406,8 +413,14 @@ impl Hub {
 
 impl Hub {
     /// Delivers a room message to the members on their way in (see
-    /// [`Seam`]). Returns whether one of them caught up.
-    fn deliver_joining(&self, members: &RoomMembers, offset: Option<u64>, frame: &Bytes) -> bool {
+    /// [`Seam`]). Returns how many it was queued for (held frames are not
+    /// counted), and whether one of them caught up.
+    fn deliver_joining(
+        &self,
+        members: &RoomMembers,
+        offset: Option<u64>,
+        frame: &Bytes,
+    ) -> (u64, bool) {
         let mut joining = members.joining.lock();
         let mut caught_up = false;
         let mut delivered = 0;
@@ -446,7 +459,7 @@ impl Hub {
         self.stats
             .deliveries
             .fetch_add(delivered, Ordering::Relaxed);
-        caught_up
+        (delivered, caught_up)
     }
 }
 
@@ -489,53 +502,53 @@ pub(crate) fn encode_delivery(d: &Delivery) -> Bytes {
 }
 
 impl DeliveryHandler for Hub {
-    fn deliver(&self, d: &Delivery) {
-        match &d.topic {
+    fn deliver(&self, d: &Delivery) -> usize {
+        let queued = match &d.topic {
             Topic::Room(name) => {
-                if let Some(members) = self.rooms.get(name) {
-                    let frame = encode_delivery(d);
-                    self.push_all(&frame, members.live.values());
-                    let caught_up = self.deliver_joining(&members, d.offset, &frame);
-                    drop(members);
-                    if caught_up {
-                        self.promote(name);
-                    }
+                let Some(members) = self.rooms.get(name) else {
+                    return 0;
+                };
+                let frame = encode_delivery(d);
+                let live = self.push_all(&frame, members.live.values());
+                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame);
+                drop(members);
+                if caught_up {
+                    self.promote(name);
                 }
+                live + joining
             }
-            Topic::User(name) => {
-                if let Some(members) = self.users.get(name) {
-                    if d.from.as_deref() == Some(DISCONNECT_USER) {
-                        let reason = disconnect_reason(&d.data);
-                        for outbox in members.values() {
-                            outbox.close(
-                                switchboard_protocol::CloseCode::UNAUTHORIZED,
-                                reason.clone(),
-                            );
-                        }
-                    } else {
-                        self.push_all(&encode_delivery(d), members.values());
+            Topic::User(name) => match self.users.get(name) {
+                Some(members) if d.from.as_deref() == Some(DISCONNECT_USER) => {
+                    let reason = disconnect_reason(&d.data);
+                    for outbox in members.values() {
+                        outbox.close(CloseCode::UNAUTHORIZED, reason.clone());
                     }
+                    0
                 }
-            }
+                Some(members) => self.push_all(&encode_delivery(d), members.values()),
+                None => 0,
+            },
             Topic::Broadcast => {
-                if !self.broadcast.is_empty() {
-                    let frame = encode_delivery(d);
-                    let delivered: u64 = self
-                        .broadcast
-                        .iter()
-                        .map(|e| self.push_one(&frame, e.value()))
-                        .sum();
-                    self.stats
-                        .deliveries
-                        .fetch_add(delivered, Ordering::Relaxed);
+                if self.broadcast.is_empty() {
+                    return 0;
                 }
+                let frame = encode_delivery(d);
+                let delivered: u64 = self
+                    .broadcast
+                    .iter()
+                    .map(|e| self.push_one(&frame, e.value()))
+                    .sum();
+                self.stats
+                    .deliveries
+                    .fetch_add(delivered, Ordering::Relaxed);
+                delivered
             }
-            Topic::Presence(name) => {
-                if let Some(members) = self.presence.get(name) {
-                    self.push_all(&encode_delivery(d), members.values());
-                }
-            }
-        }
+            Topic::Presence(name) => match self.presence.get(name) {
+                Some(members) => self.push_all(&encode_delivery(d), members.values()),
+                None => 0,
+            },
+        };
+        queued as usize
     }
 }
 

@@ -30,8 +30,10 @@ use crate::outbox::Outbox;
 use crate::stats::{Stats, StatsSnapshot};
 
 mod error;
+mod presence;
 
 pub use error::PublishError;
+pub use presence::{ONLINE_PREFIX, PresenceError, UserPresence};
 
 /// The `/health` document.
 #[derive(Clone, Debug, Serialize)]
@@ -426,7 +428,7 @@ impl Node {
                         data,
                         from,
                     };
-                    self.inner.hub.deliver(&delivery);
+                    let _ = self.inner.hub.deliver(&delivery);
                 }
                 Err(PublishError::LocalOnly(reason))
             }

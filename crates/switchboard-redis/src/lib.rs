@@ -221,6 +221,7 @@ impl Broker for RedisBroker {
                 offset: None,
                 epoch: None,
                 duplicate,
+                local_recipients: None,
             });
         };
         let mut inv = sh.scripts.publish_room.key(sh.keys.seq(room));
@@ -242,6 +243,7 @@ impl Broker for RedisBroker {
             offset: Some(offset),
             epoch: Some(Arc::from(epoch)),
             duplicate: duplicate == 1,
+            local_recipients: None,
         })
     }
 

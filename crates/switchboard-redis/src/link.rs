@@ -271,7 +271,11 @@ fn deliver(sh: &Shared, msg: &redis::Msg) {
         .as_ref()
         .and_then(|d| sh.keys.topic(channel.as_bytes(), d.kind));
     match (decoded, topic) {
-        (Some(d), Some(topic)) => handler.deliver(&d.into_delivery(topic)),
+        // Delivered after the publish returned: the count has no one to
+        // report to.
+        (Some(d), Some(topic)) => {
+            let _ = handler.deliver(&d.into_delivery(topic));
+        }
         _ => tracing::warn!(channel, "dropped a malformed message"),
     }
 }

@@ -291,6 +291,12 @@ pub(crate) struct Args {
     )]
     pub idempotency_window: Duration,
 
+    /// Record every connection cluster-wide, so that
+    /// `GET /api/users/{user}/presence` answers whether a user is online on
+    /// any node (costs a Redis command per connect and disconnect).
+    #[arg(long, env = "SWITCHBOARD_ONLINE_STATUS")]
+    pub online_status: bool,
+
     /// The hooks' settings.
     #[command(flatten)]
     pub hooks: HookArgs,
@@ -453,6 +459,7 @@ impl Args {
             .max_room_name_len(self.max_room_name_len)
             .max_rooms_per_connection(self.max_rooms_per_connection)
             .shutdown_timeout(self.shutdown_timeout)
+            .online_status(self.online_status)
             .origin(OriginPolicy {
                 allowed: self
                     .allowed_origins

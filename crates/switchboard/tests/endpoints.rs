@@ -156,7 +156,10 @@ async fn notifications_receive_user_messages_and_broadcasts_and_refuse_input() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"status":"published","user":user}));
+    assert_eq!(
+        body,
+        json!({"status":"published","user":user,"local_recipients":1})
+    );
     assert_eq!(
         n.next_json().await,
         json!({"type":"message","user":user,"data":{"kind":"invoice"}})

@@ -8,7 +8,9 @@
 //!
 //! Delivery is synchronous: `publish` hands the message to every subscribed
 //! node's hub before it returns, under the room's lock, so offsets and
-//! delivery order always agree.
+//! delivery order always agree. The receipt says how many of the
+//! publishing node's connections the message was queued for
+//! ([`Receipt::local_recipients`]), as the node's hub counted them.
 //!
 //! # History and memory
 //!
@@ -115,12 +117,15 @@ struct NodeEntry {
 }
 
 impl NodeEntry {
-    fn deliver_if_subscribed(&self, delivery: &Delivery) {
+    /// Hands `delivery` to the node if it subscribed to the topic; returns
+    /// how many of its connections it was queued for.
+    fn deliver_if_subscribed(&self, delivery: &Delivery) -> usize {
         if self.topics.read().contains(&delivery.topic)
             && let Some(h) = self.handler.get()
         {
-            h.deliver(delivery);
+            return h.deliver(delivery);
         }
+        0
     }
 }
 
@@ -250,10 +255,17 @@ impl MemoryBus {
         Some((state.epoch.clone(), state.first_retained()?))
     }
 
-    fn deliver(&self, delivery: &Delivery) {
+    /// Hands `delivery` to every subscribed node; returns how many
+    /// connections of node `origin` (the publisher's) it was queued for.
+    fn deliver(&self, delivery: &Delivery, origin: u64) -> usize {
+        let mut local = 0;
         for node in self.nodes.read().iter() {
-            node.deliver_if_subscribed(delivery);
+            let queued = node.deliver_if_subscribed(delivery);
+            if node.id == origin {
+                local = queued;
+            }
         }
+        local
     }
 
     /// Forgets idle rooms, at most once per sweep interval. Never called
@@ -372,11 +384,12 @@ impl Broker for MemoryBroker {
                 let room = room.clone();
                 let (receipt, kept) = self.bus.with_room(&room, |seq| {
                     let kept = seq.append(&mut delivery, now, &self.bus.config);
-                    self.bus.deliver(&delivery);
+                    let local = self.bus.deliver(&delivery, self.entry.id);
                     let receipt = Receipt {
                         offset: delivery.offset,
                         epoch: Some(seq.epoch.clone()),
                         duplicate: false,
+                        local_recipients: Some(local),
                     };
                     (receipt, kept)
                 });
@@ -386,11 +399,12 @@ impl Broker for MemoryBroker {
                 receipt
             }
             Topic::User(_) | Topic::Broadcast | Topic::Presence(_) => {
-                self.bus.deliver(&delivery);
+                let local = self.bus.deliver(&delivery, self.entry.id);
                 Receipt {
                     offset: None,
                     epoch: None,
                     duplicate: false,
+                    local_recipients: Some(local),
                 }
             }
         };

@@ -115,6 +115,12 @@ pub struct Receipt {
     /// publish delivered nothing, and the offset and epoch are the first
     /// one's.
     pub duplicate: bool,
+    /// How many of the publishing node's connections the message was queued
+    /// for, when the broker delivered it before `publish` returned (the
+    /// in-memory broker; 0 for a duplicate, which delivered nothing).
+    /// `None` when delivery happens after `publish` returns, as through
+    /// Redis pub/sub: the count is not known then.
+    pub local_recipients: Option<usize>,
 }
 
 /// Where a room's offset sequence stands.
@@ -205,8 +211,11 @@ pub enum BrokerError {
 /// Receives the deliveries for the topics a node subscribed to. The node's
 /// hub implements it. `deliver` must not block: it only queues frames.
 pub trait DeliveryHandler: Send + Sync + 'static {
-    /// One message for a topic this node subscribed to.
-    fn deliver(&self, delivery: &Delivery);
+    /// One message for a topic this node subscribed to. Returns how many of
+    /// the node's connections it was queued for (a broker that delivers
+    /// before `publish` returns reports it in [`Receipt::local_recipients`];
+    /// others may ignore it).
+    fn deliver(&self, delivery: &Delivery) -> usize;
 }
 
 /// The future a seam method returns: what `#[async_trait]` makes of an

@@ -142,7 +142,18 @@ fn record_close(conn: &Conn, disconnect: &Disconnect) {
     }
 }
 
-async fn subscribe_identity(conn: &mut Conn, endpoint: &Endpoint) -> Result<(), String> {
+/// Subscribes the connection to its user's messages and to broadcasts,
+/// while it is recorded as online (`online_status`): the two wait on the
+/// broker side by side, so a connection that subscribes waits for one round
+/// trip, not two. A failed record is logged, never fatal.
+async fn open_identity(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
+    let id = conn.id();
+    let online = conn.node.record_online(&id, &conn.identity.user, true);
+    let (subscribed, ()) = tokio::join!(subscribe_identity(conn, endpoint), online);
+    subscribed
+}
+
+async fn subscribe_identity(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
     let hub = conn.node.hub();
     if endpoint.user_messages {
         hub.add(
@@ -161,7 +172,8 @@ async fn subscribe_identity(conn: &mut Conn, endpoint: &Endpoint) -> Result<(), 
     Ok(())
 }
 
-/// Leaves every room and index, at once, whatever ended the connection.
+/// Leaves every room and index, at once, whatever ended the connection, and
+/// forgets the connection in the users' presence (`online_status`).
 async fn leave_everything(conn: &mut Conn, endpoint: &Endpoint) {
     conn.leave_all().await;
     let node = conn.node.clone();
@@ -173,6 +185,8 @@ async fn leave_everything(conn: &mut Conn, endpoint: &Endpoint) {
     if endpoint.broadcasts {
         hub.remove(Topic::Broadcast, conn.id).await;
     }
+    node.record_online(&conn.id(), &conn.identity.user, false)
+        .await;
 }
 
 /// The session from the handshake on: subscriptions, `welcome`, then the
@@ -192,7 +206,7 @@ fn drive<'a, T: Transport>(
     async move {
         let node = conn.node.clone();
         let config = node.config();
-        if let Err(reason) = Box::pin(subscribe_identity(conn, endpoint)).await {
+        if let Err(reason) = Box::pin(open_identity(conn, endpoint)).await {
             let code = CloseCode::TRY_AGAIN_LATER;
             return Box::pin(close_with(t, conn, code, reason, false)).await;
         }

@@ -376,3 +376,25 @@ fn sources_follow_the_order_of_precedence() {
         ["switchboard", "--upgrade-rate=3", "--message-burst=4"]
     );
 }
+
+#[test]
+fn online_status_is_off_unless_a_flag_or_the_file_turns_it_on() {
+    assert!(!args(&[]).engine_config().unwrap().online_status);
+    let on = args(&["--online-status"]).engine_config().unwrap();
+    assert!(on.online_status);
+    let (argv, sources) = merge(
+        vec!["switchboard".to_string()],
+        no_env,
+        Some(("sb.toml", "online_status = true")),
+    )
+    .unwrap();
+    let a = parse(argv, sources).unwrap();
+    assert!(a.engine_config().unwrap().online_status);
+    assert_eq!(
+        a.sources.get("online_status"),
+        Some(&Source::File {
+            path: "sb.toml".into(),
+            key: "online_status".into()
+        })
+    );
+}

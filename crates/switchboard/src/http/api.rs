@@ -4,11 +4,15 @@
 //! - `POST /api/users/{user}/messages`: every connection of a user.
 //! - `POST /api/broadcast`: everyone.
 //!
+//! The presence routes (`GET /api/rooms/{room}/presence`,
+//! `GET /api/users/{user}/presence`) are in [`super::presence`], behind the
+//! same access check.
+//!
 //! The body is a JSON object with the payload under `"data"` and, optionally,
 //! an `"idempotency_key"` (or the `Idempotency-Key` header). The reply is
 //! `200` with what the broker accepted (for a room, the offset assigned;
 //! `"duplicate": true` when the key was already used and nothing was
-//! delivered), or a JSON error `{"error":{"code":..,"message":..}}` with
+//! delivered; `"local_recipients"` with the in-memory broker), or a JSON error `{"error":{"code":..,"message":..}}` with
 //! `400`, `401`, `403`, `413` or `503`. A `503` with `publish_failed` means
 //! the message was not delivered; with `partially_delivered`, it reached
 //! this node's members only.
@@ -82,7 +86,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks API access; `Err` is the response to send.
-fn authorize(node: &Node, headers: &HeaderMap, peer: Option<SocketAddr>) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    node: &Node,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<(), ApiError> {
     match &node.config().api_key {
         Some(key) => {
             let presented = headers
@@ -259,11 +267,17 @@ async fn publish(
         .map_err(publish_error)
 }
 
-/// The reply to an accepted publish: `fields`, and `"duplicate": true`
-/// when the idempotency key was already used (nothing was delivered).
+/// The reply to an accepted publish: `fields`, `"duplicate": true` when the
+/// idempotency key was already used (nothing was delivered), and
+/// `"local_recipients"` when the broker delivered before it answered (the
+/// in-memory broker): how many of this node's connections the message was
+/// queued for.
 fn published(mut fields: serde_json::Value, receipt: &Receipt) -> Response {
     if receipt.duplicate {
         fields["duplicate"] = serde_json::Value::Bool(true);
+    }
+    if let Some(n) = receipt.local_recipients {
+        fields["local_recipients"] = n.into();
     }
     axum::Json(fields).into_response()
 }

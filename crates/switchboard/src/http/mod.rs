@@ -3,8 +3,11 @@
 //!
 //! - [`upgrade`]: the gate. Every check happens before the `101` response.
 //! - [`api`]: the publish API for backends.
+//! - [`presence`]: who is in a room, and whether a user is online, for
+//!   backends.
 
 pub mod api;
+pub mod presence;
 pub mod upgrade;
 
 use std::future::Future;
@@ -43,7 +46,7 @@ pub fn ws_router(node: &Node) -> Router {
     r
 }
 
-/// The publish API, `/health` and `/metrics`.
+/// The publish and presence API, `/health` and `/metrics`.
 pub fn api_router(node: &Node) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -51,6 +54,8 @@ pub fn api_router(node: &Node) -> Router {
         .route("/api/rooms/{room}/messages", post(api::publish_room))
         .route("/api/users/{user}/messages", post(api::publish_user))
         .route("/api/broadcast", post(api::broadcast))
+        .route("/api/rooms/{room}/presence", get(presence::room))
+        .route("/api/users/{user}/presence", get(presence::user))
         .with_state(node.clone())
 }
 

@@ -37,6 +37,7 @@ impl Seen {
         }
         self.receipts.get(key).map(|r| Receipt {
             duplicate: true,
+            local_recipients: Some(0),
             ..r.clone()
         })
     }
