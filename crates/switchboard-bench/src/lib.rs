@@ -11,12 +11,14 @@
 //! Only loopback targets are accepted ([`target::Target::parse`]).
 //!
 //! [`floor`] is the raw floor server: the kernel's cost of a loopback
-//! delivery, measured with the same scenarios.
+//! delivery, measured with the same scenarios. [`hookapp`] is the minimal
+//! application that answers Switchboard's hooks in the `hooks` benchmark.
 
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod floor;
+pub mod hookapp;
 pub mod http;
 pub mod net;
 pub mod procfs;

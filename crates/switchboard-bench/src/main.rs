@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use switchboard_bench::report;
-use switchboard_bench::scenario::{Output, churn, echo, fanout, idle};
+use switchboard_bench::scenario::{Output, acks, churn, echo, fanout, idle};
 use switchboard_bench::target::Target;
 
 /// Load generator for Switchboard and its baselines. Every scenario prints a
@@ -32,6 +32,17 @@ enum Cmd {
     Fanout(fanout::FanoutArgs),
     /// Connect and disconnect at a steady rate.
     Churn(churn::ChurnArgs),
+    /// Closed-loop publishes to Switchboard's /ws/chat, each waiting for its
+    /// ack: acknowledged publishes per second, server CPU per publish.
+    Acks(acks::AcksArgs),
+    /// Run the minimal hook application on 127.0.0.1:PORT (answers the
+    /// connect hook with a user from the `sid` cookie, the publish hook with
+    /// `{}`).
+    HookApp {
+        /// Port (0: any free port; the chosen port is logged).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
     /// Build the side-by-side table, results JSON and SVG from recorded runs.
     Report(ReportArgs),
     /// Run the raw floor server on 127.0.0.1:PORT (a bare epoll loop: one
@@ -207,6 +218,7 @@ fn main() -> ExitCode {
         Cmd::Idle(a) => a.connections,
         Cmd::Fanout(a) => a.subscribers + a.http_conns + 1,
         Cmd::Echo(a) => a.connections,
+        Cmd::Acks(a) => a.connections,
         _ => 0,
     };
     if needed as u64 + 64 > nofile {
@@ -220,6 +232,14 @@ fn main() -> ExitCode {
         Cmd::Echo(a) => print_output(local.block_on(&rt, echo::run(a)), "echo"),
         Cmd::Fanout(a) => print_output(local.block_on(&rt, fanout::run(a)), "fanout"),
         Cmd::Churn(a) => print_output(local.block_on(&rt, churn::run(a)), "churn"),
+        Cmd::Acks(a) => print_output(local.block_on(&rt, acks::run(a)), "acks"),
+        Cmd::HookApp { port } => match switchboard_bench::hookapp::serve(port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Report(a) => match report_cmd(a) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

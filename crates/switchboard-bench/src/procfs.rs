@@ -139,6 +139,9 @@ pub struct Meter {
     /// Further server processes (the other nodes of a cluster), summed into
     /// the server's figures.
     others: Vec<(u32, CpuSample)>,
+    /// Processes measured apart (the hook application): neither the
+    /// server's CPU nor the rest of the machine's.
+    aside: Vec<(u32, CpuSample)>,
     tool: CpuSample,
     system: Option<u64>,
 }
@@ -156,6 +159,9 @@ pub struct Usage {
     pub tool_pct: Option<f64>,
     /// Everything else on the machine, as % of one core (up to 100 × cores).
     pub other_pct: Option<f64>,
+    /// CPU microseconds of the processes measured apart (`None` without
+    /// any).
+    pub aside_cpu_us: Option<f64>,
 }
 
 impl Meter {
@@ -173,9 +179,20 @@ impl Meter {
                 .iter()
                 .map(|&p| (p, CpuSample::take(Some(Some(p)))))
                 .collect(),
+            aside: Vec::new(),
             tool: CpuSample::take(Some(None)),
             system: system_busy_ticks(),
         }
+    }
+
+    /// Also measures `pids` apart: their CPU is reported as
+    /// [`Usage::aside_cpu_us`] and not counted in the rest of the machine.
+    pub fn with_aside(mut self, pids: &[u32]) -> Meter {
+        self.aside = pids
+            .iter()
+            .map(|&p| (p, CpuSample::take(Some(Some(p)))))
+            .collect();
+        self
     }
 
     /// Ends the window.
@@ -186,6 +203,14 @@ impl Meter {
             .iter()
             .map(|(p, start)| start.cpu_us_until(&CpuSample::take(Some(Some(*p)))))
             .sum();
+        let aside_us: Option<f64> = (!self.aside.is_empty())
+            .then(|| {
+                self.aside
+                    .iter()
+                    .map(|(p, start)| start.cpu_us_until(&CpuSample::take(Some(Some(*p)))))
+                    .sum::<Option<f64>>()
+            })
+            .flatten();
         let tool = CpuSample::take(Some(None));
         let system = system_busy_ticks();
         let wall_s = tool.at.duration_since(self.tool.at).as_secs_f64();
@@ -197,7 +222,8 @@ impl Meter {
         let other_pct = match (self.system, system, tool_us) {
             (Some(a), Some(b), Some(t)) if wall_s > 0.0 => {
                 let busy_us = ticks_to_us(b.saturating_sub(a));
-                let other = (busy_us - t - server_us.unwrap_or(0.0)).max(0.0);
+                let other =
+                    (busy_us - t - server_us.unwrap_or(0.0) - aside_us.unwrap_or(0.0)).max(0.0);
                 Some(other / 1e6 / wall_s * 100.0)
             }
             _ => None,
@@ -210,6 +236,7 @@ impl Meter {
                 .map(|us| us / 1e6 / wall_s * 100.0),
             tool_pct: self.tool.cpu_pct_until(&tool),
             other_pct,
+            aside_cpu_us: aside_us,
         }
     }
 }

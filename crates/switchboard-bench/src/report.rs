@@ -36,6 +36,10 @@ pub struct Run {
     /// The tool's final JSON line.
     #[serde(default)]
     pub result: Option<Value>,
+    /// For scenarios measured twice on the subject (`hooks-*`): `without`
+    /// or `with` (hooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 fn one() -> u32 {
@@ -68,7 +72,15 @@ pub struct MetricDef {
     pub null_as_zero: bool,
     /// Chart it appears in.
     pub chart: Option<Chart>,
+    /// The subject measured without and with a feature (runs carry a
+    /// [`Run::variant`]): the row compares the two variants, not servers.
+    pub paired: bool,
 }
+
+/// The variants of a paired scenario, in column order.
+pub const VARIANTS: [&str; 2] = ["without", "with"];
+/// The ratio column of a paired row.
+pub const PAIRED_RATIO: &str = "with/without";
 
 const fn m(
     scenario: &'static str,
@@ -86,6 +98,20 @@ const fn m(
         lower_is_better,
         null_as_zero: false,
         chart,
+        paired: false,
+    }
+}
+
+const fn pm(
+    scenario: &'static str,
+    name: &'static str,
+    pointer: &'static str,
+    unit: &'static str,
+    lower_is_better: bool,
+) -> MetricDef {
+    MetricDef {
+        paired: true,
+        ..m(scenario, name, pointer, unit, lower_is_better, None)
     }
 }
 
@@ -249,6 +275,68 @@ pub const METRICS: &[MetricDef] = &[
         None,
     ),
     m("redis", "loss", "/results/loss_pct", "%", true, None),
+    pm(
+        "hooks-connect",
+        "p50 latency to welcome",
+        "/results/connect_ms/p50_ms",
+        "ms",
+        true,
+    ),
+    pm(
+        "hooks-connect",
+        "p99 latency to welcome",
+        "/results/connect_ms/p99_ms",
+        "ms",
+        true,
+    ),
+    pm(
+        "hooks-connect",
+        "server CPU per connection",
+        "/results/server_cpu_us_per_conn",
+        "µs",
+        true,
+    ),
+    MetricDef {
+        null_as_zero: true,
+        ..pm(
+            "hooks-connect",
+            "hook app CPU per connection",
+            "/results/app_cpu_us_per_conn",
+            "µs",
+            true,
+        )
+    },
+    pm(
+        "hooks-publish",
+        "publishes acknowledged",
+        "/results/acked_per_s",
+        "/s",
+        false,
+    ),
+    pm(
+        "hooks-publish",
+        "p99 ack latency",
+        "/results/latency_ms/p99_ms",
+        "ms",
+        true,
+    ),
+    pm(
+        "hooks-publish",
+        "server CPU per publish",
+        "/results/server_cpu_us_per_msg",
+        "µs",
+        true,
+    ),
+    MetricDef {
+        null_as_zero: true,
+        ..pm(
+            "hooks-publish",
+            "hook app CPU per publish",
+            "/results/app_cpu_us_per_msg",
+            "µs",
+            true,
+        )
+    },
 ];
 
 /// One server's figure in a row.
@@ -290,6 +378,10 @@ pub struct Row {
     /// Chart, if any (not serialized).
     #[serde(skip)]
     pub chart: Option<Chart>,
+    /// Cells are the subject's variants ([`VARIANTS`]), and the one ratio
+    /// is [`PAIRED_RATIO`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub paired: bool,
 }
 
 /// Parses JSON lines into runs, skipping blank lines.
@@ -351,22 +443,40 @@ pub fn build_rows(runs: &[Run], subject: &str, servers: &[String]) -> Vec<Row> {
             .map(|r| r.label.clone())
             .unwrap_or_default();
         let mut cells = BTreeMap::new();
-        for s in servers {
-            let mine: Vec<&Run> = in_scenario
-                .iter()
-                .copied()
-                .filter(|r| &r.server == s)
-                .collect();
-            if !mine.is_empty() {
-                cells.insert(s.clone(), cell_for(&mine, def));
+        let ratios = if def.paired {
+            for v in VARIANTS {
+                let mine: Vec<&Run> = in_scenario
+                    .iter()
+                    .copied()
+                    .filter(|r| r.server == subject && r.variant.as_deref() == Some(v))
+                    .collect();
+                if !mine.is_empty() {
+                    cells.insert(v.to_string(), cell_for(&mine, def));
+                }
             }
-        }
-        let subj = cells.get(subject).and_then(|c| c.median);
-        let ratios = servers
-            .iter()
-            .filter(|s| s.as_str() != subject)
-            .map(|s| (s.clone(), ratio(subj, cells.get(s).and_then(|c| c.median))))
-            .collect();
+            let med = |v: &str| cells.get(v).and_then(|c: &Cell| c.median);
+            BTreeMap::from([(
+                PAIRED_RATIO.to_string(),
+                ratio(med(VARIANTS[1]), med(VARIANTS[0])),
+            )])
+        } else {
+            for s in servers {
+                let mine: Vec<&Run> = in_scenario
+                    .iter()
+                    .copied()
+                    .filter(|r| &r.server == s)
+                    .collect();
+                if !mine.is_empty() {
+                    cells.insert(s.clone(), cell_for(&mine, def));
+                }
+            }
+            let subj = cells.get(subject).and_then(|c| c.median);
+            servers
+                .iter()
+                .filter(|s| s.as_str() != subject)
+                .map(|s| (s.clone(), ratio(subj, cells.get(s).and_then(|c| c.median))))
+                .collect()
+        };
         let max_over = |ptr: &str| {
             in_scenario
                 .iter()
@@ -390,6 +500,7 @@ pub fn build_rows(runs: &[Run], subject: &str, servers: &[String]) -> Vec<Row> {
             tool_cpu_pct_max,
             other_cpu_pct_max,
             chart: def.chart,
+            paired: def.paired,
         });
     }
     rows
@@ -431,8 +542,61 @@ pub fn fmt_cell(c: Option<&Cell>) -> String {
     s
 }
 
-/// The table as Markdown.
+/// The table as Markdown: servers side by side, then (when there are
+/// paired rows) the subject without and with hooks.
 pub fn markdown_table(rows: &[Row], subject: &str, servers: &[String]) -> String {
+    let (paired, rows): (Vec<Row>, Vec<Row>) = rows.iter().cloned().partition(|r| r.paired);
+    let mut out = String::new();
+    if !rows.is_empty() || paired.is_empty() {
+        out.push_str(&servers_table(&rows, subject, servers));
+    }
+    if !paired.is_empty() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&paired_table(&paired, subject));
+    }
+    out
+}
+
+fn fmt_pct(v: Option<f64>) -> String {
+    v.map_or("–".to_string(), |v| format!("{v:.0}"))
+}
+
+fn fmt_ratio(v: Option<f64>) -> String {
+    v.map_or("–".to_string(), |v| format!("{}×", fmt_num(v)))
+}
+
+fn metric_label(r: &Row) -> String {
+    let unit = if r.unit.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", r.unit)
+    };
+    format!("{}{unit} ({} is better)", r.metric, r.better)
+}
+
+/// The paired rows: the subject without and with hooks, and the ratio.
+fn paired_table(rows: &[Row], subject: &str) -> String {
+    let mut out = format!(
+        "| scenario | metric | {subject} without hooks | {subject} with hooks | with/without | tool CPU % (max) | other load % (max) |\n|---|---|---:|---:|---:|---:|---:|\n"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r.label,
+            metric_label(r),
+            fmt_cell(r.cells.get(VARIANTS[0])),
+            fmt_cell(r.cells.get(VARIANTS[1])),
+            fmt_ratio(r.ratios.get(PAIRED_RATIO).copied().flatten()),
+            fmt_pct(r.tool_cpu_pct_max),
+            fmt_pct(r.other_cpu_pct_max)
+        ));
+    }
+    out
+}
+
+fn servers_table(rows: &[Row], subject: &str, servers: &[String]) -> String {
     let baselines: Vec<&String> = servers.iter().filter(|s| s.as_str() != subject).collect();
     let mut out = String::new();
     out.push_str("| scenario | metric | ");
@@ -504,15 +668,22 @@ pub fn results_json(
                 params
                     .entry(r.scenario.clone())
                     .or_default()
-                    .entry(r.server.clone())
+                    .entry(match &r.variant {
+                        Some(v) => format!("{}/{v}", r.server),
+                        None => r.server.clone(),
+                    })
                     .or_insert(p);
             }
-            json!({
+            let mut run = json!({
                 "server": r.server, "scenario": r.scenario, "rep": r.rep, "exit": r.exit,
                 "attempts": r.attempts,
                 "results": res.and_then(|v| v.get("results")),
                 "error": res.and_then(|v| v.get("error")),
-            })
+            });
+            if let (Some(v), Some(o)) = (&r.variant, run.as_object_mut()) {
+                o.insert("variant".into(), json!(v));
+            }
+            run
         })
         .collect();
     json!({

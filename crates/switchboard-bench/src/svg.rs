@@ -232,6 +232,7 @@ mod tests {
             rep: 1,
             exit: 0,
             attempts: 1,
+            variant: None,
             result: Some(
                 json!({"results": {"rss_kib_per_conn": v, "server_cpu_us_per_delivery": v}}),
             ),

@@ -251,7 +251,19 @@ impl WsClient {
         src: Option<std::net::IpAddr>,
         timeout: Duration,
     ) -> Result<WsClient, ConnectError> {
-        match tokio::time::timeout(timeout, Self::connect_inner(target, src)).await {
+        Self::connect_with_headers(target, src, timeout, "").await
+    }
+
+    /// [`connect`](Self::connect) with extra request headers: `headers` is
+    /// empty or whole header lines, each ending with `\r\n` (e.g.
+    /// `Cookie: sid=a\r\n`).
+    pub async fn connect_with_headers(
+        target: &Target,
+        src: Option<std::net::IpAddr>,
+        timeout: Duration,
+        headers: &str,
+    ) -> Result<WsClient, ConnectError> {
+        match tokio::time::timeout(timeout, Self::connect_inner(target, src, headers)).await {
             Ok(r) => r,
             Err(_) => Err(ConnectError::Timeout),
         }
@@ -260,6 +272,7 @@ impl WsClient {
     async fn connect_inner(
         target: &Target,
         src: Option<std::net::IpAddr>,
+        headers: &str,
     ) -> Result<WsClient, ConnectError> {
         let stream = net::connect(target.addr, src).await?;
         let seed = src
@@ -287,7 +300,7 @@ impl WsClient {
         let key = c.handshake_key();
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n",
             target.path_and_query, target.host_header
         );
         c.stream.write_all(req.as_bytes()).await?;

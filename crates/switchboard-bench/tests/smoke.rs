@@ -55,6 +55,45 @@ fn start_node(jwt: bool) -> u16 {
         .expect("node started")
 }
 
+/// Serves a node whose clients are identified by the connect hook and whose
+/// publishes on `/ws/chat` go through the publish hook, both answered by the
+/// hook application on `app_port`.
+fn start_hooked_node(app_port: u16) -> u16 {
+    use switchboard::Endpoint;
+    use switchboard::hooks::{Application, ConnectHook, Hook, HttpHooks};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let base = format!("http://127.0.0.1:{app_port}/hooks");
+            let app = Application::new(SECRET.as_bytes(), 64).expect("application");
+            let hooks = HttpHooks::new(app.clone()).publish(Hook::new(format!("{base}/publish")));
+            let connect = ConnectHook::new(app, Hook::new(format!("{base}/connect")))
+                .forward_cookies(&["sid"]);
+            let node = switchboard::Node::builder()
+                .authenticator(connect)
+                .endpoint(Endpoint::chat("/ws/chat").hooks(hooks))
+                .build()
+                .expect("node");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr").port())
+                .expect("report port");
+            let app = node.router();
+            switchboard::serve(listener, app, node, std::future::pending())
+                .await
+                .expect("serve");
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("node started")
+}
+
 fn token(user: &str) -> String {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -186,7 +225,82 @@ fn churn_with_a_token_connects_and_without_one_counts_the_401s() {
     assert_eq!(r["failures"]["http_401"].as_u64(), Some(attempted), "{r}");
 }
 
-/// The floor server, killed when the test ends.
+#[test]
+fn hooked_upgrades_and_publishes_go_through_the_hook_app() {
+    let app_port = tool(&["free-port"]);
+    let app_port = app_port.trim();
+    let app = Floor(
+        Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+            .args(["hook-app", "--port", app_port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the hook app"),
+    );
+    tool(&[
+        "wait-ready",
+        "--url",
+        &format!("http://127.0.0.1:{app_port}/health"),
+    ]);
+    let port = start_hooked_node(app_port.parse().expect("port"));
+    let url = format!("ws://127.0.0.1:{port}/ws/chat");
+    let app_pid = app.0.id().to_string();
+    let common = ["--url", &url, "--rate", "50", "--duration", "1s"];
+    let mut with = common.to_vec();
+    with.extend(["--cookie", "sid=smoke-{n}", "--app-pid", &app_pid]);
+    let r = bench(&[&["churn"][..], &with].concat());
+    assert!(r["succeeded"].as_u64().unwrap_or(0) >= 40, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    // Without the cookie the application refuses.
+    let r = bench(&[&["churn"][..], &common[..]].concat());
+    assert_eq!(r["succeeded"], 0, "{r}");
+    assert!(r["failures"]["http_401"].as_u64().unwrap_or(0) >= 40, "{r}");
+    let r = bench(&[
+        "acks",
+        "--url",
+        &url,
+        "--connections",
+        "2",
+        "--window",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--cookie",
+        "sid=pub-{n}",
+        "--server-pid",
+        &pid(),
+        "--app-pid",
+        &app_pid,
+    ]);
+    assert!(r["acked"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert_eq!(r["refused_or_failed"], 0, "{r}");
+    assert!(r["app_cpu_us_per_msg"].is_number(), "{r}");
+}
+
+#[test]
+fn acks_counts_acknowledged_publishes_of_guests() {
+    let port = start_node(false);
+    let url = format!("ws://127.0.0.1:{port}/ws/chat");
+    let r = bench(&[
+        "acks",
+        "--url",
+        &url,
+        "--connections",
+        "2",
+        "--duration",
+        "1s",
+        "--server-pid",
+        &pid(),
+    ]);
+    assert!(r["acked_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    assert_eq!(r["refused_or_failed"], 0, "{r}");
+    assert!(r["app_cpu_us_per_msg"].is_null(), "{r}");
+}
+
+/// A child process (the floor server, the hook app), killed when the test
+/// ends.
 struct Floor(Child);
 
 impl Drop for Floor {

@@ -8,6 +8,7 @@ fn run(server: &str, scenario: &str, rep: u32, results: Value) -> Run {
         rep,
         exit: 0,
         attempts: 1,
+        variant: None,
         result: Some(
             json!({"scenario": "x", "params": {"url": "ws://127.0.0.1:1/"}, "results": results}),
         ),
@@ -119,4 +120,49 @@ fn parses_run_lines() {
     assert_eq!(runs.len(), 1);
     assert!(runs[0].result.is_none());
     assert!(parse_runs("{").is_err());
+}
+
+#[test]
+fn paired_rows_compare_the_subject_with_and_without() {
+    let mut runs = Vec::new();
+    for (variant, cpu, rate) in [("without", 10.0, 5000.0), ("with", 25.0, 2000.0)] {
+        for rep in 1..=2 {
+            let mut r = run(
+                "switchboard",
+                "hooks-publish",
+                rep,
+                json!({"server_cpu_us_per_msg": cpu + f64::from(rep), "acked_per_s": rate,
+                       "other_cpu_pct": 3.0}),
+            );
+            r.variant = Some(variant.into());
+            runs.push(r);
+        }
+    }
+    let servers = vec!["switchboard".to_string()];
+    let rows = build_rows(&runs, "switchboard", &servers);
+    let cpu = rows
+        .iter()
+        .find(|r| r.metric == "server CPU per publish")
+        .expect("cpu row");
+    assert!(cpu.paired);
+    assert_eq!(cpu.cells["without"].median, Some(11.5));
+    assert_eq!(cpu.cells["with"].median, Some(26.5));
+    assert_eq!(cpu.ratios[PAIRED_RATIO], Some(26.5 / 11.5));
+    let t = markdown_table(&rows, "switchboard", &servers);
+    assert!(
+        t.contains("| switchboard without hooks | switchboard with hooks | with/without |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| hooks-publish label | publishes acknowledged, /s (higher is better) | 5000 | 2000 | 0.400× | – | 3 |"),
+        "{t}"
+    );
+    // No server-by-server table when only paired rows exist.
+    assert!(!t.contains("| switchboard | "), "{t}");
+    let doc = results_json(&rows, &runs, "switchboard", &servers, json!({}));
+    assert_eq!(doc["runs"][2]["variant"], "with");
+    assert!(doc["params"]["hooks-publish"]["switchboard/with"].is_object());
+    // A run line without a variant still parses.
+    let parsed = parse_runs(r#"{"server":"s","scenario":"idle","result":null}"#).unwrap();
+    assert_eq!(parsed[0].variant, None);
 }

@@ -40,6 +40,14 @@ pub struct ChurnArgs {
     /// counted.
     #[arg(long, default_value_t = 1000)]
     pub max_in_flight: usize,
+    /// A `Cookie` header sent with every upgrade, e.g. `sid=bench-{n}`;
+    /// `{n}` is replaced by the attempt's number (for the connect hook).
+    #[arg(long)]
+    pub cookie: Option<String>,
+    /// PID of the hook application: its CPU is reported apart and not
+    /// counted as the rest of the machine's.
+    #[arg(long)]
+    pub app_pid: Option<u32>,
     /// Time limit for one attempt (handshake and welcome).
     #[arg(long, default_value = "5s", value_parser = crate::util::parse_duration)]
     pub timeout: Duration,
@@ -59,6 +67,7 @@ pub async fn run(a: ChurnArgs) -> Result<Output, (serde_json::Value, String)> {
         "url": a.url, "rate": a.rate, "duration_s": a.duration.as_secs_f64(),
         "token": a.token.as_ref().map(|_| "(set)"), "protocol": a.protocol,
         "max_in_flight": a.max_in_flight, "timeout_s": a.timeout.as_secs_f64(),
+        "cookie": a.cookie,
     });
     let fail = |m: String| (params.clone(), m);
     let mut target = Target::parse(&a.url).map_err(fail)?;
@@ -79,7 +88,13 @@ pub async fn run(a: ChurnArgs) -> Result<Output, (serde_json::Value, String)> {
     let ticks = (a.rate * a.duration.as_secs_f64()).floor().max(1.0) as u64;
     let interval = Duration::from_secs_f64(1.0 / a.rate);
     let rss_before = server_rss(pid);
-    let meter = Meter::start(pid);
+    if let Some(c) = &a.cookie
+        && (c.is_empty() || c.bytes().any(|b| b.is_ascii_control()))
+    {
+        return Err(fail("--cookie must be a non-empty header value".into()));
+    }
+    check_server_alive(a.app_pid).map_err(fail)?;
+    let meter = Meter::start(pid).with_aside(a.app_pid.as_slice());
     let t0 = Instant::now();
     let mut skipped = 0u64;
     let mut late = 0u64;
@@ -102,11 +117,16 @@ pub async fn run(a: ChurnArgs) -> Result<Output, (serde_json::Value, String)> {
         let target = target.clone();
         let protocol = a.protocol;
         let timeout = a.timeout;
+        let headers = a
+            .cookie
+            .as_ref()
+            .map(|c| format!("Cookie: {}\r\n", c.replace("{n}", &i.to_string())))
+            .unwrap_or_default();
         set.spawn_local(async move {
             let start = Instant::now();
             let src = crate::net::source_ip(&target.addr, i);
             let r = tokio::time::timeout(timeout, async {
-                let mut ws = WsClient::connect(&target, src, timeout)
+                let mut ws = WsClient::connect_with_headers(&target, src, timeout, &headers)
                     .await
                     .map_err(|e| e.label())?;
                 if protocol == Protocol::Switchboard {
@@ -155,6 +175,10 @@ pub async fn run(a: ChurnArgs) -> Result<Output, (serde_json::Value, String)> {
         .server_cpu_us
         .filter(|_| s.ok > 0)
         .map(|us| round(us / s.ok as f64, 1));
+    let app_per_conn = usage
+        .aside_cpu_us
+        .filter(|_| s.ok > 0)
+        .map(|us| round(us / s.ok as f64, 1));
     let tool_pct = usage.tool_pct.map(|v| round(v, 1));
     let other_pct = usage.other_pct.map(|v| round(v, 1));
     let results = json!({
@@ -167,6 +191,7 @@ pub async fn run(a: ChurnArgs) -> Result<Output, (serde_json::Value, String)> {
         "rate_achieved": round(achieved, 2),
         "connect_ms": lat,
         "server_cpu_us_per_conn": cpu_per_conn,
+        "app_cpu_us_per_conn": app_per_conn,
         "tool_cpu_pct": tool_pct,
         "other_cpu_pct": other_pct,
         "server_rss_kib_before": rss_before,
@@ -181,7 +206,7 @@ pub async fn run(a: ChurnArgs) -> Result<Output, (serde_json::Value, String)> {
             s.failures
         ),
         format!(
-            "connect ms (to {}): p50 {} p99 {} max {}; server {} µs CPU per connection; tool CPU {}%",
+            "connect ms (to {}): p50 {} p99 {} max {}; server {} µs CPU per connection (hook app {}); tool CPU {}%",
             if a.protocol == Protocol::Switchboard {
                 "welcome"
             } else {
@@ -191,6 +216,7 @@ pub async fn run(a: ChurnArgs) -> Result<Output, (serde_json::Value, String)> {
             lat.p99_ms,
             lat.max_ms,
             super::fmt_opt(cpu_per_conn, 1),
+            super::fmt_opt(app_per_conn, 1),
             super::fmt_opt(tool_pct, 1)
         ),
     ];

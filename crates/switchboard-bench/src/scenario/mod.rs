@@ -1,6 +1,7 @@
 //! The load scenarios, and what they share: opening sessions in bulk,
 //! subscriber loops, payload encoding and the output record.
 
+pub mod acks;
 pub mod churn;
 pub mod echo;
 pub mod fanout;
