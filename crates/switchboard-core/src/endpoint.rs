@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use switchboard_protocol::SUBPROTOCOL;
 
+use crate::config::Config;
 use crate::conn::Conn;
+use crate::gate::rate::RateLimit;
 use crate::handlers::{Chat, Echo, Notifications};
 use crate::hooks::Hooks;
 
@@ -79,6 +81,7 @@ pub struct Endpoint {
     pub(crate) speaks_protocol: bool,
     pub(crate) subprotocols: Vec<String>,
     pub(crate) hooks: Option<Arc<dyn Hooks>>,
+    pub(crate) message_limit: Option<RateLimit>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -90,6 +93,7 @@ impl std::fmt::Debug for Endpoint {
             .field("speaks_protocol", &self.speaks_protocol)
             .field("subprotocols", &self.subprotocols)
             .field("hooks", &self.hooks.is_some())
+            .field("message_limit", &self.message_limit)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +112,7 @@ impl Endpoint {
             speaks_protocol: false,
             subprotocols: Vec::new(),
             hooks: None,
+            message_limit: None,
         }
     }
 
@@ -126,6 +131,16 @@ impl Endpoint {
     /// only; anything the client sends is refused with an error frame.
     pub fn notifications(path: impl Into<String>) -> Self {
         Endpoint::new(path, Notifications).protocol()
+    }
+
+    /// Every message to the application through `hooks`' rpc, and its
+    /// answers back (see [`App`](crate::handlers::App)). Speaks the
+    /// protocol's `welcome` and `error` frames; takes user messages and
+    /// broadcasts.
+    pub fn app(path: impl Into<String>, hooks: impl Hooks) -> Self {
+        Endpoint::new(path, crate::handlers::App)
+            .protocol()
+            .hooks(hooks)
     }
 
     /// Speaks the Switchboard protocol: sends `welcome`, negotiates
@@ -174,6 +189,29 @@ impl Endpoint {
         self
     }
 
+    /// Holds this endpoint's connections to `limit` instead of the node's
+    /// `message_rate` (a guest is still held to `guest_message_rate` too).
+    pub fn message_limit(mut self, limit: RateLimit) -> Self {
+        self.message_limit = Some(limit);
+        self
+    }
+
+    /// The message rate limit of one connection here: the endpoint's own,
+    /// or the node's (see [`Config::message_limit`]), with a guest's held
+    /// to the guest limit as well.
+    pub fn message_limit_for(&self, config: &Config, guest: bool) -> Option<RateLimit> {
+        let Some(own) = self.message_limit else {
+            return config.message_limit(guest);
+        };
+        Some(match config.guest_message_rate.filter(|_| guest) {
+            Some(g) => RateLimit {
+                per_second: own.per_second.min(g.per_second),
+                burst: own.burst.min(g.burst),
+            },
+            None => own,
+        })
+    }
+
     /// The endpoint's hooks, if it has any.
     pub fn hooks_ref(&self) -> Option<&Arc<dyn Hooks>> {
         self.hooks.as_ref()
@@ -187,5 +225,27 @@ impl Endpoint {
     /// The subprotocols it accepts, in order of preference.
     pub fn subprotocols(&self) -> &[String] {
         &self.subprotocols
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoints_own_limit_replaces_the_nodes_and_guests_keep_theirs() {
+        let r = |per_second, burst| RateLimit { per_second, burst };
+        let config = Config {
+            message_rate: Some(r(100.0, 100)),
+            ..Config::default()
+        };
+        let plain = Endpoint::echo("/e");
+        assert_eq!(plain.message_limit_for(&config, false), Some(r(100.0, 100)));
+        let own = Endpoint::echo("/e").message_limit(r(2.0, 4));
+        assert_eq!(own.message_limit_for(&config, false), Some(r(2.0, 4)));
+        // The default guest limit (20/s, burst 50) still holds guests.
+        assert_eq!(own.message_limit_for(&config, true), Some(r(2.0, 4)));
+        let generous = Endpoint::echo("/e").message_limit(r(500.0, 900));
+        assert_eq!(generous.message_limit_for(&config, true), Some(r(20.0, 50)));
     }
 }

@@ -87,13 +87,21 @@ async fn main() -> anyhow::Result<()> {
     let args = settings::load()?;
     let config = args.engine_config()?;
     let choice = args.broker_choice()?;
-    let mut builder = Node::builder().config(config).default_endpoints();
+    let specs = settings::endpoints::from_file(args.config.as_deref())?;
+    let mut builder = Node::builder().config(config);
     let hooks = args.hooks.hooks(args.authenticator()?)?;
     if let Some(events) = hooks.events {
         builder = builder.events(events);
     }
-    if let Some(chat) = hooks.chat {
-        builder = builder.endpoint(Endpoint::chat("/ws/chat").hooks(chat));
+    if specs.is_empty() {
+        builder = builder.default_endpoints();
+        if let Some(chat) = hooks.chat {
+            builder = builder.endpoint(Endpoint::chat("/ws/chat").hooks(chat));
+        }
+    } else {
+        for spec in &specs {
+            builder = builder.endpoint(spec.build(hooks.each.as_ref())?);
+        }
     }
     match (hooks.connect, hooks.jwt) {
         (Some(connect), _) => builder = builder.authenticator(connect),

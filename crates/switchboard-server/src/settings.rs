@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 
+pub(crate) mod endpoints;
 mod hooks;
 mod load;
 

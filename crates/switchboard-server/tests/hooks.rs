@@ -39,8 +39,120 @@ async fn hook(headers: HeaderMap, body: String) -> Response {
                 .into_response(),
         };
     }
+    if req["data"]["text"] == "nope" {
+        return (
+            StatusCode::FORBIDDEN,
+            switchboard::axum::Json(json!({"message": "not here", "reason": "nope"})),
+        )
+            .into_response();
+    }
+    if req.get("room").is_some() {
+        return switchboard::axum::Json(json!({})).into_response();
+    }
+    if req["method"] == "message" {
+        // An app endpoint: every message, answered in the app's own format.
+        return switchboard::axum::Json(json!({"data": {"you said": req["data"]}})).into_response();
+    }
     switchboard::axum::Json(json!({"data": {"echo": req["data"], "user": req["client"]["user"]}}))
         .into_response()
+}
+
+/// The application on a port of its own; its base URL.
+async fn start_app() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/connect", post(hook))
+        .route("/publish", post(hook))
+        .route("/rpc", post(hook));
+    tokio::spawn(async move { switchboard::axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test]
+async fn endpoints_declared_in_the_file_replace_the_standard_ones() {
+    let base = start_app().await;
+    let dir = std::env::temp_dir().join(format!("sb-endpoints-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("switchboard.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+hooks_secret = "{SECRET}"
+hook_publish_url = "{base}/publish"
+hook_rpc_url = "{base}/rpc"
+
+[[endpoint]]
+path = "/ws/support"
+kind = "chat"
+hooks = ["publish"]
+
+[[endpoint]]
+path = "/ws/bot"
+kind = "app"
+
+[[endpoint]]
+path = "/ws/plain"
+kind = "echo"
+"#
+        ),
+    )
+    .unwrap();
+    let args: Vec<String> = ["--port", "0", "--config", file.to_str().unwrap()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let node = cluster::Node::start(&args).await;
+
+    let (status, _) = switchboard_testkit::ws::expect_refused(format!("{}/ws/chat", node.ws())).await;
+    assert_eq!(status, 404, "the standard endpoints are gone");
+
+    let mut support = Client::connect(format!("{}/ws/support", node.ws())).await;
+    support.join("help").await;
+    support
+        .send(json!({"type": "publish", "room": "help", "data": {"text": "nope"}, "id": 1}))
+        .await;
+    assert_eq!(
+        support.next_json().await,
+        json!({"type": "error", "id": 1, "code": "refused", "message": "not here", "reason": "nope"})
+    );
+    support
+        .send(json!({"type": "rpc", "method": "x", "id": 2}))
+        .await;
+    assert_eq!(
+        support.next_json().await["code"],
+        "unknown_type",
+        "this endpoint was given the publish hook only"
+    );
+
+    let mut bot = Client::connect(format!("{}/ws/bot", node.ws())).await;
+    bot.send_text(r#"{"hello": 1}"#).await;
+    assert_eq!(bot.next_json().await, json!({"you said": {"hello": 1}}));
+    bot.send_text("plain words").await;
+    assert_eq!(bot.next_json().await, json!({"you said": "plain words"}));
+
+    let mut plain = Client::open(format!("{}/ws/plain", node.ws())).await;
+    plain.send_text("echo?").await;
+    assert_eq!(
+        plain.next_message().await,
+        switchboard_testkit::ws::Message::text("echo?")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_endpoint_error_names_the_endpoint_and_the_key() {
+    let dir = std::env::temp_dir().join(format!("sb-endpoints-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[[endpoint]]\npath = \"/ws/x\"\nkind = \"chat\"\nhoks = [\"join\"]\n").unwrap();
+    let err = refused(&["--config", file.to_str().unwrap()]);
+    assert!(err.contains("endpoint /ws/x") && err.contains("hoks"), "{err}");
+    std::fs::write(&file, "[[endpoint]]\npath = \"/ws/x\"\nkind = \"chat\"\nhooks = [\"join\"]\n").unwrap();
+    let err = refused(&["--config", file.to_str().unwrap()]);
+    assert!(err.contains("endpoint /ws/x") && err.contains("hooks"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

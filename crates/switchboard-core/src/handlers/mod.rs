@@ -4,15 +4,19 @@
 //! - [`Chat`]: rooms over the Switchboard protocol (`join`, `leave`,
 //!   `publish` with acknowledgements).
 //! - [`Notifications`]: server push only; client messages are refused.
+//! - [`App`]: every message goes to the application (the endpoint's hooks)
+//!   and its answers come back.
 //! - `command`: one module per client command (join, leave, publish,
 //!   presence, refresh, rpc), shared by the endpoints that speak the
 //!   protocol.
 
+mod app;
 mod chat;
 mod command;
 mod echo;
 mod notifications;
 
+pub use app::{APP_METHOD, App};
 pub use chat::Chat;
 pub use echo::Echo;
 pub use notifications::Notifications;

@@ -221,8 +221,8 @@ fn drive<'a, T: Transport>(
         }
         endpoint.handler.on_open(conn).await;
         let handler = endpoint.handler.clone();
-        let mut throttle = config
-            .message_limit(conn.identity.guest)
+        let mut throttle = endpoint
+            .message_limit_for(config, conn.identity.guest)
             .map(|limit| Box::new(Throttle::new(limit, Instant::now())));
         loop {
             let event = poll_fn(|cx| t.poll_event(cx, conn)).await;

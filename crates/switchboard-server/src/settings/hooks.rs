@@ -94,8 +94,11 @@ pub(crate) struct HookArgs {
 pub(crate) struct Hooks {
     /// The connect hook, as the node's authenticator.
     pub connect: Option<ConnectHook>,
-    /// The join, publish and rpc hooks of `/ws/chat`.
+    /// The join, publish and rpc hooks of `/ws/chat`, when any is set.
     pub chat: Option<HttpHooks>,
+    /// The join, publish and rpc hooks by name, to give endpoints declared
+    /// in the file the ones they name.
+    pub each: Option<HookSet>,
     /// The JWT authenticator, when the connect hook did not take it.
     pub jwt: Option<JwtAuthenticator>,
     /// The events hook.
@@ -168,25 +171,59 @@ impl HookArgs {
             .hook_events_url
             .as_ref()
             .map(|url| EventsHook::new(app.clone(), Hook::new(url)));
-        let mut chat = HttpHooks::new(app);
-        let mut any = false;
-        if let Some(url) = &self.hook_join_url {
-            chat = chat.join(hook(url));
-            any = true;
-        }
-        if let Some(url) = &self.hook_publish_url {
-            chat = chat.publish(hook(url));
-            any = true;
-        }
-        if let Some(url) = &self.hook_rpc_url {
-            chat = chat.rpc(hook(url));
-            any = true;
-        }
+        let each = HookSet {
+            app,
+            join: self.hook_join_url.as_ref().map(hook),
+            publish: self.hook_publish_url.as_ref().map(hook),
+            rpc: self.hook_rpc_url.as_ref().map(hook),
+        };
+        let all = each.names();
+        let chat = (!all.is_empty())
+            .then(|| each.select(&all))
+            .transpose()?;
         Ok(Hooks {
             connect,
-            chat: any.then_some(chat),
+            chat,
+            each: Some(each),
             jwt,
             events,
         })
+    }
+}
+
+/// The join, publish and rpc hooks that are configured, to hand to
+/// endpoints by name.
+#[derive(Debug, Clone)]
+pub(crate) struct HookSet {
+    app: Application,
+    join: Option<Hook>,
+    publish: Option<Hook>,
+    rpc: Option<Hook>,
+}
+
+impl HookSet {
+    /// The names of the hooks that are configured.
+    pub(crate) fn names(&self) -> Vec<String> {
+        [("join", &self.join), ("publish", &self.publish), ("rpc", &self.rpc)]
+            .into_iter()
+            .filter(|(_, h)| h.is_some())
+            .map(|(n, _)| n.to_string())
+            .collect()
+    }
+
+    /// An endpoint's hooks: those named in `names`, each of which must be
+    /// configured.
+    pub(crate) fn select(&self, names: &[String]) -> anyhow::Result<HttpHooks> {
+        let mut hooks = HttpHooks::new(self.app.clone());
+        for name in names {
+            let missing = || anyhow::anyhow!("the {name} hook has no URL: set hook_{name}_url");
+            hooks = match name.as_str() {
+                "join" => hooks.join(self.join.clone().ok_or_else(missing)?),
+                "publish" => hooks.publish(self.publish.clone().ok_or_else(missing)?),
+                "rpc" => hooks.rpc(self.rpc.clone().ok_or_else(missing)?),
+                other => bail!("no hook is called {other:?} (join, publish, rpc)"),
+            };
+        }
+        Ok(hooks)
     }
 }

@@ -160,6 +160,10 @@ pub(super) fn merge(
         .with_context(|| format!("invalid TOML in {path}"))?;
     let mut extra = Vec::new();
     for (key, value) in table {
+        // `[[endpoint]]` tables are read by `endpoints`, not as flags.
+        if key == "endpoint" {
+            continue;
+        }
         let Some(arg) = command.get_arguments().find(|a| a.get_id().as_str() == key) else {
             bail!("{path}: unknown setting {key:?}");
         };
