@@ -105,7 +105,8 @@ kind = "echo"
         .collect();
     let node = cluster::Node::start(&args).await;
 
-    let (status, _) = switchboard_testkit::ws::expect_refused(format!("{}/ws/chat", node.ws())).await;
+    let (status, _) =
+        switchboard_testkit::ws::expect_refused(format!("{}/ws/chat", node.ws())).await;
     assert_eq!(status, 404, "the standard endpoints are gone");
 
     let mut support = Client::connect(format!("{}/ws/support", node.ws())).await;
@@ -146,12 +147,26 @@ fn an_endpoint_error_names_the_endpoint_and_the_key() {
     let dir = std::env::temp_dir().join(format!("sb-endpoints-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");
-    std::fs::write(&file, "[[endpoint]]\npath = \"/ws/x\"\nkind = \"chat\"\nhoks = [\"join\"]\n").unwrap();
+    std::fs::write(
+        &file,
+        "[[endpoint]]\npath = \"/ws/x\"\nkind = \"chat\"\nhoks = [\"join\"]\n",
+    )
+    .unwrap();
     let err = refused(&["--config", file.to_str().unwrap()]);
-    assert!(err.contains("endpoint /ws/x") && err.contains("hoks"), "{err}");
-    std::fs::write(&file, "[[endpoint]]\npath = \"/ws/x\"\nkind = \"chat\"\nhooks = [\"join\"]\n").unwrap();
+    assert!(
+        err.contains("endpoint /ws/x") && err.contains("hoks"),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        "[[endpoint]]\npath = \"/ws/x\"\nkind = \"chat\"\nhooks = [\"join\"]\n",
+    )
+    .unwrap();
     let err = refused(&["--config", file.to_str().unwrap()]);
-    assert!(err.contains("endpoint /ws/x") && err.contains("hooks"), "{err}");
+    assert!(
+        err.contains("endpoint /ws/x") && err.contains("hooks"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

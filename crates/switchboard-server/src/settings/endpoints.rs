@@ -78,10 +78,10 @@ pub(crate) fn parse(path: &str, text: &str) -> anyhow::Result<Vec<EndpointSpec>>
     };
     let mut specs: Vec<EndpointSpec> = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let name = item
-            .get("path")
-            .and_then(|p| p.as_str())
-            .map_or_else(|| format!("endpoint #{}", i + 1), |p| format!("endpoint {p}"));
+        let name = item.get("path").and_then(|p| p.as_str()).map_or_else(
+            || format!("endpoint #{}", i + 1),
+            |p| format!("endpoint {p}"),
+        );
         let spec: EndpointSpec = item
             .clone()
             .try_into()
@@ -126,7 +126,10 @@ impl EndpointSpec {
             let Some(set) = hooks else {
                 bail!("{name}: hooks: no hook URL is configured (set hook_*_url and hooks_secret)");
             };
-            Some(set.select(&names).with_context(|| format!("{name}: hooks"))?)
+            Some(
+                set.select(&names)
+                    .with_context(|| format!("{name}: hooks"))?,
+            )
         };
         let mut endpoint = match (self.kind, selected) {
             (Kind::App, Some(h)) => Endpoint::app(&self.path, h),
@@ -187,7 +190,10 @@ kind = "app"
         .unwrap();
         assert_eq!(specs.len(), 2);
         assert_eq!(specs[0].kind, Kind::Chat);
-        assert_eq!(specs[0].hooks.as_deref(), Some(&["publish".to_string()][..]));
+        assert_eq!(
+            specs[0].hooks.as_deref(),
+            Some(&["publish".to_string()][..])
+        );
         assert_eq!(specs[1].kind, Kind::App);
         assert!(parse("sb.toml", "port = 1").unwrap().is_empty());
 
@@ -199,7 +205,9 @@ kind = "app"
         assert!(e.contains("endpoint #1") && e.contains("path"), "{e}");
         let e = err("[[endpoint]]\npath = \"a\"\nkind = \"echo\"\n");
         assert!(e.contains("must start with '/'"), "{e}");
-        let e = err("[[endpoint]]\npath = \"/a\"\nkind = \"echo\"\n[[endpoint]]\npath = \"/a\"\nkind = \"chat\"\n");
+        let e = err(
+            "[[endpoint]]\npath = \"/a\"\nkind = \"echo\"\n[[endpoint]]\npath = \"/a\"\nkind = \"chat\"\n",
+        );
         assert!(e.contains("declared twice"), "{e}");
         let e = err("[[endpoint]]\npath = \"/a\"\nkind = \"chat\"\nmessage_rate = 3\n");
         assert!(e.contains("message_rate and message_burst"), "{e}");

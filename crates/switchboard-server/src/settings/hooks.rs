@@ -149,7 +149,9 @@ impl HookArgs {
         };
         let mut jwt = jwt;
         if self.hook_refresh_url.is_some() && self.hook_connect_url.is_none() {
-            bail!("hook_refresh_url: the refresh hook renews what the connect hook gave; set hook_connect_url too");
+            bail!(
+                "hook_refresh_url: the refresh hook renews what the connect hook gave; set hook_connect_url too"
+            );
         }
         let connect = match &self.hook_connect_url {
             Some(url) => {
@@ -178,9 +180,7 @@ impl HookArgs {
             rpc: self.hook_rpc_url.as_ref().map(hook),
         };
         let all = each.names();
-        let chat = (!all.is_empty())
-            .then(|| each.select(&all))
-            .transpose()?;
+        let chat = (!all.is_empty()).then(|| each.select(&all)).transpose()?;
         Ok(Hooks {
             connect,
             chat,
@@ -204,11 +204,15 @@ pub(crate) struct HookSet {
 impl HookSet {
     /// The names of the hooks that are configured.
     pub(crate) fn names(&self) -> Vec<String> {
-        [("join", &self.join), ("publish", &self.publish), ("rpc", &self.rpc)]
-            .into_iter()
-            .filter(|(_, h)| h.is_some())
-            .map(|(n, _)| n.to_string())
-            .collect()
+        [
+            ("join", &self.join),
+            ("publish", &self.publish),
+            ("rpc", &self.rpc),
+        ]
+        .into_iter()
+        .filter(|(_, h)| h.is_some())
+        .map(|(n, _)| n.to_string())
+        .collect()
     }
 
     /// An endpoint's hooks: those named in `names`, each of which must be
