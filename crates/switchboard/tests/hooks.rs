@@ -606,3 +606,34 @@ async fn disconnecting_a_user_ends_every_connection_of_theirs_with_4401() {
     }
     bob.expect_nothing_but_barrier().await;
 }
+
+#[tokio::test]
+async fn the_http_api_signs_a_user_out_everywhere() {
+    let s = setup().await;
+    let mut one = login(&s, "alice-session").await;
+    let mut bob = login(&s, "bob-session").await;
+    let url = s.server.http("/api/users/alice/disconnect");
+    let (status, body) = common::post(&url, r#"{"reason": "signed out"}"#, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"status": "disconnected", "user": "alice"}));
+    assert_eq!(one.expect_close().await, (4401, "signed out".to_string()));
+    bob.expect_nothing_but_barrier().await;
+
+    let (status, body) = common::post(&url, "{nope", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_json"))
+    );
+    let long = json!({"reason": "x".repeat(124)}).to_string();
+    let (status, body) = common::post(&url, &long, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_field"))
+    );
+    let bad = s.server.http("/api/users/%01/disconnect");
+    let (status, body) = common::post(&bad, "", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_user"))
+    );
+}

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod presence;
+mod signout;
 pub mod upgrade;
 
 use std::future::Future;
@@ -53,6 +54,7 @@ pub fn api_router(node: &Node) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/rooms/{room}/messages", post(api::publish_room))
         .route("/api/users/{user}/messages", post(api::publish_user))
+        .route("/api/users/{user}/disconnect", post(signout::disconnect))
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/rooms/{room}/presence", get(presence::room))
         .route("/api/users/{user}/presence", get(presence::user))
