@@ -242,6 +242,17 @@ fn verdict(answer: Result<Answer, Failure>, what: &str) -> Result<Answer, Verdic
     }
 }
 
+/// The `data` of a yes's body (`{"data": …}`; `{}` has none).
+fn answer_data(answer: &Answer, what: &str) -> Result<Option<Json>, Verdict> {
+    #[derive(Deserialize)]
+    struct Yes {
+        data: Option<Box<RawValue>>,
+    }
+    serde_json::from_slice::<Yes>(&answer.body)
+        .map(|yes| yes.data.map(|d| Json::from_raw(&d)))
+        .map_err(|e| Verdict::Failed(format!("the {what} hook's answer: {e}")))
+}
+
 enum Verdict {
     No(Refusal),
     Failed(String),
@@ -306,16 +317,10 @@ impl Hooks for HttpHooks {
         let answer = self.app.call(hook, &request).await;
         let verdict = verdict(answer, "publish").and_then(|a| {
             // `{}` or an empty body: publish as sent; `{"data": …}`: this.
-            #[derive(Deserialize)]
-            struct Yes {
-                data: Option<Box<RawValue>>,
-            }
             if a.body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(None);
             }
-            serde_json::from_slice::<Yes>(&a.body)
-                .map(|yes| yes.data.map(|d| Json::from_raw(&d)))
-                .map_err(|e| Verdict::Failed(format!("the publish hook's answer: {e}")))
+            answer_data(&a, "publish")
         });
         match verdict {
             Ok(replacement) => Ok(replacement),
@@ -340,15 +345,9 @@ impl Hooks for HttpHooks {
             data: &raw,
         };
         let answer = self.app.call(hook, &request).await;
-        let verdict = verdict(answer, "rpc").and_then(|a| {
-            #[derive(Deserialize)]
-            struct Yes {
-                data: Option<Box<RawValue>>,
-            }
-            serde_json::from_slice::<Yes>(&a.body)
-                .map(|yes| yes.data.map_or_else(Json::null, |d| Json::from_raw(&d)))
-                .map_err(|e| Verdict::Failed(format!("the rpc hook's answer: {e}")))
-        });
+        let verdict = verdict(answer, "rpc")
+            .and_then(|a| answer_data(&a, "rpc"))
+            .map(|data| data.unwrap_or_else(Json::null));
         verdict.map_err(|v| match v {
             Verdict::No(refusal) => refusal,
             Verdict::Failed(reason) => {
