@@ -80,6 +80,7 @@ fn main() {
             data: bytes::Bytes::from_static(b"1"),
             from: None,
             idempotency_key: None,
+            except: None,
         });
         let size = std::mem::size_of_val(&*fut);
         drop(fut);

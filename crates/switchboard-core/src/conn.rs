@@ -249,7 +249,19 @@ impl Conn {
     /// nothing unchecked reaches the recipients' frames.
     pub async fn publish(&self, room: &str, data: &RawValue) -> Result<Receipt, PublishError> {
         let data = Bytes::copy_from_slice(data.get().as_bytes());
-        self.publish_keyed(room, data, None).await
+        self.publish_keyed(room, data, None, false).await
+    }
+
+    /// Publishes `data` to a room like [`Conn::publish`], to every member
+    /// but this connection (the user's other connections receive it). It
+    /// still goes into the room's history.
+    pub async fn publish_to_others(
+        &self,
+        room: &str,
+        data: &RawValue,
+    ) -> Result<Receipt, PublishError> {
+        let data = Bytes::copy_from_slice(data.get().as_bytes());
+        self.publish_keyed(room, data, None, true).await
     }
 
     /// Publishes `value`, serialized to JSON, like [`Conn::publish`].
@@ -260,16 +272,19 @@ impl Conn {
     ) -> Result<Receipt, PublishError> {
         let data =
             serde_json::to_vec(value).map_err(|e| PublishError::Unserializable(e.to_string()))?;
-        self.publish_keyed(room, Bytes::from(data), None).await
+        self.publish_keyed(room, Bytes::from(data), None, false)
+            .await
     }
 
     /// [`Conn::publish`] with an optional idempotency key (already checked
-    /// against the protocol's rules), scoped to this connection's user.
+    /// against the protocol's rules), scoped to this connection's user, and
+    /// leaving this connection out of the delivery when `except_self`.
     pub(crate) async fn publish_keyed(
         &self,
         room: &str,
         data: Bytes,
         key: Option<&str>,
+        except_self: bool,
     ) -> Result<Receipt, PublishError> {
         self.check_may_publish(room)?;
         let user = &self.identity.user;
@@ -279,6 +294,7 @@ impl Conn {
                 data,
                 Some(user.clone()),
                 key.map(|k| crate::node::user_key_scope(user, k)),
+                except_self.then(|| Arc::from(self.id())),
             )
             .await
     }

@@ -113,6 +113,21 @@ impl Members {
         }
     }
 
+    /// The outboxes of every member but `skip`.
+    fn values_except(&self, skip: Option<ConnId>) -> impl Iterator<Item = &Arc<Outbox>> {
+        let (one, many) = match self {
+            Members::Empty => (None, None),
+            Members::One(id, outbox) => (Some(outbox).filter(|_| Some(*id) != skip), None),
+            Members::Many(m) => (None, Some(m.iter())),
+        };
+        let many = many
+            .into_iter()
+            .flatten()
+            .filter(move |(id, _)| Some(**id) != skip)
+            .map(|(_, outbox)| outbox);
+        one.into_iter().chain(many)
+    }
+
     fn values(&self) -> impl Iterator<Item = &Arc<Outbox>> {
         let (one, many) = match self {
             Members::Empty => (None, None),
@@ -179,10 +194,13 @@ pub(crate) struct Hub {
     /// reference back would keep both alive after the node is dropped.
     broker: Weak<dyn Broker>,
     stats: Arc<Stats>,
+    /// The node's id: a delivery's `except` names a connection of this
+    /// node when it starts with it.
+    node: Arc<str>,
 }
 
 impl Hub {
-    pub(crate) fn new(broker: Arc<dyn Broker>, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(broker: Arc<dyn Broker>, stats: Arc<Stats>, node: Arc<str>) -> Self {
         Hub {
             rooms: DashMap::new(),
             users: DashMap::new(),
@@ -191,7 +209,15 @@ impl Hub {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             broker: Arc::downgrade(&broker),
             stats,
+            node,
         }
+    }
+
+    /// The local connection a delivery's `except` names, if it is on this
+    /// node.
+    fn local_except(&self, except: Option<&str>) -> Option<ConnId> {
+        let (node, n) = crate::node::split_conn_id(except?)?;
+        (node == &*self.node).then_some(n)
     }
 
     fn broker(&self) -> Result<Arc<dyn Broker>, BrokerError> {
@@ -420,11 +446,17 @@ impl Hub {
         members: &RoomMembers,
         offset: Option<u64>,
         frame: &Bytes,
+        skip: Option<ConnId>,
     ) -> (u64, bool) {
         let mut joining = members.joining.lock();
         let mut caught_up = false;
         let mut delivered = 0;
-        for j in joining.values_mut() {
+        for (id, j) in joining.iter_mut() {
+            // A joining member left out goes on waiting for the first
+            // message above its seam.
+            if Some(*id) == skip {
+                continue;
+            }
             match &mut j.seam {
                 Seam::Reading(held) => {
                     // Held frames are bounded like the outbox itself.
@@ -503,14 +535,15 @@ pub(crate) fn encode_delivery(d: &Delivery) -> Bytes {
 
 impl DeliveryHandler for Hub {
     fn deliver(&self, d: &Delivery) -> usize {
+        let skip = self.local_except(d.except.as_deref());
         let queued = match &d.topic {
             Topic::Room(name) => {
                 let Some(members) = self.rooms.get(name) else {
                     return 0;
                 };
                 let frame = encode_delivery(d);
-                let live = self.push_all(&frame, members.live.values());
-                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame);
+                let live = self.push_all(&frame, members.live.values_except(skip));
+                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
                 drop(members);
                 if caught_up {
                     self.promote(name);
@@ -525,7 +558,7 @@ impl DeliveryHandler for Hub {
                     }
                     0
                 }
-                Some(members) => self.push_all(&encode_delivery(d), members.values()),
+                Some(members) => self.push_all(&encode_delivery(d), members.values_except(skip)),
                 None => 0,
             },
             Topic::Broadcast => {
@@ -536,6 +569,7 @@ impl DeliveryHandler for Hub {
                 let delivered: u64 = self
                     .broadcast
                     .iter()
+                    .filter(|e| Some(*e.key()) != skip)
                     .map(|e| self.push_one(&frame, e.value()))
                     .sum();
                 self.stats
@@ -544,7 +578,7 @@ impl DeliveryHandler for Hub {
                 delivered
             }
             Topic::Presence(name) => match self.presence.get(name) {
-                Some(members) => self.push_all(&encode_delivery(d), members.values()),
+                Some(members) => self.push_all(&encode_delivery(d), members.values_except(skip)),
                 None => 0,
             },
         };

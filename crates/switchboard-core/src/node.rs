@@ -30,9 +30,13 @@ use crate::outbox::Outbox;
 use crate::stats::{Stats, StatsSnapshot};
 
 mod error;
+mod options;
 mod presence;
 
 pub use error::PublishError;
+pub use options::PublishOptions;
+use options::parse_except;
+pub(crate) use options::split_conn_id;
 pub use presence::{ONLINE_PREFIX, PresenceError, UserPresence};
 
 /// The `/health` document.
@@ -173,11 +177,12 @@ impl NodeBuilder {
         });
         let presence = self.presence.unwrap_or(brought);
         let stats = Arc::new(Stats::default());
-        let hub = Arc::new(Hub::new(broker.clone(), stats.clone()));
+        let id: Arc<str> = Arc::from(format!("{:08x}", rand::random::<u32>()));
+        let hub = Arc::new(Hub::new(broker.clone(), stats.clone(), id.clone()));
         broker.attach(hub.clone());
         Ok(Node {
             inner: Arc::new(Inner {
-                id: Arc::from(format!("{:08x}", rand::random::<u32>())),
+                id,
                 hub,
                 broker,
                 presence,
@@ -345,7 +350,7 @@ impl Node {
         let data = serde_json::json!({ "reason": reason }).to_string();
         let topic = Topic::User(Arc::from(user));
         let from = Some(Arc::from(crate::hub::DISCONNECT_USER));
-        self.publish_json(topic, Bytes::from(data), from, None)
+        self.publish_json(topic, Bytes::from(data), from, None, None)
             .await
             .map(drop)
     }
@@ -375,8 +380,26 @@ impl Node {
         data: Json,
         key: Option<&str>,
     ) -> Result<Receipt, PublishError> {
-        let key = key.map(api_key_scope).transpose()?;
-        self.publish_json(topic, data.into_bytes(), None, key).await
+        self.publish_with(topic, data, PublishOptions::new().idempotency_key(key))
+            .await
+    }
+
+    /// Publishes `data` to `topic`, on every node, with the given
+    /// [`PublishOptions`]: an idempotency key (as for
+    /// [`publish_idempotent`](Self::publish_idempotent)) and a connection
+    /// that is left out of the live delivery (for example the one whose
+    /// client asked the application to publish). The options are checked
+    /// first, then the topic's name and the size.
+    pub async fn publish_with(
+        &self,
+        topic: Topic,
+        data: Json,
+        options: PublishOptions<'_>,
+    ) -> Result<Receipt, PublishError> {
+        let key = options.idempotency_key.map(api_key_scope).transpose()?;
+        let except = options.except.map(parse_except).transpose()?;
+        self.publish_json(topic, data.into_bytes(), None, key, except)
+            .await
     }
 
     /// Publishes JSON text that was already validated. `idempotency_key`
@@ -387,6 +410,7 @@ impl Node {
         data: Bytes,
         from: Option<Arc<str>>,
         idempotency_key: Option<Arc<str>>,
+        except: Option<Arc<str>>,
     ) -> Result<Receipt, PublishError> {
         match &topic {
             Topic::Room(room) | Topic::Presence(room) => {
@@ -402,12 +426,13 @@ impl Node {
         // A keyed publish is never delivered locally during an outage: its
         // retry must be safe.
         let local = (self.inner.config.local_delivery_during_outage && idempotency_key.is_none())
-            .then(|| (topic.clone(), data.clone(), from.clone()));
+            .then(|| (topic.clone(), data.clone(), from.clone(), except.clone()));
         let publication = crate::broker::Publication {
             topic,
             data,
             from,
             idempotency_key,
+            except,
         };
         match self.inner.broker.publish(publication).await {
             Ok(receipt) => {
@@ -420,13 +445,14 @@ impl Node {
                 // The broker cannot be reached: this node's members still get
                 // the message (without an offset: it is in no history), and
                 // the caller is told it reached this node only.
-                if let Some((topic, data, from)) = local {
+                if let Some((topic, data, from, except)) = local {
                     use crate::broker::DeliveryHandler;
                     let delivery = Delivery {
                         topic,
                         offset: None,
                         data,
                         from,
+                        except,
                     };
                     let _ = self.inner.hub.deliver(&delivery);
                 }

@@ -262,7 +262,7 @@ impl Member<'_> {
         let topic = Topic::Presence(room.clone());
         if let Err(e) = self
             .node
-            .publish_json(topic, data.to_string().into(), None, None)
+            .publish_json(topic, data.to_string().into(), None, None, None)
             .await
         {
             tracing::debug!(room = %room, error = %e, "presence event not published");

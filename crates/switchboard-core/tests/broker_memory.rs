@@ -77,6 +77,7 @@ async fn publish(b: &MemoryBroker, room: &str) -> Position {
         data: Bytes::from_static(b"0"),
         from: None,
         idempotency_key: None,
+        except: None,
     };
     let r = b.publish(p).await.expect("publish");
     Position {
@@ -207,6 +208,7 @@ async fn a_dropped_node_takes_its_presence_and_subscriptions_along() {
         data: Bytes::from_static(b"1"),
         from: None,
         idempotency_key: None,
+        except: None,
     };
     a.publish(p).await.unwrap();
     assert!(rec.deliveries().is_empty(), "a dropped node got a delivery");
@@ -219,6 +221,7 @@ fn sized(room: &str, size: usize) -> Publication {
         data: Bytes::from(format!("\"{}\"", "x".repeat(size - 2))),
         from: None,
         idempotency_key: None,
+        except: None,
     }
 }
 
@@ -349,6 +352,7 @@ async fn an_idempotency_key_is_forgotten_after_the_window() {
         data: Bytes::from_static(b"0"),
         from: None,
         idempotency_key: Some(Arc::from("k")),
+        except: None,
     };
     assert!(!b.publish(keyed()).await.unwrap().duplicate);
     tokio::time::advance(Duration::from_secs(59)).await;

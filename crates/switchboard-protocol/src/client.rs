@@ -68,6 +68,11 @@ pub enum ClientFrame<'a> {
         /// `duplicate: true`.
         #[serde(skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<Cow<'a, str>>,
+        /// When `true`, every member of the room receives the message but
+        /// the publishing connection itself (the user's other connections
+        /// do). The message still goes into the room's history.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        except_self: bool,
     },
     /// Replace the connection's credentials before they expire. The token
     /// must be valid and name the same user.
@@ -136,14 +141,16 @@ impl PartialEq for ClientFrame<'_> {
                     data: d,
                     id: x,
                     idempotency_key: k,
+                    except_self: s,
                 },
                 Publish {
                     room: b,
                     data: e,
                     id: y,
                     idempotency_key: l,
+                    except_self: t,
                 },
-            ) => a == b && d.get() == e.get() && x == y && k == l,
+            ) => a == b && d.get() == e.get() && x == y && k == l && s == t,
             (
                 Rpc {
                     method: a,
@@ -240,6 +247,8 @@ struct Envelope<'a> {
     idempotency_key: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    except_self: Option<&'a RawValue>,
 }
 
 /// A position in a room's offset sequence, sent by a reconnecting client.
@@ -260,6 +269,21 @@ fn since<'a>(raw: &'a RawValue, id: Option<u64>) -> Result<Since<'a>, FrameError
             "field \"since\" must be {\"offset\": <integer>, \"epoch\": <string>}",
         )
     })
+}
+
+/// An optional boolean field: absent is `false`; anything but `true` or
+/// `false` is refused with the field's name.
+fn bool_field(raw: Option<&RawValue>, name: &str, id: Option<u64>) -> Result<bool, FrameError> {
+    match raw {
+        None => Ok(false),
+        Some(raw) => serde_json::from_str::<bool>(raw.get()).map_err(|_| {
+            FrameError::new(
+                id,
+                ErrorCode::InvalidField,
+                format!("field \"{name}\" must be a boolean"),
+            )
+        }),
+    }
 }
 
 /// Maps a present field (even `null`) to `Some`, so "missing" and "null" differ.
@@ -321,16 +345,7 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             room: room(env.room, id)?,
             id,
             since: env.since.map(|raw| since(raw, id)).transpose()?,
-            presence: match env.presence {
-                None => false,
-                Some(raw) => serde_json::from_str::<bool>(raw.get()).map_err(|_| {
-                    FrameError::new(
-                        id,
-                        ErrorCode::InvalidField,
-                        "field \"presence\" must be a boolean",
-                    )
-                })?,
-            },
+            presence: bool_field(env.presence, "presence", id)?,
         }),
         "presence" => Ok(ClientFrame::Presence {
             room: room(env.room, id)?,
@@ -364,6 +379,7 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
                 data,
                 id,
                 idempotency_key,
+                except_self: bool_field(env.except_self, "except_self", id)?,
             })
         }
         "refresh" => match env.token {

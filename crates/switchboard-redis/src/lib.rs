@@ -200,7 +200,12 @@ impl Broker for RedisBroker {
         let window = ms(sh.config.idempotency_window);
         let mut c = sh.link.cmd()?;
         let Topic::Room(room) = &p.topic else {
-            let payload = codec::payload(codec::kind(&p.topic), p.from.as_deref(), &p.data);
+            let payload = codec::payload(
+                codec::kind(&p.topic),
+                p.from.as_deref(),
+                p.except.as_deref(),
+                &p.data,
+            );
             let duplicate = match idem {
                 None => {
                     let mut cmd = redis::cmd("PUBLISH");
@@ -230,13 +235,14 @@ impl Broker for RedisBroker {
             inv.key(idem);
         }
         inv.arg(channel)
-            .arg(codec::tail(p.from.as_deref(), &p.data))
+            .arg(codec::tail(p.from.as_deref(), p.except.as_deref(), &p.data))
             .arg(new_epoch())
             .arg(sh.config.history_count)
             .arg(ms(sh.config.history_age))
             .arg(ms(sh.config.room_ttl))
             .arg(sh.config.history_bytes)
-            .arg(window);
+            .arg(window)
+            .arg(&[codec::version(p.except.as_deref())][..]);
         let (offset, epoch, duplicate): (u64, String, i64) =
             sh.link.run("publish", inv.invoke_async(&mut c)).await?;
         Ok(Receipt {

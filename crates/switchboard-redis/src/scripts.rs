@@ -49,7 +49,9 @@ end
 
 /// Room publish. KEYS: seq, hist, and the idempotency key's key when the
 /// publish has one. ARGV: channel, tail, epoch candidate, history count,
-/// history age (ms), room ttl (ms), history bytes, idempotency window (ms).
+/// history age (ms), room ttl (ms), history bytes, idempotency window (ms),
+/// the payload's format version (`1`, or `2` when the tail names a
+/// connection to leave out).
 /// Returns `{offset, epoch, duplicate}`: for a key already used within the
 /// window, nothing is published and the first publish's offset and epoch
 /// come back with `duplicate` 1.
@@ -69,7 +71,7 @@ if #KEYS == 3 then
 end
 local e = epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[6])
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local payload = '1r' .. string.format('%d', seq) .. ':' .. ARGV[2]
+local payload = ARGV[9] .. 'r' .. string.format('%d', seq) .. ':' .. ARGV[2]
 local count = tonumber(ARGV[4])
 local max_bytes = tonumber(ARGV[7])
 local now = now_ms()
@@ -128,7 +130,7 @@ if since == seq then return {1, seq, e, {}} end
 trim_age(KEYS[2], KEYS[1], now_ms() - tonumber(ARGV[4]))
 local head = redis.call('LINDEX', KEYS[2], 0)
 if not head then return {0, seq, e} end
-local first = tonumber(string.match(head, '^%d+ 1r(%d+):'))
+local first = tonumber(string.match(head, '^%d+ %dr(%d+):'))
 if not first or since + 1 < first then return {0, seq, e} end
 return {1, seq, e, redis.call('LRANGE', KEYS[2], since + 1 - first, -1)}
 "#;

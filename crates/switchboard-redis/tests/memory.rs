@@ -18,6 +18,7 @@ fn sized(room: &str, size: usize) -> Publication {
         data: Bytes::from(format!("\"{}\"", "x".repeat(size - 2))),
         from: Some(Arc::from("ana")),
         idempotency_key: None,
+        except: None,
     }
 }
 
@@ -164,6 +165,7 @@ async fn an_idempotency_key_expires_with_its_window() {
     let (b, _) = node(&server, config).await;
     let keyed = || Publication {
         idempotency_key: Some(Arc::from("api:k")),
+        except: None,
         ..sized("r", 10)
     };
     assert!(!a.publish(keyed()).await.unwrap().duplicate);

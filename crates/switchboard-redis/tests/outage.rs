@@ -30,6 +30,7 @@ fn publication(topic: &Topic, data: &'static str) -> Publication {
         data: Bytes::from_static(data.as_bytes()),
         from: None,
         idempotency_key: None,
+        except: None,
     }
 }
 

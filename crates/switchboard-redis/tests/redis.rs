@@ -18,6 +18,7 @@ fn publication(topic: &Topic, data: &'static str) -> Publication {
         data: Bytes::from_static(data.as_bytes()),
         from: Some(Arc::from("ana")),
         idempotency_key: None,
+        except: None,
     }
 }
 

@@ -200,6 +200,41 @@ async fn user_messages_and_broadcasts_reach_every_node() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(bob.message().await["data"], "last");
+    for client in [&mut ana_chat, &mut ana_notif] {
+        assert_eq!(client.message().await["data"], "last");
+    }
+
+    // Leaving one connection out, across nodes: a user message through the
+    // third node's API that names ana's chat connection reaches only her
+    // other connection; a room publish with `except_self` from ana's chat
+    // reaches ana's chat connection on another node and bob, not itself.
+    let (status, body) = post(
+        &format!("{}/api/users/ana/messages", n2.http()),
+        &json!({"data": "not to chat", "except": ana_chat.conn}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ana_notif.message().await["data"], "not to chat");
+    let mut ana_chat2 = Client::connect_with(&format!("{}/ws/chat", n1.ws()), Some(&ana)).await;
+    for (client, id) in [(&mut ana_chat, 1), (&mut ana_chat2, 1), (&mut bob, 1)] {
+        client.join("tabs", id).await;
+    }
+    ana_chat
+        .send(json!({"type": "publish", "room": "tabs", "data": "mine", "id": 2, "except_self": true}))
+        .await;
+    assert_eq!(ana_chat.reply(2).await["type"], "ack");
+    for client in [&mut ana_chat2, &mut bob] {
+        assert_eq!(client.message().await["data"], "mine");
+    }
+    // ana's chat connection's next message is the next one to the room:
+    // neither "not to chat" nor "mine" came to it.
+    let (status, _) = post(
+        &format!("{}/api/rooms/tabs/messages", n0.http()),
+        &json!({"data": "after"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ana_chat.message().await["data"], "after");
 }
 
 /// Through nginx with plain round-robin, consecutive requests and

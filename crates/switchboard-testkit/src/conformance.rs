@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use switchboard_core::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Presence};
-use switchboard_core::broker::{PresenceEntry, Publication, Receipt, Topic};
+use switchboard_core::broker::{Position, PresenceEntry, Publication, Receipt, Recovery, Topic};
 
 mod history;
 
@@ -168,6 +168,7 @@ impl Nodes {
             data: Bytes::copy_from_slice(data.as_bytes()),
             from: from.map(Arc::from),
             idempotency_key: None,
+            except: None,
         };
         let r = self.brokers[node].publish(p).await;
         r.unwrap_or_else(|e| panic!("node {node}: publish to {topic:?}: {e}"))
@@ -214,6 +215,64 @@ pub async fn run_all(factory: &dyn Factory) {
     recover_reports_gap_after_epoch_change(factory).await;
     presence_merges_nodes(factory).await;
     idempotent_publishes_deliver_once_across_nodes(factory).await;
+    except_travels_with_the_message(factory).await;
+}
+
+/// A publication's `except` (the connection it is not delivered to) reaches
+/// every subscribed node with the message, for each kind of topic, and a
+/// room's history keeps the message: recovery replays it.
+pub async fn except_travels_with_the_message(factory: &dyn Factory) {
+    let nodes = Nodes::new(factory, 2).await;
+    let room = room_topic(&unique("room"));
+    let user = Topic::User(unique("user"));
+    for topic in [&room, &user, &Topic::Broadcast] {
+        nodes.subscribe(&[0, 1], topic).await;
+    }
+    let except: Arc<str> = Arc::from("0a1b2c3d-42");
+    for topic in [&room, &user, &Topic::Broadcast] {
+        let p = Publication {
+            topic: topic.clone(),
+            data: Bytes::from_static(br#"{"x":1}"#),
+            from: Some(Arc::from("ana")),
+            idempotency_key: None,
+            except: Some(except.clone()),
+        };
+        nodes.brokers[0].publish(p).await.expect("publish");
+        for i in [0, 1] {
+            let got = nodes.recorders[i].wait_for(topic, 1).await;
+            assert_eq!(
+                got[0].except.as_deref(),
+                Some(&*except),
+                "node {i}: {topic:?}"
+            );
+            assert_eq!(
+                (&got[0].data[..], got[0].from.as_deref()),
+                (&br#"{"x":1}"#[..], Some("ana"))
+            );
+        }
+    }
+    // Another message without one, in the same room: each carries its own.
+    nodes.publish(1, &room, "2", None).await;
+    let got = nodes.recorders[0].wait_for(&room, 2).await;
+    assert_eq!(got[1].except, None);
+    let Topic::Room(name) = &room else {
+        unreachable!()
+    };
+    let position = nodes.brokers[1].position(name).await.expect("position");
+    let since = Position {
+        offset: 0,
+        epoch: position.epoch.clone(),
+    };
+    match nodes.brokers[1]
+        .recover(name, &since)
+        .await
+        .expect("recover")
+    {
+        Recovery::Recovered { messages, .. } => {
+            assert_eq!(offsets(&messages), vec![1, 2], "history keeps both");
+        }
+        gap => panic!("expected the history to cover both, got {gap:?}"),
+    }
 }
 
 /// A publication with an idempotency key is delivered once per topic and
@@ -233,6 +292,7 @@ pub async fn idempotent_publishes_deliver_once_across_nodes(factory: &dyn Factor
         data: Bytes::from_static(data.as_bytes()),
         from: None,
         idempotency_key: Some(Arc::from(key)),
+        except: None,
     };
     let publish = |node: usize, p: Publication| {
         let b = nodes.brokers[node].clone();
@@ -275,6 +335,7 @@ pub async fn room_delivery_reaches_each_subscribed_node_once(factory: &dyn Facto
         offset: Some(1),
         data: Bytes::from_static(br#"{"n":1}"#),
         from: Some(Arc::from("alice")),
+        except: None,
     };
     for i in [0, 1] {
         assert_eq!(

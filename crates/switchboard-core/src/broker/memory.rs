@@ -378,6 +378,7 @@ impl Broker for MemoryBroker {
             offset: None,
             data: p.data,
             from: p.from,
+            except: p.except,
         };
         let receipt = match &delivery.topic {
             Topic::Room(room) => {

@@ -89,6 +89,13 @@ pub struct Publication {
     /// answers with the first one's receipt, marked as a duplicate. The
     /// node scopes keys by publisher (the HTTP API, or one user).
     pub idempotency_key: Option<Arc<str>>,
+    /// A connection id (as [`Conn::id`](crate::Conn::id) gives it:
+    /// `<node>-<n>`) that this message is not delivered to live: the
+    /// publisher's own connection, when it asked not to hear its message
+    /// back. Brokers carry it to every node; the node that holds the
+    /// connection skips it. It stays in the room's history: a connection
+    /// that recovers is a new connection and receives it.
+    pub except: Option<Arc<str>>,
 }
 
 /// A message a broker hands to a subscribed node.
@@ -102,6 +109,9 @@ pub struct Delivery {
     pub data: Bytes,
     /// The publishing user, if any.
     pub from: Option<Arc<str>>,
+    /// The connection this message is not delivered to (see
+    /// [`Publication::except`]).
+    pub except: Option<Arc<str>>,
 }
 
 /// What a successful publish reports.

@@ -61,11 +61,16 @@ impl Handler for Chat {
                 data,
                 id,
                 idempotency_key,
+                except_self,
             } => {
                 // `data` borrows from the frame text: slice the same bytes
                 // instead of copying the payload.
                 let data = text.slice_ref(data.get().as_bytes());
-                command::publish::apply(conn, &room, data, id, idempotency_key.as_deref()).await
+                let options = command::publish::Options {
+                    key: idempotency_key.as_deref(),
+                    except_self,
+                };
+                command::publish::apply(conn, &room, data, id, options).await
             }
             ClientFrame::Rpc { method, data, id } => {
                 command::rpc::apply(conn, &method, data, id).await

@@ -12,6 +12,7 @@ fn delivery(room: &Arc<str>, offset: u64) -> Delivery {
         offset: Some(offset),
         data: Bytes::from(offset.to_string()),
         from: None,
+        except: None,
     }
 }
 
@@ -26,7 +27,7 @@ fn drain(outbox: &Outbox) -> Vec<Bytes> {
 #[test]
 fn push_all_reaches_every_outbox_once_whatever_the_count() {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-    let hub = Hub::new(broker, Arc::default());
+    let hub = Hub::new(broker, Arc::default(), Arc::from("n"));
     // Around and past the prefetch distance.
     for n in 0..12 {
         let outboxes: Vec<_> = (0..n).map(|_| Arc::new(Outbox::new(8, 1 << 16))).collect();
@@ -44,7 +45,7 @@ fn push_all_reaches_every_outbox_once_whatever_the_count() {
 #[tokio::test]
 async fn recovery_holds_live_messages_and_releases_only_those_after_the_replay() {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-    let hub = Hub::new(broker.clone(), Arc::default());
+    let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
     let room: Arc<str> = Arc::from("r");
     let outbox = Arc::new(Outbox::new(100, 1 << 20));
     hub.add_joining(&room, 1, &outbox).await.unwrap();
@@ -79,7 +80,7 @@ async fn recovery_holds_live_messages_and_releases_only_those_after_the_replay()
 #[tokio::test]
 async fn a_joining_member_counts_and_leaves_like_any_other() {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-    let hub = Hub::new(broker.clone(), Arc::default());
+    let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
     let room: Arc<str> = Arc::from("r");
     let outbox = Arc::new(Outbox::new(100, 1 << 20));
     hub.add_joining(&room, 1, &outbox).await.unwrap();
@@ -95,7 +96,7 @@ async fn a_joining_member_counts_and_leaves_like_any_other() {
 #[tokio::test]
 async fn late_copies_of_the_replay_are_dropped_at_the_seam() {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-    let hub = Hub::new(broker.clone(), Arc::default());
+    let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
     let room: Arc<str> = Arc::from("r");
     let outbox = Arc::new(Outbox::new(100, 1 << 20));
     hub.add_joining(&room, 1, &outbox).await.unwrap();
@@ -131,7 +132,7 @@ async fn late_copies_of_the_replay_are_dropped_at_the_seam() {
 #[tokio::test]
 async fn a_seaming_member_leaves_cleanly() {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-    let hub = Hub::new(broker.clone(), Arc::default());
+    let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
     let room: Arc<str> = Arc::from("r");
     let outbox = Arc::new(Outbox::new(100, 1 << 20));
     hub.add_joining(&room, 1, &outbox).await.unwrap();

@@ -25,6 +25,10 @@ pub enum PublishError {
     /// characters).
     #[error("idempotency key {0}")]
     InvalidKey(NameError),
+    /// The connection id to leave out is not one (a node id, `-`, and a
+    /// number, as the `welcome` frame's `conn` gives it).
+    #[error("except {0:?} is not a connection id (as the welcome frame's conn gives it)")]
+    InvalidExcept(String),
     /// A typed value could not be serialized to JSON.
     #[error("the value cannot be serialized to JSON: {0}")]
     Unserializable(String),
@@ -53,6 +57,7 @@ impl PublishError {
             PublishError::InvalidUser(_)
             | PublishError::TooLarge(_)
             | PublishError::InvalidKey(_)
+            | PublishError::InvalidExcept(_)
             | PublishError::Unserializable(_) => ErrorCode::InvalidField,
             PublishError::Broker(_) => ErrorCode::PublishFailed,
             PublishError::LocalOnly(_) => ErrorCode::PartiallyDelivered,
@@ -70,6 +75,7 @@ impl PublishError {
             PublishError::Broker(_) | PublishError::LocalOnly(_) => (503, self.code().as_str()),
             PublishError::InvalidRoom(_)
             | PublishError::InvalidKey(_)
+            | PublishError::InvalidExcept(_)
             | PublishError::Unserializable(_) => (400, self.code().as_str()),
         }
     }

@@ -72,11 +72,13 @@ fn parses_each_frame() {
             data,
             id,
             idempotency_key,
+            except_self,
         } => {
             assert_eq!(room, "r");
             assert_eq!(data.get(), r#"{"a":[1, 2]}"#);
             assert_eq!(id, Some(1));
             assert_eq!(idempotency_key, None);
+            assert!(!except_self);
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -103,6 +105,57 @@ fn publish_idempotency_key() {
         assert_eq!(e.id, Some(5), "{key}");
         assert_eq!(e.code, ErrorCode::InvalidField, "{key}");
         assert!(e.message.contains(why), "{key}: {}", e.message);
+    }
+}
+
+#[test]
+fn publish_except_self() {
+    let f = parse(r#"{"type":"publish","room":"r","data":1,"except_self":true}"#).unwrap();
+    assert!(
+        matches!(
+            f,
+            ClientFrame::Publish {
+                except_self: true,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
+    let f = parse(r#"{"type":"publish","room":"r","data":1,"except_self":false}"#).unwrap();
+    assert!(matches!(
+        f,
+        ClientFrame::Publish {
+            except_self: false,
+            ..
+        }
+    ));
+    // Serialized only when set, and read back the same.
+    let text = serde_json::to_string(&ClientFrame::Publish {
+        room: "r".into(),
+        data: &serde_json::value::RawValue::from_string("1".into()).unwrap(),
+        id: None,
+        idempotency_key: None,
+        except_self: true,
+    })
+    .unwrap();
+    assert_eq!(
+        text,
+        r#"{"type":"publish","room":"r","data":1,"except_self":true}"#
+    );
+    for bad in ["1", "\"yes\"", "null"] {
+        let e = parse(&format!(
+            r#"{{"type":"publish","room":"r","data":1,"id":3,"except_self":{bad}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.id, e.code, e.message.as_str()),
+            (
+                Some(3),
+                ErrorCode::InvalidField,
+                "field \"except_self\" must be a boolean"
+            ),
+            "{bad}"
+        );
     }
 }
 

@@ -75,6 +75,7 @@ pub async fn recover_returns_exactly_what_was_missed(factory: &dyn Factory) {
             offset: Some(k),
             data: Bytes::from(k.to_string()),
             from: Some(Arc::from(format!("u{k}"))),
+            except: None,
         })
         .collect();
     assert_eq!(messages, want, "recovered messages");

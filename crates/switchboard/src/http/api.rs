@@ -35,7 +35,7 @@ use serde_json::value::RawValue;
 
 use crate::Json;
 use crate::broker::Receipt;
-use crate::node::{Node, PublishError};
+use crate::node::{Node, PublishError, PublishOptions};
 
 /// An HTTP refusal: a status, a stable machine-readable code and a message,
 /// answered as `{"error":{"code":..,"message":..}}`. A 401 also carries
@@ -149,13 +149,31 @@ struct PublishBody<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     idempotency_key: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    except: Option<&'a RawValue>,
 }
 
-/// A checked publish body: the payload's JSON text, and the idempotency key
-/// if the body named one.
+/// A checked publish body: the payload's JSON text, the idempotency key if
+/// the body named one, and the connection to leave out (checked by the
+/// node).
 struct PublishRequest {
     data: Json,
     key: Option<String>,
+    except: Option<String>,
+}
+
+/// An optional string field of the body.
+fn string_field(raw: Option<&RawValue>, name: &str) -> Result<Option<String>, ApiError> {
+    raw.map(|raw| {
+        serde_json::from_str::<String>(raw.get()).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                format!("field \"{name}\" must be a string"),
+            )
+        })
+    })
+    .transpose()
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -197,22 +215,13 @@ async fn read_body(node: &Node, body: Body) -> Result<PublishRequest, ApiError> 
             "missing field \"data\"",
         )
     })?;
-    let key = parsed
-        .idempotency_key
-        .map(|raw| {
-            serde_json::from_str::<String>(raw.get()).map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_field",
-                    "field \"idempotency_key\" must be a string",
-                )
-            })
-        })
-        .transpose()?;
+    let key = string_field(parsed.idempotency_key, "idempotency_key")?;
+    let except = string_field(parsed.except, "except")?;
     Ok(PublishRequest {
         // `data` was parsed borrowing from `bytes`, so this shares them.
         data: Json::within(&bytes, data).unwrap_or_else(|| Json::from_raw(data)),
         key,
+        except,
     })
 }
 
@@ -262,7 +271,10 @@ async fn publish(
     let (parts, body) = req.into_parts();
     let body = read_body(node, body).await?;
     let key = idempotency_key(&parts.headers, body.key)?;
-    node.publish(topic, body.data, key.as_deref())
+    let options = PublishOptions::new()
+        .idempotency_key(key.as_deref())
+        .except(body.except.as_deref());
+    node.publish_with(topic, body.data, options)
         .await
         .map_err(publish_error)
 }

@@ -8,6 +8,15 @@ use crate::conn::Conn;
 use crate::handlers::{send_error, send_refusal};
 use crate::json::Json;
 
+/// What a `publish` frame asks for beyond its room and data.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Options<'a> {
+    /// The idempotency key, checked against the protocol's rules.
+    pub(crate) key: Option<&'a str>,
+    /// Leave the publishing connection out of the delivery.
+    pub(crate) except_self: bool,
+}
+
 /// Applies a `publish` of `data` (JSON text, a slice of the client's frame)
 /// and queues the `ack` or an `error`. An endpoint's hooks are asked first,
 /// once the server's own checks pass, and may replace `data`.
@@ -16,7 +25,7 @@ pub(crate) async fn apply(
     room: &str,
     data: Bytes,
     id: Option<u64>,
-    key: Option<&str>,
+    options: Options<'_>,
 ) {
     let mut data = data;
     if let Some(hooks) = conn.endpoint.hooks.clone() {
@@ -36,7 +45,10 @@ pub(crate) async fn apply(
             Err(refusal) => return send_refusal(conn, id, &refusal),
         }
     }
-    match conn.publish_keyed(room, data, key).await {
+    match conn
+        .publish_keyed(room, data, options.key, options.except_self)
+        .await
+    {
         Ok(receipt) => {
             if let Some(id) = id {
                 let _ = conn.send_frame(&ServerFrame::Ack(Ack {
