@@ -260,12 +260,14 @@ export declare class Switchboard extends EventTarget {
    * default) is delivered once: the repeat resolves with the first offset
    * and `duplicate: true`. Publish again with the same key after a
    * `disconnected` or `timeout` rejection to be sure the message is
-   * delivered exactly once.
+   * delivered exactly once. With `exceptSelf: true` every member receives
+   * it but this connection (the user's other tabs do); it stays in the
+   * room's history.
    */
   publish(
     room: string,
     data: Json,
-    options?: { idempotencyKey?: string },
+    options?: { idempotencyKey?: string; exceptSelf?: boolean },
   ): Promise<{ offset: number; duplicate?: true }>;
   presence(room: string): Promise<PresenceMember[]>;
   /**

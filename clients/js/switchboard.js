@@ -262,14 +262,18 @@ export class Switchboard extends EventTarget {
    * Rejects with the server's error code, or with `timeout`, `disconnected`
    * (the connection dropped before the ack: the message may or may not have
    * been published; publish again with the same `idempotencyKey` to be sure
-   * it is delivered once), `buffer_full`, `closed` or `stopped`.
+   * it is delivered once), `buffer_full`, `closed` or `stopped`. With
+   * `exceptSelf: true` every member receives the message but this
+   * connection (the user's other tabs do); it is in the room's history all
+   * the same, and the `offset` it resolves with tells it apart if recovery
+   * brings it back after a reconnect.
    */
-  publish(room, data, { idempotencyKey } = {}) {
+  publish(room, data, { idempotencyKey, exceptSelf } = {}) {
     if (this._state === "stopped") {
       return Promise.reject(new SwitchboardError("stopped", "the client is stopped; call connect() first"));
     }
     return new Promise((resolve, reject) => {
-      const item = { room, data, idempotencyKey, resolve, reject };
+      const item = { room, data, idempotencyKey, exceptSelf, resolve, reject };
       if (this._ready && this._ws?.readyState === OPEN) return this._sendPublish(item);
       if (this._outbox.length >= this.options.publishBuffer) {
         return reject(new SwitchboardError("buffer_full", `publish buffer full (${this.options.publishBuffer} messages waiting for a connection)`));
@@ -613,6 +617,7 @@ export class Switchboard extends EventTarget {
   _sendPublish(item) {
     const frame = { type: "publish", room: item.room, data: item.data };
     if (item.idempotencyKey !== undefined) frame.idempotency_key = item.idempotencyKey;
+    if (item.exceptSelf) frame.except_self = true;
     this._request(frame, "publish").then(item.resolve, item.reject);
   }
 

@@ -72,6 +72,23 @@ test("a publish with an idempotency key is delivered once; its repeat resolves a
   await assert.rejects(a.publish("orders", 1, { idempotencyKey: "a b" }), { code: "invalid_field" });
 });
 
+test("exceptSelf leaves the publishing connection out; other members get the message", async () => {
+  const s = await server();
+  const a = connect(`${s.ws}/ws/chat`);
+  const b = connect(`${s.ws}/ws/chat`);
+  await a.join("tabs");
+  await b.join("tabs");
+  const atA = record(a, "room:tabs");
+  const atB = record(b, "room:tabs");
+  const ack = await a.publish("tabs", { typing: true }, { exceptSelf: true });
+  const marker = await a.publish("tabs", "marker");
+  assert.deepEqual(marker, { offset: ack.offset + 1 });
+  await until(() => atB.length === 2 && atA.length === 1);
+  assert.deepEqual(atB.map((m) => m.data), [{ typing: true }, "marker"]);
+  // a heard only the message it sent without the option.
+  assert.deepEqual(atA.map((m) => [m.offset, m.data]), [[marker.offset, "marker"]]);
+});
+
 test("errors reject with the server's code; the room of a refused join is forgotten", async () => {
   const s = await server();
   const a = connect(`${s.ws}/ws/chat`);

@@ -41,7 +41,7 @@ pub(crate) enum Command {
     Publish {
         room: String,
         data: Box<RawValue>,
-        key: Option<String>,
+        options: PublishOptions,
         reply: PublishReply,
     },
     Rpc {
@@ -131,7 +131,7 @@ impl Client {
         room: impl Into<String>,
         data: serde_json::Value,
     ) -> Result<Ack, PublishError> {
-        self.send_publish(room.into(), data, None).await
+        self.publish_with(room, data, PublishOptions::new()).await
     }
 
     /// [`Client::publish`] with an idempotency key (1 to 128 visible ASCII
@@ -148,15 +148,19 @@ impl Client {
         data: serde_json::Value,
         key: impl Into<String>,
     ) -> Result<Ack, PublishError> {
-        self.send_publish(room.into(), data, Some(key.into())).await
+        self.publish_with(room, data, PublishOptions::new().key(key))
+            .await
     }
 
-    async fn send_publish(
+    /// [`Client::publish`] with [`PublishOptions`]: an idempotency key
+    /// and whether this connection hears its own message.
+    pub async fn publish_with(
         &self,
-        room: String,
+        room: impl Into<String>,
         data: serde_json::Value,
-        key: Option<String>,
+        options: PublishOptions,
     ) -> Result<Ack, PublishError> {
+        let room = room.into();
         // Serializing a `Value` cannot fail (its map keys are strings), but
         // say so plainly if it ever does.
         let raw = serde_json::value::to_raw_value(&data).map_err(|e| {
@@ -170,7 +174,7 @@ impl Client {
         let cmd = Command::Publish {
             room,
             data: raw,
-            key,
+            options,
             reply,
         };
         if self.commands.send(cmd).await.is_err() {
@@ -431,4 +435,35 @@ fn valid_token(token: String) -> Result<String, RequestError> {
     tokio_tungstenite::tungstenite::http::HeaderValue::from_str(&format!("Bearer {token}"))
         .map(|_| token)
         .map_err(|_| RequestError::InvalidToken)
+}
+
+/// Options of [`Client::publish_with`].
+#[derive(Clone, Debug, Default)]
+pub struct PublishOptions {
+    pub(crate) key: Option<String>,
+    pub(crate) except_self: bool,
+}
+
+impl PublishOptions {
+    /// No options: delivered to every member, this connection included.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An idempotency key (see [`Client::publish_with_key`]).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Every member of the room receives the message but this connection
+    /// (the user's other connections do; the `ack` still comes). A
+    /// publish held while disconnected leaves out the connection it is
+    /// finally sent on. The message is in the room's history all the
+    /// same: after a reconnect, recovery may bring it back, and its offset
+    /// (in the [`Ack`]) tells it apart.
+    pub fn except_self(mut self, except_self: bool) -> Self {
+        self.except_self = except_self;
+        self
+    }
 }

@@ -271,10 +271,10 @@ impl Driver {
             Some(Command::Publish {
                 room,
                 data,
-                key,
+                options,
                 reply,
             }) => {
-                self.state.publish(room, data, key, reply, now);
+                self.state.publish(room, data, options, reply, now);
                 Flow::Continue
             }
             Some(Command::Rpc {

@@ -166,7 +166,7 @@ mod session;
 mod state;
 
 pub use builder::ClientBuilder;
-pub use client::{Ack, Client, Joined};
+pub use client::{Ack, Client, Joined, PublishOptions};
 pub use error::{BuildError, ConnectError, PublishError, RequestError, ServerError};
 pub use event::{
     ConnectionState, Event, Events, Lagged, Message, PresenceChange, PresenceEvent, RoomMessages,

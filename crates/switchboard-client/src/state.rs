@@ -25,7 +25,7 @@ use switchboard_protocol::server::PresenceMember;
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
-use crate::client::{JoinReply, Joined, PublishReply, RpcReply};
+use crate::client::{JoinReply, Joined, PublishOptions, PublishReply, RpcReply};
 use crate::error::{PublishError, RequestError};
 use crate::event::{Event, StopReason};
 
@@ -112,7 +112,7 @@ impl Room {
 struct Buffered {
     room: String,
     data: Box<RawValue>,
-    key: Option<String>,
+    options: PublishOptions,
     reply: PublishReply,
 }
 
@@ -189,7 +189,7 @@ impl State {
         }
         for b in std::mem::take(&mut self.buffer) {
             if !b.reply.is_closed() {
-                self.send_publish(b.room, &b.data, b.key, b.reply, now);
+                self.send_publish(b.room, &b.data, b.options, b.reply, now);
             }
         }
         self.count_buffered();
@@ -388,12 +388,12 @@ impl State {
         &mut self,
         room: String,
         data: Box<RawValue>,
-        key: Option<String>,
+        options: PublishOptions,
         reply: PublishReply,
         now: Instant,
     ) {
         if self.online {
-            return self.send_publish(room, &data, key, reply, now);
+            return self.send_publish(room, &data, options, reply, now);
         }
         // Callers that went away no longer hold their place.
         self.buffer.retain(|b| !b.reply.is_closed());
@@ -407,7 +407,7 @@ impl State {
             self.buffer.push_back(Buffered {
                 room,
                 data,
-                key,
+                options,
                 reply,
             });
         }
@@ -535,16 +535,17 @@ impl State {
         &mut self,
         room: String,
         data: &RawValue,
-        key: Option<String>,
+        options: PublishOptions,
         reply: PublishReply,
         now: Instant,
     ) {
         let id = self.id();
         self.send(&ClientFrame::Publish {
-            idempotency_key: key.map(Into::into),
+            idempotency_key: options.key.map(Into::into),
             room: room.into(),
             data,
             id: Some(id),
+            except_self: options.except_self,
         });
         self.track(id, Pending::Publish { reply }, now);
     }

@@ -7,8 +7,8 @@ use common::*;
 use serde_json::{Value, json};
 use switchboard::broker::memory::MemoryBus;
 use switchboard_client::{
-    ClientBuilder, ConnectionState, ErrorCode, Event, PresenceChange, PublishError, RequestError,
-    StopReason, Target,
+    ClientBuilder, ConnectionState, ErrorCode, Event, PresenceChange, PublishError, PublishOptions,
+    RequestError, StopReason, Target,
 };
 
 #[tokio::test]
@@ -275,4 +275,36 @@ async fn a_publish_with_a_key_is_delivered_once_and_its_repeat_is_a_duplicate() 
         Err(PublishError::Rejected(e)) => assert_eq!(e.kind(), Some(ErrorCode::InvalidField)),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn except_self_leaves_the_publishing_connection_out() {
+    let server = Server::start(&MemoryBus::new()).await;
+    let connect = || async {
+        let (client, _events) = ClientBuilder::new(server.url("/ws/chat"))
+            .connect()
+            .await
+            .expect("connected");
+        client.join("tabs").await.expect("joined");
+        client
+    };
+    let (a, b) = (connect().await, connect().await);
+    let (mut at_a, mut at_b) = (a.messages("tabs"), b.messages("tabs"));
+    let ack = a
+        .publish_with(
+            "tabs",
+            json!({"typing": true}),
+            PublishOptions::new().except_self(true),
+        )
+        .await
+        .expect("acked");
+    assert_eq!(ack.offset, Some(1));
+    let marker = a.publish("tabs", json!("marker")).await.expect("acked");
+    for (want, offset) in [(r#"{"typing":true}"#, 1), (r#""marker""#, 2)] {
+        let got = at_b.recv().await.expect("open").expect("no lag");
+        assert_eq!((got.data.get(), got.offset), (want, Some(offset)));
+    }
+    // The publisher's first message is the marker: the other never came.
+    let got = at_a.recv().await.expect("open").expect("no lag");
+    assert_eq!((got.data.get(), got.offset), (r#""marker""#, marker.offset));
 }

@@ -48,7 +48,8 @@ impl Harness {
     fn publish(&mut self, room: &str, n: u64) -> oneshot::Receiver<Result<Ack, PublishError>> {
         let (tx, rx) = oneshot::channel();
         let data = serde_json::value::to_raw_value(&json!({ "n": n })).expect("raw");
-        self.state.publish(room.into(), data, None, tx, self.now);
+        self.state
+            .publish(room.into(), data, PublishOptions::default(), tx, self.now);
         rx
     }
 
