@@ -574,6 +574,8 @@ export class Switchboard extends EventTarget {
         return this._onMessage(f);
       case "joined":
         return this._onJoined(f);
+      case "reset":
+        return this._onReset(f);
       case "left":
         return this._onLeft(f);
       case "ack":
@@ -646,9 +648,12 @@ export class Switchboard extends EventTarget {
   // messages are deduplicated by offset within an epoch.
   //
   // When a rejoin finds a new epoch (the broker restarted or forgot the
-  // room), everything in the new epoch is newer than what this client saw;
-  // the server answers `recovered: false` and replays nothing, so the client
-  // asks for the new epoch from its start: `leave`, then `join` with
+  // room), everything in the new epoch is newer than what this client saw.
+  // A rejoin asks for `replay_new_epoch`: the server then sends `reset`
+  // (the new epoch, and the offset its replay starts after), the new
+  // epoch's messages, and `joined`, in one round trip. A server without it
+  // answers `recovered: false` and replays nothing, so the client asks for
+  // the new epoch from its start: `leave`, then `join` with
   // `since: {offset: 0, epoch: <new>}` (the "catch-up"). Live messages
   // between the two are dropped: the replay contains them.
 
@@ -672,6 +677,7 @@ export class Switchboard extends EventTarget {
     const frame = { type: "join", room: room.name };
     if (since) frame.since = since;
     else if (restoring && room.epoch !== null) frame.since = { offset: room.offset, epoch: room.epoch };
+    if (frame.since) frame.replay_new_epoch = true;
     if (room.presence) frame.presence = true;
     if (restoring) room.catchupDone = room.catchup = false;
     if (room.status !== "joined") {
@@ -731,6 +737,20 @@ export class Switchboard extends EventTarget {
     for (const w of room.waiters) w.resolve(info);
     room.waiters = [];
     this._emit("joined", info);
+  }
+
+  _onReset(f) {
+    const room = this._rooms.get(f.room);
+    if (!room || room.status !== "pending" || !room.replaying) return;
+    // Continuity broke: report it once; what follows up to `joined` is the
+    // new epoch's replay, after `f.offset`.
+    if (!room.catchupDone) {
+      room.catchupDone = true;
+      this._emit("recoveryfailed", { room: f.room, epoch: room.epoch, offset: room.offset, newEpoch: f.epoch });
+    }
+    room.epoch = f.epoch;
+    room.offset = f.offset;
+    room.held = [];
   }
 
   _onLeft(f) {

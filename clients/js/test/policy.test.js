@@ -349,6 +349,41 @@ test("a new epoch on rejoin: recoveryfailed, then a catch-up from the new epoch'
   sb.close();
 });
 
+test("a new epoch on rejoin with a reset: recoveryfailed once, the new epoch's replay placed, no second round trip", async () => {
+  const { sockets, FakeWebSocket } = fakeSockets();
+  const sb = new Switchboard("ws://example.invalid/ws/chat", { WebSocket: FakeWebSocket, random: () => 0 });
+  const got = [];
+  const failed = [];
+  const joined = [];
+  sb.on("room:r", (m) => got.push([m.offset, m.data, Boolean(m.replayed)]));
+  sb.on("recoveryfailed", (d) => failed.push(d));
+  sb.on("joined", (d) => joined.push(d));
+  sb.join("r");
+  sb.connect();
+  sockets[0].welcome();
+  sockets[0].serverFrame({ type: "joined", room: "r", id: sockets[0].sent[0].id, offset: 9, epoch: "OLD" });
+  sockets[0].serverClose(1001);
+  await until(() => sockets.length === 2);
+  const s = sockets[1];
+  s.welcome();
+  assert.deepEqual(s.sent[0].since, { offset: 9, epoch: "OLD" });
+  assert.equal(s.sent[0].replay_new_epoch, true);
+  const id = s.sent[0].id;
+  s.serverFrame({ type: "reset", room: "r", id, epoch: "NEW", offset: 0 });
+  for (const [offset, data] of [[1, "x"], [2, "y"]]) s.serverFrame({ type: "message", room: "r", offset, data });
+  s.serverFrame({ type: "joined", room: "r", id, offset: 2, epoch: "NEW", recovered: false });
+  s.serverFrame({ type: "message", room: "r", offset: 3, data: "live" });
+  assert.deepEqual(failed, [{ room: "r", epoch: "OLD", offset: 9, newEpoch: "NEW" }]);
+  assert.deepEqual(s.sent.length, 1, "no leave, no second join");
+  assert.deepEqual(got, [
+    [1, "x", true],
+    [2, "y", true],
+    [3, "live", false],
+  ]);
+  assert.deepEqual(joined.map((j) => [j.epoch, j.recovered]), [["OLD", undefined], ["NEW", false]]);
+  sb.close();
+});
+
 async function until(cond) {
   for (let i = 0; i < 500 && !cond(); i++) await tick(5);
   assert.ok(cond(), "condition not reached");

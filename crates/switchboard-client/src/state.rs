@@ -73,7 +73,8 @@ enum Phase {
     Joining { recovering: bool, fresh_max: u64 },
     /// `joined` received.
     Joined,
-    /// A rejoin found a new epoch whose messages the server still has:
+    /// A rejoin found a new epoch whose messages the server still has, and
+    /// the server did not replay them (it sends no `reset`):
     /// `leave` and `join` with `since` offset 0 of that epoch were sent.
     /// Messages are dropped until the `left` (the replay that follows
     /// contains them); then the phase is `Joining { recovering: true }`.
@@ -88,8 +89,9 @@ struct Room {
     /// The last offset delivered (or the join position, if larger).
     last: u64,
     phase: Phase,
-    /// A catch-up is under way, and its gap was reported: a second gap on
-    /// the catch-up's own `joined` is the same loss, not reported again.
+    /// A catch-up (or a `reset`) is under way, and its gap was reported: a
+    /// second gap on the rejoin's own `joined` is the same loss, not
+    /// reported again.
     catching_up: bool,
     /// Callers of `join` waiting for this room's `joined`.
     waiters: Vec<JoinReply>,
@@ -513,6 +515,10 @@ impl State {
     fn send_join_frame(&mut self, room: &str, since: Option<(u64, String)>, now: Instant) {
         let presence = self.rooms.get(room).is_some_and(|r| r.presence);
         let id = self.id();
+        // Across an epoch change the server replays the new epoch after a
+        // `reset`, in this one round trip (a server without it answers
+        // `recovered: false`, and the catch-up asks again).
+        let replay_new_epoch = since.is_some();
         self.send(&ClientFrame::Join {
             room: room.into(),
             id: Some(id),
@@ -521,6 +527,7 @@ impl State {
                 epoch: epoch.into(),
             }),
             presence,
+            replay_new_epoch,
         });
         self.track(
             id,

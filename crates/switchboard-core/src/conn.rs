@@ -163,7 +163,7 @@ impl Conn {
     /// (some may already be queued when this returns), and none at or below
     /// it is.
     pub async fn join(&mut self, room: &str) -> Result<Position, JoinError> {
-        self.member().join(room, None, None).await
+        self.member().join(room, None, None, false).await
     }
 
     /// Who is in a room, on every node.

@@ -140,6 +140,7 @@ impl Member<'_> {
         room: &str,
         since: Option<&Position>,
         reply: Option<Option<u64>>,
+        replay_new_epoch: bool,
     ) -> Result<Position, JoinError> {
         check_may_join(self.node, self.identity, room)?;
         let broker = self.node.broker().clone();
@@ -159,14 +160,20 @@ impl Member<'_> {
         hub.add_joining(&room, self.conn, self.outbox).await?;
         self.rooms.insert(room.clone(), false);
         let read = match since {
-            Some(since) => broker.recover(&room, since).await.map(|r| match r {
-                Recovery::Recovered { messages, position } => (
+            Some(since) => match broker.recover(&room, since).await {
+                Ok(Recovery::Recovered { messages, position }) => Ok((
                     messages.iter().map(encode_delivery).collect(),
                     position,
                     Some(true),
-                ),
-                Recovery::Gap { position } => (Vec::new(), position, Some(false)),
-            }),
+                )),
+                Ok(Recovery::Gap { position })
+                    if replay_new_epoch && position.epoch != since.epoch =>
+                {
+                    replay_epoch(&*broker, &room, reply, position).await
+                }
+                Ok(Recovery::Gap { position }) => Ok((Vec::new(), position, Some(false))),
+                Err(e) => Err(e),
+            },
             None => broker.position(&room).await.map(|p| (Vec::new(), p, None)),
         };
         let (mut prelude, position, recovered): (Vec<Bytes>, _, _) = match read {
@@ -294,6 +301,39 @@ pub(crate) fn check_may_join(
 }
 
 /// The `joined` frame.
+/// The frames of a rejoin across an epoch change: `reset`, then what the
+/// new epoch's history holds (all of it when it reaches back to offset 1;
+/// otherwise nothing, and `reset` says where the new epoch stands). The
+/// position returned is the one the replay was read at.
+async fn replay_epoch(
+    broker: &dyn crate::broker::Broker,
+    room: &str,
+    reply: Option<Option<u64>>,
+    current: Position,
+) -> Result<(Vec<Bytes>, Position, Option<bool>), BrokerError> {
+    let start = Position {
+        offset: 0,
+        epoch: current.epoch.clone(),
+    };
+    let (messages, position, after) = match broker.recover(room, &start).await? {
+        Recovery::Recovered { messages, position } => (messages, position, 0),
+        Recovery::Gap { position } => {
+            let after = position.offset;
+            (Vec::new(), position, after)
+        }
+    };
+    let reset = ServerFrame::Reset(switchboard_protocol::server::Reset {
+        room: room.to_string(),
+        id: reply.flatten(),
+        epoch: position.epoch.to_string(),
+        offset: after,
+    });
+    let mut prelude = Vec::with_capacity(messages.len() + 2);
+    prelude.push(frame::encode(OpCode::Text, reset.to_json().as_bytes()));
+    prelude.extend(messages.iter().map(encode_delivery));
+    Ok((prelude, position, Some(false)))
+}
+
 fn joined_frame(
     room: &str,
     id: Option<u64>,

@@ -34,6 +34,11 @@ pub enum ClientFrame<'a> {
         /// Also receive `presence_event` frames when members join and leave.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         presence: bool,
+        /// When `since` is of an epoch the room no longer has, replay what
+        /// the new epoch's history holds, after a `reset` frame, instead of
+        /// nothing.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        replay_new_epoch: bool,
     },
     /// Ask who is in a room.
     Presence {
@@ -124,14 +129,16 @@ impl PartialEq for ClientFrame<'_> {
                     id: x,
                     since: s,
                     presence: p,
+                    replay_new_epoch: r,
                 },
                 Join {
                     room: b,
                     id: y,
                     since: t,
                     presence: q,
+                    replay_new_epoch: u,
                 },
-            ) => a == b && x == y && s == t && p == q,
+            ) => a == b && x == y && s == t && p == q && r == u,
             (Presence { room: a, id: x }, Presence { room: b, id: y })
             | (Leave { room: a, id: x }, Leave { room: b, id: y })
             | (Refresh { token: a, id: x }, Refresh { token: b, id: y }) => a == b && x == y,
@@ -249,6 +256,8 @@ struct Envelope<'a> {
     method: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     except_self: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    replay_new_epoch: Option<&'a RawValue>,
 }
 
 /// A position in a room's offset sequence, sent by a reconnecting client.
@@ -346,6 +355,7 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             id,
             since: env.since.map(|raw| since(raw, id)).transpose()?,
             presence: bool_field(env.presence, "presence", id)?,
+            replay_new_epoch: bool_field(env.replay_new_epoch, "replay_new_epoch", id)?,
         }),
         "presence" => Ok(ClientFrame::Presence {
             room: room(env.room, id)?,

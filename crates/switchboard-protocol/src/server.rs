@@ -20,6 +20,10 @@ pub enum ServerFrame {
     Welcome(Welcome),
     /// Reply to `join`.
     Joined(Joined),
+    /// Before the replay of a `join` whose `since` is of an earlier epoch,
+    /// when the join asked for it (`replay_new_epoch`): continuity broke,
+    /// and the messages that follow are of the new epoch.
+    Reset(Reset),
     /// Reply to `leave`.
     Left(Left),
     /// A delivered message.
@@ -53,6 +57,7 @@ impl ServerFrame {
         Ok(match tag.kind.as_ref() {
             "welcome" => ServerFrame::Welcome(serde_json::from_str(text)?),
             "joined" => ServerFrame::Joined(serde_json::from_str(text)?),
+            "reset" => ServerFrame::Reset(serde_json::from_str(text)?),
             "left" => ServerFrame::Left(serde_json::from_str(text)?),
             "message" => ServerFrame::Message(serde_json::from_str(text)?),
             "ack" => ServerFrame::Ack(serde_json::from_str(text)?),
@@ -119,9 +124,30 @@ pub struct Joined {
     /// Present when the `join` asked to recover (`since`): `true` when every
     /// message after `since` was replayed before this frame; `false` when the
     /// history no longer covers the gap (or the epoch changed) and nothing
-    /// was replayed, so the client should reload the room's state.
+    /// of it was replayed, so the client should reload the room's state.
+    /// After a [`Reset`], the messages replayed were the new epoch's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+}
+
+/// The `reset` frame: a rejoin's `since` is of an epoch the room no longer
+/// has. What the client holds up to `since` stays as it is; the room's
+/// offsets restarted, and the `message` frames that follow, up to the
+/// `joined` reply, are the new epoch's messages after `offset`, replayed
+/// from its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reset {
+    /// The room.
+    pub room: String,
+    /// The `id` of the `join`, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The room's new epoch.
+    pub epoch: String,
+    /// The replay that follows starts after this offset of the new epoch:
+    /// `0` when the history holds the whole epoch. Messages of the new epoch
+    /// at or below it (when it is above 0) are no longer retained.
+    pub offset: u64,
 }
 
 /// The `presence` frame, the reply to `presence`.

@@ -42,6 +42,7 @@ impl State {
                 }
                 self.on_joined(j, now);
             }
+            ServerFrame::Reset(r) => self.on_reset(r),
             ServerFrame::Left(l) => self.on_left(l),
             ServerFrame::Message(m) => self.on_message(m),
             ServerFrame::Ack(a) => match self.take_pending(a.id) {
@@ -176,6 +177,33 @@ impl State {
         if catch_up {
             self.start_catch_up(&joined.room, now);
         }
+    }
+
+    /// A rejoin's `since` is of an epoch the room no longer has: the loss
+    /// is reported, and the replay that follows (up to `joined`) is of the
+    /// new epoch, after the `reset`'s offset.
+    fn on_reset(&mut self, reset: server::Reset) {
+        let Some(r) = self.rooms.get_mut(&reset.room) else {
+            return;
+        };
+        if !matches!(
+            r.phase,
+            Phase::Joining {
+                recovering: true,
+                ..
+            }
+        ) {
+            tracing::debug!(room = reset.room, "ignoring a reset outside a rejoin");
+            return;
+        }
+        if !r.catching_up {
+            r.catching_up = true;
+            let _ = self.events.send(Event::RecoveryFailed {
+                room: reset.room.clone(),
+            });
+        }
+        r.epoch = Some(reset.epoch);
+        r.last = reset.offset;
     }
 
     /// Leaves and rejoins `room` with `since` offset 0 of its (new) epoch,

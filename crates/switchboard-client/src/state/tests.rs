@@ -365,6 +365,48 @@ fn a_new_epoch_is_caught_up_from_its_start() {
 }
 
 #[test]
+fn a_reset_places_the_new_epochs_replay_in_one_round_trip() {
+    let mut h = Harness::new(4);
+    h.state.connected(h.now);
+    let _rx = h.join("r");
+    let id = h.out()[0]["id"].clone();
+    h.frame(joined("r", &id, 0, "e1", None));
+    for o in 1..=3 {
+        h.message("r", o);
+    }
+    h.state.disconnected();
+    h.state.connected(h.now);
+    let out = h.out();
+    assert_eq!(
+        (&out[0]["since"], &out[0]["replay_new_epoch"]),
+        (&json!({"offset": 3, "epoch": "e1"}), &json!(true)),
+        "a rejoin asks for the new epoch's replay"
+    );
+    // The room restarted: e2 holds 2 messages, replayed after the reset,
+    // though their offsets are below e1's last one.
+    h.frame(json!({"type":"reset","room":"r","id":out[0]["id"],"epoch":"e2","offset":0}));
+    h.message("r", 1);
+    h.message("r", 2);
+    h.frame(joined("r", &out[0]["id"], 2, "e2", Some(false)));
+    assert!(h.out().is_empty(), "no leave, no second join");
+    h.message("r", 3);
+    let events = h.events();
+    let failed = events
+        .iter()
+        .filter(|e| matches!(e, Event::RecoveryFailed { .. }))
+        .count();
+    assert_eq!(failed, 1, "{events:?}");
+    let offsets: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => m.offset,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offsets, [1, 2, 3, 1, 2, 3], "e1's three, then e2's");
+}
+
+#[test]
 fn a_catch_up_that_finds_a_gap_too_reports_the_loss_once() {
     let mut h = Harness::new(4);
     h.state.connected(h.now);

@@ -46,7 +46,8 @@ fn parses_each_frame() {
             room: "lobby".into(),
             id: Some(7),
             since: None,
-            presence: false
+            presence: false,
+            replay_new_epoch: false,
         }
     );
     let f = parse(r#"{"type":"refresh","token":"abc","id":3}"#).unwrap();
@@ -162,7 +163,7 @@ fn publish_except_self() {
 #[test]
 fn join_since_and_presence() {
     let f =
-        parse(r#"{"type":"join","room":"r","since":{"offset":4,"epoch":"e1"},"presence":true}"#)
+        parse(r#"{"type":"join","room":"r","since":{"offset":4,"epoch":"e1"},"presence":true,"replay_new_epoch":true}"#)
             .unwrap();
     let since = Some(Since {
         offset: 4,
@@ -174,8 +175,18 @@ fn join_since_and_presence() {
             room: "r".into(),
             id: None,
             since,
-            presence: true
+            presence: true,
+            replay_new_epoch: true,
         }
+    );
+    let e = err(r#"{"type":"join","room":"r","id":2,"replay_new_epoch":1}"#);
+    assert_eq!(
+        (e.code, e.id, e.message.as_str()),
+        (
+            ErrorCode::InvalidField,
+            Some(2),
+            "field \"replay_new_epoch\" must be a boolean"
+        )
     );
     let e = err(r#"{"type":"join","room":"r","since":{"offset":-1,"epoch":"e"},"id":3}"#);
     assert_eq!((e.code, e.id), (ErrorCode::InvalidField, Some(3)));
@@ -211,7 +222,8 @@ fn escaped_room_names_are_decoded() {
             room: "lobby".into(),
             id: None,
             since: None,
-            presence: false
+            presence: false,
+            replay_new_epoch: false,
         }
     );
 }

@@ -19,6 +19,7 @@ pub(crate) async fn apply(
     id: Option<u64>,
     since: Option<Since<'_>>,
     presence: bool,
+    replay_new_epoch: bool,
 ) {
     if let Some(hooks) = conn.endpoint.hooks.clone()
         && !conn.rooms.contains_key(room)
@@ -35,7 +36,10 @@ pub(crate) async fn apply(
         epoch: Arc::from(&*since.epoch),
     });
     let mut member = conn.member();
-    let mut result = member.join(room, since.as_ref(), Some(id)).await.map(drop);
+    let mut result = member
+        .join(room, since.as_ref(), Some(id), replay_new_epoch)
+        .await
+        .map(drop);
     if result.is_ok() && presence {
         result = member.watch_presence(room).await;
     }
