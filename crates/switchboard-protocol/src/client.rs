@@ -339,6 +339,13 @@ pub fn parse(text: &str) -> Result<ClientFrame<'_>, FrameError> {
             }
         },
     };
+    if crate::depth::nests_deeper_than(text.as_bytes(), crate::depth::MAX_DEPTH) {
+        return Err(FrameError::new(
+            id,
+            ErrorCode::BadJson,
+            format!("JSON nested deeper than {} levels", crate::depth::MAX_DEPTH),
+        ));
+    }
     let kind = match env.kind {
         None => {
             return Err(FrameError::new(

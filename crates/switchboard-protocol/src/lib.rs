@@ -15,11 +15,13 @@
 //! - [`close`]: close codes and what each asks a client to do next.
 //! - [`error`]: the stable machine-readable `code` strings of error frames.
 //! - [`names`]: validation of room names and user ids.
+//! - [`depth`]: the nesting limit of JSON texts a client sends.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod close;
+pub mod depth;
 pub mod error;
 pub mod names;
 pub mod server;

@@ -462,3 +462,25 @@ async fn a_join_that_failed_delivers_nothing() {
     a.expect_nothing_but_barrier().await;
     assert_eq!(server.node.local_members(&Topic::Room("r".into())), 0);
 }
+
+#[tokio::test]
+async fn a_body_nested_too_deeply_is_refused_and_nothing_is_published() {
+    let server = TestServer::start_default().await;
+    let mut member = connect(&server.ws("/ws/chat")).await;
+    member.join("deep").await;
+    // The body's object and 63 levels of data: accepted.
+    let ok = format!(r#"{{"data":{}{}}}"#, "[".repeat(63), "]".repeat(63));
+    let (status, body) = server.post("/api/rooms/deep/messages", &ok).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(member.next_json().await["offset"], 1);
+    let deep = format!(r#"{{"data":{}{}}}"#, "[".repeat(5000), "]".repeat(5000));
+    let (status, body) = server.post("/api/rooms/deep/messages", &deep).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            serde_json::json!({"error": {"code": "bad_json", "message": "JSON nested deeper than 64 levels"}})
+        )
+    );
+    member.expect_nothing_but_barrier().await;
+}

@@ -264,3 +264,35 @@ fn each_bad_frame_names_its_problem() {
         );
     }
 }
+
+#[test]
+fn frames_nested_too_deeply_are_refused_with_their_id() {
+    let n = crate::depth::MAX_DEPTH;
+    let at_limit = format!(
+        r#"{{"type":"publish","room":"r","id":3,"data":{}{}}}"#,
+        "[".repeat(n - 1),
+        "]".repeat(n - 1)
+    );
+    assert!(parse(&at_limit).is_ok());
+    let over = format!(
+        r#"{{"type":"publish","room":"r","id":3,"data":{}{}}}"#,
+        "[".repeat(n),
+        "]".repeat(n)
+    );
+    let e = err(&over);
+    assert_eq!(
+        (e.id, e.code, e.message.as_str()),
+        (
+            Some(3),
+            ErrorCode::BadJson,
+            "JSON nested deeper than 64 levels"
+        )
+    );
+    // In a field the server does not read, too.
+    let e = err(&format!(
+        r#"{{"type":"join","room":"r","x":{}{}}}"#,
+        "{\"a\":".repeat(200),
+        "}".repeat(200)
+    ));
+    assert_eq!(e.code, ErrorCode::BadJson);
+}

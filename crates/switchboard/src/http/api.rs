@@ -201,6 +201,14 @@ async fn read_body(node: &Node, body: Body) -> Result<PublishRequest, ApiError> 
             "body must be a JSON object like {\"data\": ...}",
         ));
     }
+    let depth = switchboard_protocol::depth::MAX_DEPTH;
+    if switchboard_protocol::depth::nests_deeper_than(text.as_bytes(), depth) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("JSON nested deeper than {depth} levels"),
+        ));
+    }
     let parsed: PublishBody<'_> = serde_json::from_str(text).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
