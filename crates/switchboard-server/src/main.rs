@@ -1,6 +1,8 @@
 //! The `switchboard` server: the engine with its standard endpoints on one
 //! port, configured from the command line, the environment and an optional
-//! TOML file (in that order of precedence).
+//! TOML file (in that order of precedence). Its subcommands check the
+//! settings (`check-config`), print a file of defaults (`print-config`) and
+//! mint development tokens (`token`).
 
 #![forbid(unsafe_code)]
 
@@ -12,18 +14,21 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod assets;
 mod settings;
+mod token;
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use switchboard::NodeRoutes as _;
 
 use anyhow::Context;
 use switchboard::broker::memory::MemoryBroker;
+use switchboard::node::NodeBuilder;
 use switchboard::{Endpoint, Node};
 use switchboard_redis::RedisBroker;
 use tracing_subscriber::EnvFilter;
 
-use settings::BrokerChoice;
+use settings::{Action, BrokerChoice, Env, Invocation, LoadError};
 
 /// Installs the SIGINT and SIGTERM handlers now (so that a signal that
 /// arrives right after the server says it is listening is not fatal) and
@@ -77,16 +82,58 @@ async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
 }
 
+/// The exit status of a configuration error (as for a bad flag).
+const CONFIG_ERROR: u8 = 2;
+
+/// Prints `e` on one line (its causes after colons, never a backtrace) and
+/// returns `status`.
+fn fail(e: impl std::fmt::Display, status: u8) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(status)
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    let args = settings::load()?;
+async fn main() -> ExitCode {
+    let invocation = match settings::load(std::env::args_os().collect(), &Env::from_process()) {
+        Ok(invocation) => invocation,
+        Err(LoadError::Flags(e)) => e.exit(),
+        Err(e @ LoadError::Invalid(_)) => return fail(e, CONFIG_ERROR),
+    };
+    match &invocation.action {
+        Action::PrintConfig => {
+            print!("{}", settings::print::example_file());
+            ExitCode::SUCCESS
+        }
+        Action::Token(claims) => {
+            match token::mint(&invocation.args, claims, std::time::SystemTime::now()) {
+                Ok(jwt) => {
+                    println!("{jwt}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("{e:#}"), CONFIG_ERROR),
+            }
+        }
+        Action::CheckConfig => check(&invocation),
+        Action::Serve => serve(invocation).await,
+    }
+}
+
+/// The node as the settings describe it, but for its broker, which
+/// [`serve`] connects to and [`check`] does not.
+struct Plan {
+    builder: NodeBuilder,
+    broker: BrokerChoice,
+}
+
+/// Everything the settings decide that can be checked without the network.
+fn plan(args: &settings::Args) -> anyhow::Result<Plan> {
     let config = args.engine_config()?;
-    let choice = args.broker_choice()?;
+    let broker = args.broker_choice()?;
+    if let BrokerChoice::Redis(_) = broker {
+        args.redis_config()?
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid Redis broker settings: {e}"))?;
+    }
     let specs = settings::endpoints::from_file(args.config.as_deref())?;
     let mut builder = Node::builder().config(config);
     let hooks = args.hooks.hooks(args.authenticator()?)?;
@@ -106,11 +153,73 @@ async fn main() -> anyhow::Result<()> {
     match (hooks.connect, hooks.jwt) {
         (Some(connect), _) => builder = builder.authenticator(connect),
         (None, Some(jwt)) => builder = builder.authenticator(jwt),
-        (None, None) => tracing::warn!(
+        (None, None) => {}
+    }
+    Ok(Plan { builder, broker })
+}
+
+/// `check-config`: builds the node as the server would, without listening
+/// or contacting the broker, and prints the effective settings.
+fn check(invocation: &Invocation) -> ExitCode {
+    for warning in &invocation.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let args = &invocation.args;
+    let node = plan(args).and_then(|plan| {
+        let memory = MemoryBroker::with_config(args.memory_config()?);
+        Ok(plan.builder.broker(memory).build()?)
+    });
+    match node {
+        Ok(node) => {
+            let endpoints: Vec<String> = node
+                .endpoints()
+                .iter()
+                .map(|e| e.path().to_string())
+                .collect();
+            print!("{}", settings::print::effective(invocation, &endpoints));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{e:#}"), CONFIG_ERROR),
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM. A setting that cannot work
+/// exits with [`CONFIG_ERROR`]; a failure to reach the broker or to listen
+/// with 1.
+async fn serve(invocation: Invocation) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    for warning in &invocation.warnings {
+        tracing::warn!("{warning}");
+    }
+    let plan = match plan(&invocation.args) {
+        Ok(plan) => plan,
+        Err(e) => return fail(format!("{e:#}"), CONFIG_ERROR),
+    };
+    match run(&invocation.args, plan).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}"), 1),
+    }
+}
+
+/// The server's life once its settings are known to be good.
+async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
+    let Plan {
+        mut builder,
+        broker: choice,
+    } = plan;
+    if args.jwt_secret.is_none()
+        && args.jwt_public_key.is_none()
+        && args.hooks.hook_connect_url.is_none()
+    {
+        tracing::warn!(
             "no credentials configured: every WebSocket client is accepted as a generated \
              guest user (set SWITCHBOARD_JWT_SECRET, --jwt-public-key or \
              --hook-connect-url to require credentials)"
-        ),
+        );
     }
     let mut redis = None;
     match &choice {

@@ -1,32 +1,38 @@
-//! Command-line flags, environment variables and the optional config file.
+//! The server's settings: one typed struct, [`Args`], read from
+//! command-line flags, environment variables and a TOML file.
 //!
 //! Every setting has a flag (`--heartbeat-interval`), an environment
 //! variable (`SWITCHBOARD_HEARTBEAT_INTERVAL`, except `PORT`) and a key in
 //! the TOML file named by `--config` / `SWITCHBOARD_CONFIG`
 //! (`heartbeat_interval = 20`). A flag beats the environment, which beats the
-//! file, which beats the default. A file setting is applied as the flag it
-//! names, so the three sources cannot disagree about names or parsing.
+//! file, which beats the default. The clap definition below is the one
+//! description of every setting: its name, type, default, parser and help,
+//! which [`load()`] applies to all three sources and [`print`] writes out.
 //!
 //! Values are checked in two places. Whether a value can be read at all (a
 //! number, not negative where the setting is a count or a duration, not NaN
 //! or infinite) and the ranges of the settings that only the server has are
-//! checked here while parsing; the ranges of the engine's settings are
-//! checked by [`Config::validate`], for library users too. Either way the
-//! error names the setting and where its value came from: a flag, an
-//! environment variable or a key of the file.
+//! checked by the parsers here, for every source; the ranges of the engine's
+//! settings are checked by [`Config::validate`], for library users too.
+//! Either way the error names the setting and where its value came from: a
+//! flag, an environment variable or a key and line of the file.
 
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 
+mod cli;
 pub(crate) mod endpoints;
+mod file;
 mod hooks;
 mod load;
+pub(crate) mod print;
 
-use clap::Parser;
+use clap::ArgAction;
 use clap::builder::RangedU64ValueParser;
+pub(crate) use cli::Action;
 pub(crate) use hooks::HookArgs;
-pub(crate) use load::{Sources, load};
+pub(crate) use load::{Env, Invocation, LoadError, Sources, load};
 use switchboard::Config;
 use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
 use switchboard::config::ConfigError;
@@ -35,10 +41,9 @@ use switchboard::gate::client_ip::IpNet;
 use switchboard::gate::origin::OriginPolicy;
 use switchboard::gate::rate::RateLimit;
 
-/// Realtime WebSocket server: endpoints, rooms, user push and an HTTP publish
-/// API on one port.
-#[derive(Parser, Debug)]
-#[command(name = "switchboard", version, about)]
+/// Every setting of the server. The flags, environment variables and file
+/// keys are derived from this one definition ([`load()`]).
+#[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// TOML file with settings (keys are the flag names with underscores).
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
@@ -95,7 +100,17 @@ pub(crate) struct Args {
 
     /// Tokens without `rooms`/`read_rooms` claims grant no room (instead of
     /// every room).
-    #[arg(long, env = "SWITCHBOARD_REQUIRE_ROOM_CLAIMS")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REQUIRE_ROOM_CLAIMS",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = boolean
+    )]
     pub require_room_claims: bool,
 
     /// Allowed browser origins, comma-separated (`https://app.example.com`,
@@ -104,7 +119,17 @@ pub(crate) struct Args {
     pub allowed_origins: Vec<String>,
 
     /// Refuse upgrades that carry no Origin header (non-browser clients).
-    #[arg(long, env = "SWITCHBOARD_REQUIRE_ORIGIN")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_REQUIRE_ORIGIN",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = boolean
+    )]
     pub require_origin: bool,
 
     /// Proxies (addresses or CIDR ranges, comma-separated) whose
@@ -215,9 +240,10 @@ pub(crate) struct Args {
     pub outbound_queue: usize,
 
     /// Bytes queued per connection before it is closed as a slow consumer
-    /// (at least the largest message size).
-    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES", default_value_t = 2 * 1024 * 1024)]
-    pub outbound_queue_bytes: usize,
+    /// (at least max_message_size). Default: 2097152 (2 MiB), or twice
+    /// max_message_size when that is more.
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
 
     /// Seconds a graceful shutdown waits for connections to close.
     #[arg(
@@ -295,7 +321,17 @@ pub(crate) struct Args {
     /// Record every connection cluster-wide, so that
     /// `GET /api/users/{user}/presence` answers whether a user is online on
     /// any node (costs a Redis command per connect and disconnect).
-    #[arg(long, env = "SWITCHBOARD_ONLINE_STATUS")]
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ONLINE_STATUS",
+        value_name = "BOOL",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = boolean
+    )]
     pub online_status: bool,
 
     /// The hooks' settings.
@@ -317,6 +353,20 @@ const MAX_HISTORY_COUNT: u64 = 1_000_000;
 
 /// The longest `--history-age`: 30 days.
 const MAX_HISTORY_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The byte bound of an outbound queue when `outbound_queue_bytes` is not
+/// set and `max_message_size` is at most half of it.
+pub(crate) const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 2 * 1024 * 1024;
+
+/// A switch's value: `true`/`false`, `yes`/`no`, `on`/`off` or `1`/`0`, in
+/// any case. On the command line the flag alone means `true`.
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("must be true or false (also yes/no, on/off, 1/0)".into()),
+    }
+}
 
 /// A duration in seconds, fractions allowed (`0.5`). Negative, NaN and
 /// infinite values, and ones too long for a duration, are refused: they must
@@ -429,16 +479,37 @@ impl Args {
             .iter()
             .find(|(f, _)| *f == field)
             .map_or(&own[..], |(_, ids)| ids);
+        anyhow!("{e}{}", self.set_by(ids))
+    }
+
+    /// ` (set by the flag --x and the key y at f.toml:3)`: where the
+    /// settings `ids` came from, or nothing when all are at their defaults.
+    fn set_by(&self, ids: &[&str]) -> String {
         let from: Vec<String> = ids
             .iter()
             .filter_map(|id| self.sources.get(id))
             .map(ToString::to_string)
             .collect();
         if from.is_empty() {
-            anyhow!(e)
+            String::new()
         } else {
-            anyhow!("{e} (set by {})", from.join(" and "))
+            format!(" (set by {})", from.join(" and "))
         }
+    }
+
+    /// An error about the setting `id`, naming where its value came from.
+    fn invalid(&self, id: &str, reason: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!("invalid setting `{id}`: {reason}{}", self.set_by(&[id]))
+    }
+
+    /// `outbound_queue_bytes` as set, or derived from `max_message_size`:
+    /// 2 MiB, or twice the largest message when that is more, so that a
+    /// message of the largest size and its envelope always fit with room
+    /// for another behind it.
+    pub(crate) fn outbound_queue_bytes(&self) -> usize {
+        self.outbound_queue_bytes.unwrap_or_else(|| {
+            DEFAULT_OUTBOUND_QUEUE_BYTES.max(self.max_message_size.saturating_mul(2))
+        })
     }
 
     /// The engine configuration these settings describe.
@@ -447,15 +518,15 @@ impl Args {
             .trusted_proxies
             .iter()
             .filter(|s| !s.trim().is_empty())
-            .map(|s| s.parse::<IpNet>().map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<Vec<_>>>()
-            .context("--trusted-proxies")?;
+            .map(|s| s.trim().parse::<IpNet>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.invalid("trusted_proxies", e))?;
         let mut b = Config::builder()
             .heartbeat_interval(self.heartbeat_interval)
             .heartbeat_timeout(self.heartbeat_timeout)
             .max_message_size(self.max_message_size)
             .outbound_queue_frames(self.outbound_queue)
-            .outbound_queue_bytes(self.outbound_queue_bytes)
+            .outbound_queue_bytes(self.outbound_queue_bytes())
             .message_rate_strikes(self.message_rate_strikes)
             .max_room_name_len(self.max_room_name_len)
             .max_rooms_per_connection(self.max_rooms_per_connection)
@@ -496,8 +567,9 @@ impl Args {
             return Ok(BrokerChoice::Redis(value.to_string()));
         }
         bail!(
-            "--broker must be `memory` or a Redis URL like redis://127.0.0.1:6379, not {:?}",
-            redact_url(value)
+            "--broker must be `memory` or a Redis URL like redis://127.0.0.1:6379, not {:?}{}",
+            redact_url(value),
+            self.set_by(&["broker"])
         )
     }
 
@@ -531,13 +603,19 @@ impl Args {
 
     /// The JWT authenticator, when a secret or public key is configured.
     pub(crate) fn authenticator(&self) -> anyhow::Result<Option<JwtAuthenticator>> {
-        let key = match (&self.jwt_secret, &self.jwt_public_key) {
-            (Some(_), Some(_)) => bail!("set either a JWT secret or a JWT public key, not both"),
-            (Some(secret), None) => JwtKey::Hs256(secret.as_bytes().to_vec()),
+        let (id, key) = match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(_), Some(_)) => bail!(
+                "set either a JWT secret or a JWT public key, not both{}",
+                self.set_by(&["jwt_secret", "jwt_public_key"])
+            ),
+            (Some(secret), None) => ("jwt_secret", JwtKey::Hs256(secret.as_bytes().to_vec())),
             (None, Some(path)) => {
                 let pem = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read JWT public key {path}"))?;
-                JwtKey::public_pem(&pem)?
+                    .with_context(|| format!("cannot read JWT public key {path}"))
+                    .map_err(|e| self.invalid("jwt_public_key", format!("{e:#}")))?;
+                let key =
+                    JwtKey::public_pem(&pem).map_err(|e| self.invalid("jwt_public_key", e))?;
+                ("jwt_public_key", key)
             }
             (None, None) => return Ok(None),
         };
@@ -547,7 +625,8 @@ impl Args {
         config.leeway = Duration::from_secs(self.jwt_leeway);
         config.cookie_name = self.jwt_cookie.clone();
         config.require_room_claims = self.require_room_claims;
-        Ok(Some(JwtAuthenticator::new(config)?))
+        let authenticator = JwtAuthenticator::new(config).map_err(|e| self.invalid(id, e))?;
+        Ok(Some(authenticator))
     }
 }
 

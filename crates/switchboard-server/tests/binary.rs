@@ -270,8 +270,8 @@ fn run_refused(
 }
 
 /// Every numeric setting, given a value out of its range as a flag, an
-/// environment variable or a file key: the server does not start, and says
-/// which setting is wrong and where the value came from.
+/// environment variable or a file key: the server does not start (status
+/// 2), and says which setting is wrong and where the value came from.
 #[test]
 fn bad_numeric_values_are_refused_at_startup_naming_setting_and_source() {
     use Given::*;
@@ -561,13 +561,26 @@ fn bad_numeric_values_are_refused_at_startup_naming_setting_and_source() {
                 continue;
             }
         };
-        let kind = match from {
-            Flag(_) => flag,
-            Env(..) => env,
-            File(_) => key,
+        // An engine range names the `Config` field and, after "set by",
+        // the source; a value that cannot be read names its source alone:
+        // the flag, the environment variable, or the file's line and key.
+        let engine = setting.starts_with('`');
+        let names_source = match from {
+            Flag(_) if engine => stderr.contains(&format!("{flag} {source}")),
+            Flag(_) => stderr.contains(&format!("for '{source} <")),
+            Env(..) => stderr.contains(&format!("{env} {source}")),
+            File(_) if engine => {
+                let name = source.trim_end_matches(" in");
+                stderr.contains(&format!("{key} {name} at ")) && stderr.contains("bad.toml:1)")
+            }
+            File(_) => {
+                let name = source.trim_end_matches(" in");
+                stderr.contains("bad.toml:1: invalid value ")
+                    && stderr.contains(&format!(" for {name}: "))
+            }
         };
-        let names_source = stderr.contains(&format!("{kind} {source}"));
-        if status.success() || !stderr.contains(setting) || !names_source {
+        let names_setting = !engine || stderr.contains(setting);
+        if status.code() != Some(2) || !names_setting || !names_source {
             failures.push(format!("{from:?} ({status}): {stderr}"));
         }
     }

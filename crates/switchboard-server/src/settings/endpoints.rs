@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use switchboard::Endpoint;
 use switchboard::gate::rate::RateLimit;
+use toml::Spanned;
 
 use super::hooks::HookSet;
 
@@ -65,43 +66,52 @@ pub(crate) fn from_file(path: Option<&str>) -> anyhow::Result<Vec<EndpointSpec>>
     parse(path, &text)
 }
 
-/// The `[[endpoint]]` tables of `text`, the file at `path`.
+/// The `[[endpoint]]` tables of `text`, the file at `path`. An error names
+/// the file, the line of the endpoint's `[[endpoint]]` and the endpoint.
 pub(crate) fn parse(path: &str, text: &str) -> anyhow::Result<Vec<EndpointSpec>> {
+    /// The file as far as endpoints go, each with where it starts.
+    #[derive(Deserialize)]
+    struct Declared {
+        #[serde(default)]
+        endpoint: Vec<Spanned<toml::Value>>,
+    }
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("invalid TOML in {path}"))?;
-    let Some(value) = table.get("endpoint") else {
-        return Ok(Vec::new());
-    };
-    let Some(items) = value.as_array() else {
-        bail!("{path}: endpoint must be a list of [[endpoint]] tables");
-    };
+    match table.get("endpoint") {
+        None => return Ok(Vec::new()),
+        Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_table) => {}
+        Some(_) => bail!("{path}: endpoint must be a list of [[endpoint]] tables"),
+    }
+    let declared: Declared =
+        toml::from_str(text).with_context(|| format!("invalid TOML in {path}"))?;
     let mut specs: Vec<EndpointSpec> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in declared.endpoint.into_iter().enumerate() {
+        let at = format!("{path}:{}", super::file::line_of(text, item.span().start));
+        let item = item.into_inner();
         let name = item.get("path").and_then(|p| p.as_str()).map_or_else(
             || format!("endpoint #{}", i + 1),
             |p| format!("endpoint {p}"),
         );
         let spec: EndpointSpec = item
-            .clone()
             .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{path}: {name}: {}", e.message()))?;
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{at}: {name}: {}", e.message()))?;
         if !spec.path.starts_with('/') {
-            bail!("{path}: {name}: path must start with '/'");
+            bail!("{at}: {name}: path must start with '/'");
         }
         if specs.iter().any(|s| s.path == spec.path) {
-            bail!("{path}: {name}: path is declared twice");
+            bail!("{at}: {name}: path is declared twice");
         }
         if spec.message_rate.is_some() != spec.message_burst.is_some() {
-            bail!("{path}: {name}: message_rate and message_burst go together");
+            bail!("{at}: {name}: message_rate and message_burst go together");
         }
         if let Some(rate) = spec.message_rate
             && !(rate.is_finite() && rate > 0.0)
         {
-            bail!("{path}: {name}: message_rate must be a number above 0");
+            bail!("{at}: {name}: message_rate must be a number above 0");
         }
         if spec.message_burst == Some(0) {
-            bail!("{path}: {name}: message_burst must be at least 1");
+            bail!("{at}: {name}: message_burst must be at least 1");
         }
         specs.push(spec);
     }
@@ -199,6 +209,11 @@ kind = "app"
 
         let e = err("[[endpoint]]\npath = \"/a\"\nkind = \"chat\"\nhoks = []\n");
         assert!(e.contains("endpoint /a") && e.contains("hoks"), "{e}");
+        let e = err("port = 1\n\n[[endpoint]]\npath = \"/a\"\nkind = \"room\"\n");
+        assert!(
+            e.starts_with("sb.toml:3: endpoint /a: unknown variant `room`"),
+            "{e}"
+        );
         let e = err("[[endpoint]]\npath = \"/a\"\nkind = \"room\"\n");
         assert!(e.contains("endpoint /a") && e.contains("room"), "{e}");
         let e = err("[[endpoint]]\nkind = \"chat\"\n");

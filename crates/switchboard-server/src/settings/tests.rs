@@ -1,12 +1,79 @@
+use std::ffi::OsString;
+
 use super::load::*;
 use super::*;
 
+mod sources;
+
+/// The settings of `switchboard <extra>` with `env` and, when given, a
+/// configuration file holding `toml` (named by `SWITCHBOARD_CONFIG`).
+fn load_with(extra: &[&str], env: &[(&str, &str)], toml: Option<&str>) -> Result<Args, LoadError> {
+    invocation(extra, env, toml).map(|i| i.args)
+}
+
+/// As [`load_with`], the whole invocation. In errors and sources the file
+/// is called `sb.toml`.
+fn invocation(
+    extra: &[&str],
+    env: &[(&str, &str)],
+    toml: Option<&str>,
+) -> Result<Invocation, LoadError> {
+    let mut argv: Vec<OsString> = vec!["switchboard".into()];
+    argv.extend(extra.iter().map(Into::into));
+    let mut vars: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let dir = TempDir::new();
+    let path = dir.0.join("sb.toml");
+    let path = path.to_str().unwrap();
+    if let Some(text) = toml {
+        std::fs::write(path, text).unwrap();
+        vars.push(("SWITCHBOARD_CONFIG".into(), path.into()));
+    }
+    let prefix = format!("{}/", dir.0.display());
+    load(argv, &Env::from_pairs(vars))
+        .map(|mut i| {
+            i.args.sources = i.args.sources.renamed(&prefix);
+            i
+        })
+        .map_err(|e| match e {
+            LoadError::Invalid(e) => LoadError::Invalid(e.replace(&prefix, "")),
+            e => e,
+        })
+}
+
+/// The error of `switchboard <extra>` with `env` and `toml`, as printed.
+fn load_error(extra: &[&str], env: &[(&str, &str)], toml: Option<&str>) -> String {
+    match invocation(extra, env, toml) {
+        Ok(i) => panic!("{extra:?} {env:?} {toml:?} was accepted: {:?}", i.args),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A directory of its own for a test, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sb-settings-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `extra` parsed as the server parses its command line.
-fn try_args(extra: &[&str]) -> Result<Args, clap::Error> {
-    let mut argv = vec!["switchboard".to_string()];
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    let (argv, sources) = merge(argv, no_env, None).unwrap();
-    parse(argv, sources)
+fn try_args(extra: &[&str]) -> Result<Args, LoadError> {
+    load_with(extra, &[], None)
 }
 
 fn args(extra: &[&str]) -> Args {
@@ -262,139 +329,4 @@ fn integers_out_of_their_range_are_refused() {
         "--port=0",
     ]);
     a.engine_config().unwrap();
-}
-
-fn no_env(_: &str) -> Option<String> {
-    None
-}
-
-fn from_file(extra: &[&str], toml: &str) -> Result<Args, clap::Error> {
-    let mut argv = vec!["switchboard".to_string()];
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    let (argv, sources) = merge(argv, no_env, Some(("sb.toml", toml))).unwrap();
-    parse(argv, sources)
-}
-
-#[test]
-fn errors_about_file_values_name_the_key_and_the_file() {
-    let e = from_file(&[], "upgrade_rate = -1.0\n")
-        .unwrap()
-        .engine_config()
-        .unwrap_err()
-        .to_string();
-    assert!(e.starts_with("invalid setting `upgrade_rate`"), "{e}");
-    assert!(
-        e.ends_with("(set by the key upgrade_rate in sb.toml)"),
-        "{e}"
-    );
-    // TOML has NaN and infinities; they are refused like the flags' ones.
-    for toml in [
-        "message_rate = nan",
-        "message_rate = inf",
-        "message_rate = -inf",
-    ] {
-        let e = from_file(&[], toml).unwrap().engine_config().unwrap_err();
-        assert!(e.to_string().contains("message_rate in sb.toml"), "{e}");
-    }
-    for toml in [
-        "heartbeat_interval = nan",
-        "heartbeat_interval = -inf",
-        "heartbeat_interval = -1",
-        "heartbeat_interval = \"soon\"",
-        "port = 70000",
-        "upgrade_burst = 0",
-        "jwt_leeway = -5",
-        "history_age = 0",
-    ] {
-        let key = toml.split(' ').next().unwrap();
-        let e = from_file(&[], toml).unwrap_err().to_string();
-        assert!(
-            e.contains(&format!(
-                "tip: the value was set by the key {key} in sb.toml"
-            )),
-            "{toml}: {e}"
-        );
-    }
-    // A flag beats the file; then the flag is named.
-    let e = from_file(&["--upgrade-rate=nan"], "upgrade_rate = 5")
-        .unwrap()
-        .engine_config()
-        .unwrap_err();
-    assert!(e.to_string().contains("the flag --upgrade-rate"), "{e}");
-    let e = from_file(&["--port=-1"], "").unwrap_err().to_string();
-    assert!(
-        e.contains("tip: the value was set by the flag --port"),
-        "{e}"
-    );
-}
-
-#[test]
-fn a_boolean_is_no_value_for_a_numeric_key() {
-    let argv = vec!["switchboard".to_string()];
-    let e = merge(argv, no_env, Some(("sb.toml", "port = false")))
-        .unwrap_err()
-        .to_string();
-    assert_eq!(e, "sb.toml: setting \"port\" takes a value, not a boolean");
-    let (argv, sources) = merge(
-        vec!["switchboard".to_string()],
-        no_env,
-        Some((
-            "sb.toml",
-            "require_origin = false\nrequire_room_claims = true",
-        )),
-    )
-    .unwrap();
-    let a = parse(argv, sources).unwrap();
-    assert!(!a.require_origin);
-    assert!(a.require_room_claims);
-}
-
-#[test]
-fn sources_follow_the_order_of_precedence() {
-    let env = |var: &str| (var == "SWITCHBOARD_MESSAGE_RATE").then(|| "x".to_string());
-    let argv = vec!["switchboard".into(), "--upgrade-rate=3".into()];
-    let toml = "upgrade_rate = 1\nmessage_rate = 1\nmessage_burst = 4\n";
-    let (argv, sources) = merge(argv, env, Some(("sb.toml", toml))).unwrap();
-    assert_eq!(
-        sources.get("upgrade_rate"),
-        Some(&Source::Flag("--upgrade-rate".into()))
-    );
-    assert_eq!(
-        sources.get("message_rate"),
-        Some(&Source::Env("SWITCHBOARD_MESSAGE_RATE".into()))
-    );
-    assert_eq!(
-        sources.get("message_burst"),
-        Some(&Source::File {
-            path: "sb.toml".into(),
-            key: "message_burst".into()
-        })
-    );
-    assert_eq!(sources.get("heartbeat_interval"), None);
-    assert_eq!(
-        argv,
-        ["switchboard", "--upgrade-rate=3", "--message-burst=4"]
-    );
-}
-
-#[test]
-fn online_status_is_off_unless_a_flag_or_the_file_turns_it_on() {
-    assert!(!args(&[]).engine_config().unwrap().online_status);
-    let on = args(&["--online-status"]).engine_config().unwrap();
-    assert!(on.online_status);
-    let (argv, sources) = merge(
-        vec!["switchboard".to_string()],
-        no_env,
-        Some(("sb.toml", "online_status = true")),
-    )
-    .unwrap();
-    let a = parse(argv, sources).unwrap();
-    assert!(a.engine_config().unwrap().online_status);
-    assert_eq!(
-        a.sources.get("online_status"),
-        Some(&Source::File {
-            path: "sb.toml".into(),
-            key: "online_status".into()
-        })
-    );
 }
