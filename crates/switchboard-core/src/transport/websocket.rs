@@ -157,3 +157,114 @@ fn received(msg: Message) -> Received {
         Message::Close(close) => Received::Close(close.map(|c| (c.code, c.reason))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio::task::JoinHandle;
+
+    use super::WebSocket;
+    use crate::auth::Identity;
+    use crate::config::Config;
+    use crate::endpoint::Endpoint;
+    use crate::node::Node;
+    use crate::session::{Channel, new_conn, run};
+
+    /// An echo endpoint on a node whose messages are limited to
+    /// `max_message_size` bytes.
+    fn echo_node(max_message_size: usize) -> (Node, Arc<Endpoint>) {
+        let endpoint = Arc::new(Endpoint::echo("/echo"));
+        let config = Config {
+            max_message_size,
+            ..Config::default()
+        };
+        let node = Node::builder()
+            .config(config)
+            .endpoint((*endpoint).clone())
+            .build()
+            .unwrap();
+        (node, endpoint)
+    }
+
+    /// Runs a session over `io`, as the HTTP layer does after the upgrade.
+    fn serve<IO>(node: &Node, endpoint: Arc<Endpoint>, io: IO) -> JoinHandle<()>
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let mut conn = new_conn(
+            node,
+            Identity::guest(),
+            &endpoint,
+            None,
+            None,
+            Default::default(),
+        );
+        tokio::spawn(async move {
+            let channel = Channel::new(WebSocket::new(io, &[], &conn), &conn);
+            run(channel, &mut conn, &endpoint).await
+        })
+    }
+
+    /// A masked client frame with FIN set.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xFA, 0x21, 0x3D];
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len @ 126..=0xFFFF => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        frame
+    }
+
+    /// Reads one close frame from the server and returns its code.
+    async fn read_close(client: &mut (impl AsyncRead + Unpin)) -> u16 {
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await.expect("a close frame");
+        assert_eq!(head[0], 0x88, "a close frame, not {head:?}");
+        let mut reason = vec![0u8; usize::from(head[1]) - 2];
+        client.read_exact(&mut reason).await.expect("its reason");
+        u16::from_be_bytes([head[2], head[3]])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalid_utf8_closes_with_1007_before_its_frame_is_complete() {
+        let (node, endpoint) = echo_node(64 * 1024);
+        let (server_io, mut client) = tokio::io::duplex(64 * 1024);
+        let session = serve(&node, endpoint, server_io);
+
+        // Autobahn|Testsuite's case 6.4.3: one text frame sent in three
+        // parts a second apart, the second holding a code point past
+        // U+10FFFF.
+        let mut text = "κόσμε".as_bytes().to_vec();
+        let bad_at = text.len();
+        text.extend_from_slice(&[0xF4, 0x90, 0x80, 0x80]);
+        text.extend_from_slice(b"edited");
+        let frame = client_frame(0x1, &text);
+        let bad_at = frame.len() - text.len() + bad_at;
+
+        client.write_all(&frame[..bad_at]).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(1), client.read(&mut byte)).await;
+        assert!(read.is_err(), "the valid part is accepted");
+        client.write_all(&frame[bad_at..bad_at + 4]).await.unwrap();
+        let code = tokio::time::timeout(Duration::from_millis(100), read_close(&mut client))
+            .await
+            .expect("closed on the part that holds the bad byte");
+        assert_eq!(code, 1007);
+        drop(client);
+        session.await.unwrap();
+        assert_eq!(node.connection_count(), 0);
+    }
+}

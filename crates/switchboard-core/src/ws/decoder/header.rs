@@ -133,6 +133,13 @@ fn check_size(len: u64, opcode: OpCode, limits: Limits) -> Result<usize, DecodeE
     }
 }
 
+/// Unmasks `data`, the part of a payload that starts `offset` bytes into
+/// it: the mask's phase continues from there.
+pub(super) fn unmask_from(data: &mut [u8], mut mask: [u8; 4], offset: usize) {
+    mask.rotate_left(offset % 4);
+    unmask(data, mask);
+}
+
 /// XORs `data` with the repeating 4-byte `mask`, eight bytes at a time.
 pub(super) fn unmask(data: &mut [u8], mask: [u8; 4]) {
     if mask == [0; 4] {

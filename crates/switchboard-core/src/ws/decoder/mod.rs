@@ -7,6 +7,12 @@
 //! buffer and unmasked in place, without copying, except that fragmented
 //! messages are concatenated into one buffer.
 //!
+//! Text is checked as it arrives: a frame that comes in several reads has
+//! each new part unmasked and checked once, so invalid UTF-8 fails the
+//! message on the read that brings it, not when the frame or the message is
+//! complete. A frame that arrives in one read is unmasked and checked in
+//! one pass each, as a whole.
+//!
 //! This module reassembles messages from frames; `header` parses and
 //! validates frame headers (and unmasks payloads), `payload` checks what a
 //! payload holds (UTF-8 of text, close bodies).
@@ -22,14 +28,15 @@ mod payload;
 #[cfg(test)]
 mod tests;
 
-use header::{FrameHeader, Limits, parse_header, unmask};
+use header::{FrameHeader, Limits, parse_header, unmask, unmask_from};
 use payload::{check_utf8, parse_close};
 
 /// A complete message received from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Message {
     /// A text message. Invariant: the bytes are valid UTF-8, checked by the
-    /// decoder over the whole (reassembled) message.
+    /// decoder over the whole (reassembled) message, piece by piece as it
+    /// arrived.
     Text(Bytes),
     /// A binary message.
     Binary(Bytes),
@@ -140,7 +147,15 @@ impl DecodeError {
 /// error on every call.
 #[derive(Debug)]
 pub(crate) struct Decoder {
-    max_message_size: usize,
+    /// The largest message accepted. A `u32`, like `unmasked`, so that the
+    /// decoder (part of every idle connection) stays 72 bytes: limits are
+    /// at most 64 MiB (`Config::validate`), and a larger one is taken as
+    /// 4 GiB - 1.
+    max_message_size: u32,
+    /// Bytes at the start of the pending frame's payload (in `buf`) already
+    /// unmasked and, for text, checked: the part of a frame that came in
+    /// earlier reads. Never more than the frame's length, so a `u32`.
+    unmasked: u32,
     /// Received bytes not yet consumed.
     buf: BytesMut,
     /// Header of the frame whose payload is being awaited.
@@ -156,11 +171,9 @@ pub(crate) struct Decoder {
 #[derive(Debug)]
 struct Fragmented {
     is_text: bool,
+    /// For text: valid UTF-8, except that it may end in an incomplete code
+    /// point split by a fragment boundary.
     data: BytesMut,
-    /// For text: length of the prefix of `data` known to be valid UTF-8.
-    /// The rest is at most an incomplete code point split by a fragment
-    /// boundary.
-    utf8_checked: usize,
 }
 
 impl Decoder {
@@ -172,7 +185,8 @@ impl Decoder {
     /// this setting.
     pub(crate) fn new(max_message_size: usize) -> Self {
         Self {
-            max_message_size,
+            max_message_size: u32::try_from(max_message_size).unwrap_or(u32::MAX),
+            unmasked: 0,
             buf: BytesMut::new(),
             header: None,
             fragmented: None,
@@ -228,13 +242,44 @@ impl Decoder {
             };
             if self.buf.len() < header.len {
                 self.header = Some(header);
+                if self.is_text(&header) {
+                    self.check_partial_text(&header)?;
+                }
                 return Ok(None);
             }
-            let payload = self.take_payload(&header);
-            if let Some(message) = self.handle_frame(header, payload)? {
+            let (payload, unmasked) = self.take_payload(&header);
+            if let Some(message) = self.handle_frame(header, payload, unmasked)? {
                 return Ok(Some(message));
             }
         }
+    }
+
+    /// Whether a data frame's payload is text: a text frame, or a
+    /// continuation of a text message.
+    fn is_text(&self, header: &FrameHeader) -> bool {
+        match header.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self.fragmented.as_ref().is_some_and(|f| f.is_text),
+            _ => false,
+        }
+    }
+
+    /// Unmasks and checks what arrived of a pending text frame's payload
+    /// since the last call, so that invalid UTF-8 fails the message on the
+    /// read that brings it. `buf` holds the start of the payload and nothing
+    /// else.
+    fn check_partial_text(&mut self, header: &FrameHeader) -> Result<(), DecodeError> {
+        let done = self.unmasked as usize;
+        let (earlier, new) = self.buf.split_at_mut(done);
+        if new.is_empty() {
+            return Ok(());
+        }
+        unmask_from(new, header.mask, done);
+        let before = message_end(self.fragmented.as_deref(), earlier);
+        check_utf8(before.as_slice(), new, false)?;
+        // Less than the frame's length, which is at most `max_message_size`.
+        self.unmasked = self.buf.len() as u32;
+        Ok(())
     }
 
     /// Returns the pending header, or parses and consumes the next one.
@@ -244,7 +289,7 @@ impl Decoder {
         }
         let in_message = self.fragmented.as_ref().map(|f| f.data.len());
         let limits = Limits {
-            max_message_size: self.max_message_size,
+            max_message_size: self.max_message_size as usize,
             in_message,
         };
         let Some((header, header_len)) = parse_header(&self.buf, limits)? else {
@@ -254,31 +299,45 @@ impl Decoder {
         Ok(Some(header))
     }
 
-    /// Splits the payload off the input buffer and unmasks it in place.
-    fn take_payload(&mut self, header: &FrameHeader) -> BytesMut {
+    /// Splits the payload off the input buffer and unmasks it in place:
+    /// the part that earlier reads did not. Returns the payload and how
+    /// many bytes at its start earlier reads unmasked (and checked).
+    fn take_payload(&mut self, header: &FrameHeader) -> (BytesMut, usize) {
         let mut payload = self.buf.split_to(header.len);
-        unmask(&mut payload, header.mask);
+        let unmasked = std::mem::take(&mut self.unmasked) as usize;
+        if unmasked == 0 {
+            unmask(&mut payload, header.mask);
+        } else {
+            unmask_from(&mut payload[unmasked..], header.mask, unmasked);
+        }
         self.release_consumed_buffer();
-        payload
+        (payload, unmasked)
     }
 
-    /// Turns a complete frame into a message, or stores a fragment.
+    /// Turns a complete frame into a message, or stores a fragment. The
+    /// first `unmasked` bytes of a text payload were checked by earlier
+    /// reads; the rest is checked here.
     fn handle_frame(
         &mut self,
         header: FrameHeader,
         payload: BytesMut,
+        unmasked: usize,
     ) -> Result<Option<Message>, DecodeError> {
         match header.opcode {
             OpCode::Ping => Ok(Some(Message::Ping(payload.freeze()))),
             OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
             OpCode::Close => parse_close(&payload).map(|close| Some(Message::Close(close))),
             OpCode::Text | OpCode::Binary => {
+                let is_text = header.opcode == OpCode::Text;
+                if is_text {
+                    let (earlier, new) = payload.split_at(unmasked);
+                    check_utf8(earlier, new, header.fin)?;
+                }
                 let fragmented = Fragmented {
-                    is_text: header.opcode == OpCode::Text,
+                    is_text,
                     data: payload,
-                    utf8_checked: 0,
                 };
-                self.continue_message(fragmented, header.fin)
+                Ok(self.continue_message(fragmented, header.fin))
             }
             OpCode::Continuation => {
                 // `parse_header` rejects continuations outside a message.
@@ -286,32 +345,30 @@ impl Decoder {
                     .fragmented
                     .take()
                     .ok_or(DecodeError::UnexpectedContinuation)?;
+                if fragmented.is_text {
+                    let (earlier, new) = payload.split_at(unmasked);
+                    let before = message_end(Some(&fragmented), earlier);
+                    check_utf8(before.as_slice(), new, header.fin)?;
+                }
                 fragmented.data.extend_from_slice(&payload);
-                self.continue_message(*fragmented, header.fin)
+                Ok(self.continue_message(*fragmented, header.fin))
             }
         }
     }
 
-    /// Validates the data received so far and either completes the message
-    /// (`fin`) or keeps it for the next continuation frame.
-    fn continue_message(
-        &mut self,
-        mut fragmented: Fragmented,
-        fin: bool,
-    ) -> Result<Option<Message>, DecodeError> {
-        if fragmented.is_text {
-            fragmented.utf8_checked = check_utf8(&fragmented.data, fragmented.utf8_checked, fin)?;
-        }
+    /// Completes the message (`fin`) or keeps it for the next continuation
+    /// frame.
+    fn continue_message(&mut self, fragmented: Fragmented, fin: bool) -> Option<Message> {
         if !fin {
             self.fragmented = Some(Box::new(fragmented));
-            return Ok(None);
+            return None;
         }
         let data = fragmented.data.freeze();
-        Ok(Some(if fragmented.is_text {
+        Some(if fragmented.is_text {
             Message::Text(data)
         } else {
             Message::Binary(data)
-        }))
+        })
     }
 
     /// Drops the input buffer's allocation once everything has been consumed.
@@ -329,7 +386,39 @@ impl Decoder {
     fn fail(&mut self, error: DecodeError) {
         self.error = Some(error);
         self.buf = BytesMut::new();
+        self.unmasked = 0;
         self.header = None;
         self.fragmented = None;
+    }
+}
+
+/// The last bytes (at most three) of a text message before a new piece:
+/// the end of its earlier fragments, if any, then `earlier`, the part of
+/// the current frame that came before the piece. Enough for `check_utf8`
+/// to finish a code point cut between pieces.
+fn message_end(fragmented: Option<&Fragmented>, earlier: &[u8]) -> MessageEnd {
+    let mut end = MessageEnd {
+        bytes: [0; 3],
+        len: 0,
+    };
+    let from_frame = earlier.len().min(3);
+    let previous = fragmented.map_or(&[][..], |f| &f.data[..]);
+    let from_previous = (3 - from_frame).min(previous.len());
+    end.bytes[..from_previous].copy_from_slice(&previous[previous.len() - from_previous..]);
+    end.bytes[from_previous..from_previous + from_frame]
+        .copy_from_slice(&earlier[earlier.len() - from_frame..]);
+    end.len = from_previous + from_frame;
+    end
+}
+
+/// See [`message_end`].
+struct MessageEnd {
+    bytes: [u8; 3],
+    len: usize,
+}
+
+impl MessageEnd {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }

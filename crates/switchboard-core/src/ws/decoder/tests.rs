@@ -560,3 +560,105 @@ fn error_display_fits_close_reason() {
         "reserved opcode 0xb"
     );
 }
+
+/// The text of Autobahn|Testsuite's cases 6.4.1 to 6.4.4: valid UTF-8
+/// ("κόσμε"), then a code point past U+10FFFF (F4 90 80 80), then more
+/// valid text.
+fn invalid_in_the_middle() -> (Vec<u8>, usize) {
+    let mut text = "κόσμε".as_bytes().to_vec();
+    let bad_at = text.len();
+    text.extend_from_slice(&[0xF4, 0x90, 0x80, 0x80]);
+    text.extend_from_slice(b"edited");
+    (text, bad_at)
+}
+
+#[test]
+fn invalid_utf8_fails_on_the_read_that_brings_it_within_one_frame() {
+    let (text, bad_at) = invalid_in_the_middle();
+    let frame = client_frame(true, OpCode::Text, &text);
+    let header_len = frame.len() - text.len();
+    // Cut after the valid part, then after F4 (a valid start), then after
+    // 90 (which F4 cannot take): the frame is never complete.
+    let cuts = [header_len + bad_at, header_len + bad_at + 1];
+    let mut decoder = Decoder::new(MAX);
+    decoder.push(&frame[..cuts[0]]);
+    assert_eq!(decoder.next_message(), Ok(None));
+    decoder.push(&frame[cuts[0]..cuts[1]]);
+    assert_eq!(
+        decoder.next_message(),
+        Ok(None),
+        "F4 may start a code point"
+    );
+    decoder.push(&frame[cuts[1]..cuts[1] + 1]);
+    assert_eq!(decoder.next_message(), Err(DecodeError::InvalidUtf8));
+}
+
+#[test]
+fn invalid_utf8_fails_on_the_read_that_brings_it_in_a_continuation() {
+    let (text, bad_at) = invalid_in_the_middle();
+    // The valid part is a fragment of its own, ending with F4; the
+    // continuation starts with 90 and arrives one byte at a time.
+    let mut input = client_frame(false, OpCode::Text, &text[..=bad_at]);
+    let before = input.len();
+    input.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &text[bad_at + 1..],
+    ));
+    let continuation_payload = before + 6;
+    let mut decoder = Decoder::new(MAX);
+    decoder.push(&input[..continuation_payload]);
+    assert_eq!(decoder.next_message(), Ok(None));
+    decoder.push(&input[continuation_payload..=continuation_payload]);
+    assert_eq!(decoder.next_message(), Err(DecodeError::InvalidUtf8));
+}
+
+#[test]
+fn invalid_utf8_in_a_later_read_of_a_continuation_fails_at_once() {
+    let mut input = client_frame(false, OpCode::Text, "ab".as_bytes());
+    let start = input.len();
+    let mut payload = "é".repeat(100).into_bytes();
+    payload.push(0xFF);
+    payload.extend_from_slice(&[b'z'; 100]);
+    let continuation = client_frame(true, OpCode::Continuation, &payload);
+    let bad = start + (continuation.len() - payload.len()) + 200;
+    input.extend(continuation);
+    let mut decoder = Decoder::new(MAX);
+    decoder.push(&input[..bad - 51]);
+    assert_eq!(decoder.next_message(), Ok(None));
+    decoder.push(&input[bad - 51..=bad]);
+    assert_eq!(decoder.next_message(), Err(DecodeError::InvalidUtf8));
+}
+
+#[test]
+fn code_points_cut_anywhere_by_fragments_and_reads_decode() {
+    let text = "a€b𝄞c\u{7ff}é\u{10ffff}z";
+    let bytes = text.as_bytes();
+    for cut in 0..=bytes.len() {
+        let mut input = client_frame(false, OpCode::Text, &bytes[..cut]);
+        input.extend(client_frame(true, OpCode::Continuation, &bytes[cut..]));
+        for sizes in [&[1][..], &[2], &[3, 1], &[7], &[9, 2]] {
+            let messages = decode_chunked(&input, sizes).expect("valid text");
+            assert_eq!(messages.len(), 1, "cut at {cut}, reads of {sizes:?}");
+            assert_eq!(messages[0].as_text(), Some(text), "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn a_frame_in_pieces_is_unmasked_once() {
+    // Every mask phase: pieces of 1 to 5 bytes, text and binary.
+    let text = "héllo wörld, ünïcödé and plain ascii".repeat(3);
+    for opcode in [OpCode::Text, OpCode::Binary] {
+        let input = client_frame(true, opcode, text.as_bytes());
+        for size in 1..=5 {
+            let messages = decode_chunked(&input, &[size]).expect("valid frame");
+            let expected = Bytes::from(text.clone().into_bytes());
+            let expected = match opcode {
+                OpCode::Text => Message::Text(expected),
+                _ => Message::Binary(expected),
+            };
+            assert_eq!(messages, vec![expected], "{opcode:?} in reads of {size}");
+        }
+    }
+}
