@@ -31,6 +31,25 @@ impl<T: Transport> Channel<T> {
         self.shutdown_within(deadline).await;
     }
 
+    /// Fails the connection after a protocol error (RFC 6455, section
+    /// 7.1.7): sends the close frame and ends the server's side of the
+    /// stream at once, without waiting for the client's answer, which the
+    /// client may not be able to send (it can be in the middle of a frame).
+    /// Then, within the close grace, reads what the client still sends
+    /// until its close frame or the end of its side: closing the socket
+    /// with bytes unread, or with bytes still on their way, would reset the
+    /// connection, and a client that is busy writing (the rest of a message
+    /// over the size limit) could see the reset before the close frame.
+    async fn fail(&mut self, conn: &Conn, code: CloseCode, reason: &str) {
+        self.queue(conn, self.transport.close(code, reason));
+        let deadline = CLOSE_GRACE.min(conn.node.config().heartbeat_timeout);
+        let flushed = self.flush_within(conn, deadline).await.is_ok();
+        self.shutdown_within(deadline).await;
+        if flushed && self.transport.answers_close() {
+            let _ = tokio::time::timeout(deadline, self.await_peer_close()).await;
+        }
+    }
+
     /// Ends the wire, waiting at most `limit`.
     async fn shutdown_within(&mut self, limit: Duration) {
         let shutdown = std::future::poll_fn(|cx| self.transport.poll_shutdown(cx));
@@ -106,7 +125,12 @@ pub(super) async fn end<T: Transport>(
             by_server: false,
         },
         Event::Received(Received::Invalid { code, reason }) => {
-            close_with(t, conn, code, reason, false).await
+            t.fail(conn, code, &reason).await;
+            Disconnect {
+                code: Some(code.0),
+                reason,
+                by_server: true,
+            }
         }
         Event::Io(e) => Disconnect {
             code: None,

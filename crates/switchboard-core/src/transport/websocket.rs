@@ -4,6 +4,15 @@
 //! Bytes are read into a buffer on the stack and handed to the
 //! frame decoder, which keeps a heap buffer only while a frame is incomplete:
 //! an idle connection holds no read buffer.
+//!
+//! After a protocol error (reported once, as [`Received::Invalid`]) the
+//! transport goes on reading and discarding what the client sends, until
+//! the client's close frame ([`Received::Close`]), the end of the stream,
+//! or 16 MiB discarded (an error). The session sends its close frame, ends
+//! its side of the stream and waits for that, within its close grace,
+//! before it closes the socket, so that bytes still in flight from the
+//! client (the rest of a message over the size limit) do not turn the
+//! close into a reset that the client may see before the close frame.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -18,7 +27,7 @@ use tokio_util::either::Either;
 use super::{Encoding, Received, Transport};
 use crate::conn::Conn;
 use crate::endpoint::Inbound;
-use crate::ws::{Decoder, Message, OpCode, frame};
+use crate::ws::{Decoder, Drained, Message, OpCode, frame};
 
 /// Size of the on-stack read buffer.
 const READ_CHUNK: usize = 8 * 1024;
@@ -91,6 +100,9 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin> Transport for WebSocket<IO> {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Received>> {
+        if self.decoder.has_failed() {
+            return self.poll_drain(cx);
+        }
         loop {
             match self.decoder.next_message() {
                 Ok(Some(msg)) => return Poll::Ready(Ok(received(msg))),
@@ -148,6 +160,36 @@ impl<IO: AsyncRead + AsyncWrite + Send + Unpin> Transport for WebSocket<IO> {
     }
 }
 
+impl<IO: AsyncRead + AsyncWrite + Send + Unpin> WebSocket<IO> {
+    /// After a protocol error: reads and discards until the client's close
+    /// frame, the end of the stream or the drain limit.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Received>> {
+        let mut drained = self.decoder.drain(&[]);
+        loop {
+            match drained {
+                Drained::More => {}
+                Drained::PeerClosed => return Poll::Ready(Ok(Received::Close(None))),
+                Drained::Limit => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the client went on sending after a protocol error",
+                    )));
+                }
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return Poll::Ready(Ok(Received::Eof));
+                }
+                Poll::Ready(Ok(())) => drained = self.decoder.drain(buf.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 fn received(msg: Message) -> Received {
     match msg {
         Message::Text(text) => Received::Data(Inbound::Text(text)),
@@ -164,6 +206,7 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
     use tokio::task::JoinHandle;
 
     use super::WebSocket;
@@ -238,6 +281,45 @@ mod tests {
         u16::from_be_bytes([head[2], head[3]])
     }
 
+    /// Answers the server's close and waits for the server to end the
+    /// connection.
+    async fn finish_close(client: &mut (impl AsyncRead + AsyncWrite + Unpin), code: u16) {
+        client
+            .write_all(&client_frame(0x8, &code.to_be_bytes()))
+            .await
+            .expect("the close answer is read");
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("an orderly end");
+        assert!(rest.is_empty(), "{} bytes after the close", rest.len());
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_gets_its_close_frame_while_the_client_still_sends() {
+        let (node, endpoint) = echo_node(64 * 1024);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let session = serve(&node, endpoint, server);
+
+        // A 12 MiB message, more than the socket buffers of both ends hold
+        // on loopback: the client is still writing it, not reading, long
+        // after the server refused it from its header. Then it reads.
+        let frame = client_frame(0x2, &vec![b'x'; 12 << 20]);
+        client
+            .write_all(&frame)
+            .await
+            .expect("the server reads what is in flight instead of resetting");
+        assert_eq!(read_close(&mut client).await, 1009);
+        finish_close(&mut client, 1009).await;
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends with the handshake")
+            .unwrap();
+        assert_eq!(node.connection_count(), 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn invalid_utf8_closes_with_1007_before_its_frame_is_complete() {
         let (node, endpoint) = echo_node(64 * 1024);
@@ -254,6 +336,7 @@ mod tests {
         let frame = client_frame(0x1, &text);
         let bad_at = frame.len() - text.len() + bad_at;
 
+        let start = tokio::time::Instant::now();
         client.write_all(&frame[..bad_at]).await.unwrap();
         let mut byte = [0u8; 1];
         let read = tokio::time::timeout(Duration::from_secs(1), client.read(&mut byte)).await;
@@ -263,8 +346,18 @@ mod tests {
             .await
             .expect("closed on the part that holds the bad byte");
         assert_eq!(code, 1007);
+        // As the suite does, the client answers in the middle of its frame
+        // (the server cannot tell that close frame from payload), then
+        // closes its side once it sees the server's end: the session ends
+        // then, not after its close grace.
+        finish_close(&mut client, 1007).await;
         drop(client);
         session.await.unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(node.connection_count(), 0);
     }
 }

@@ -6,5 +6,5 @@
 pub(crate) mod decoder;
 pub(crate) mod frame;
 
-pub(crate) use decoder::{Decoder, Message};
+pub(crate) use decoder::{Decoder, Drained, Message};
 pub(crate) use frame::{FrameBuilder, OpCode};

@@ -13,9 +13,14 @@
 //! complete. A frame that arrives in one read is unmasked and checked in
 //! one pass each, as a whole.
 //!
+//! After an error the decoder can go on reading ([`Decoder::drain`]): it
+//! discards what the client still sends until the client's close frame, so
+//! that the connection is not closed under bytes in flight.
+//!
 //! This module reassembles messages from frames; `header` parses and
 //! validates frame headers (and unmasks payloads), `payload` checks what a
-//! payload holds (UTF-8 of text, close bodies).
+//! payload holds (UTF-8 of text, close bodies), `drain` reads past an
+//! error.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -23,11 +28,14 @@ use switchboard_protocol::CloseCode;
 
 use super::frame::OpCode;
 
+mod drain;
 mod header;
 mod payload;
 #[cfg(test)]
 mod tests;
 
+use drain::Drain;
+pub(crate) use drain::Drained;
 use header::{FrameHeader, Limits, parse_header, unmask, unmask_from};
 use payload::{check_utf8, parse_close};
 
@@ -143,8 +151,9 @@ impl DecodeError {
 /// allocation with bytes that were pushed together with them.
 ///
 /// Errors are final: after `next_message` has returned an error, the
-/// decoder drops its buffers, ignores further input and returns the same
-/// error on every call.
+/// decoder drops its buffers, ignores further pushes and returns the same
+/// error on every call; what the client sends next goes to
+/// [`drain`](Self::drain).
 #[derive(Debug)]
 pub(crate) struct Decoder {
     /// The largest message accepted. A `u32`, like `unmasked`, so that the
@@ -163,8 +172,8 @@ pub(crate) struct Decoder {
     /// Text or binary message whose final fragment has not arrived yet.
     /// Boxed: rare, and the decoder is part of every idle connection.
     fragmented: Option<Box<Fragmented>>,
-    /// Set once an error has been returned.
-    error: Option<DecodeError>,
+    /// Set once an error has been returned. Boxed for the same reason.
+    failed: Option<Box<Failed>>,
 }
 
 /// A text or binary message being assembled from one or more frames.
@@ -174,6 +183,13 @@ struct Fragmented {
     /// For text: valid UTF-8, except that it may end in an incomplete code
     /// point split by a fragment boundary.
     data: BytesMut,
+}
+
+/// The error a decoder failed with, and what it makes of the bytes after.
+#[derive(Debug)]
+struct Failed {
+    error: DecodeError,
+    drain: Drain,
 }
 
 impl Decoder {
@@ -190,7 +206,7 @@ impl Decoder {
             buf: BytesMut::new(),
             header: None,
             fragmented: None,
-            error: None,
+            failed: None,
         }
     }
 
@@ -198,9 +214,10 @@ impl Decoder {
     ///
     /// Nothing is parsed here; call [`next_message`](Self::next_message)
     /// after every push so oversized frames are rejected from their header.
-    /// Input is discarded once the decoder has failed.
+    /// Input is discarded once the decoder has failed: it goes to
+    /// [`drain`](Self::drain) instead.
     pub(crate) fn push(&mut self, data: &[u8]) {
-        if self.error.is_none() && !data.is_empty() {
+        if self.failed.is_none() && !data.is_empty() {
             self.buf.extend_from_slice(data);
         }
     }
@@ -211,8 +228,8 @@ impl Decoder {
     /// Control frames interleaved with a fragmented message are returned as
     /// soon as they are complete.
     pub(crate) fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
-        if let Some(error) = self.error {
-            return Err(error);
+        if let Some(failed) = &self.failed {
+            return Err(failed.error);
         }
         let result = self.decode();
         match result {
@@ -220,6 +237,24 @@ impl Decoder {
             Err(error) => self.fail(error),
         }
         result
+    }
+
+    /// Whether `next_message` has returned an error.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// After an error: discards `data`, the next bytes from the client,
+    /// looking for the client's close frame (see the `drain` module), and
+    /// tells where that stands. Bytes that were pushed but not decoded when
+    /// the error came are drained first, at the error; `drain(&[])` tells
+    /// what they held. Before an error, returns [`Drained::More`] and
+    /// ignores `data`.
+    pub(crate) fn drain(&mut self, data: &[u8]) -> Drained {
+        match &mut self.failed {
+            Some(failed) => failed.drain.feed(data),
+            None => Drained::More,
+        }
     }
 
     /// Returns `true` when no partial frame or fragmented message is held,
@@ -382,9 +417,26 @@ impl Decoder {
         }
     }
 
-    /// Records `error` and drops all buffered state.
+    /// Records `error`, drops all buffered state and starts draining at
+    /// the error: after the frame that failed, whose header `buf` starts
+    /// with (an error in a header) or whose payload was pending (an error
+    /// in a text frame that is still arriving) or consumed (an error in a
+    /// complete frame).
     fn fail(&mut self, error: DecodeError) {
-        self.error = Some(error);
+        let drain = match error {
+            // The client's own close frame was the one at fault: the
+            // client waits for the server to end the connection.
+            DecodeError::TruncatedCloseCode
+            | DecodeError::InvalidCloseCode(_)
+            | DecodeError::InvalidCloseReason => Drain::peer_closed(),
+            // `buf` holds the start of the pending frame's payload, and
+            // nothing after it.
+            _ => match self.header.take() {
+                Some(pending) => Drain::after_error((pending.len - self.buf.len()) as u64, &[]),
+                None => Drain::after_error(0, &self.buf),
+            },
+        };
+        self.failed = Some(Box::new(Failed { error, drain }));
         self.buf = BytesMut::new();
         self.unmasked = 0;
         self.header = None;

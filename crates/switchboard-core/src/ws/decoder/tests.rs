@@ -662,3 +662,137 @@ fn a_frame_in_pieces_is_unmasked_once() {
         }
     }
 }
+
+/// The masked close frame a client answers the server's close with.
+fn client_close(code: u16) -> Vec<u8> {
+    client_frame(true, OpCode::Close, &code.to_be_bytes())
+}
+
+#[test]
+fn after_an_oversized_header_the_rest_of_the_frame_is_skipped_to_the_close() {
+    let mut input = client_frame(true, OpCode::Binary, &[7; 5000]);
+    input.extend(client_frame(
+        true,
+        OpCode::Text,
+        b"sent before the close arrived",
+    ));
+    input.extend(client_frame(true, OpCode::Ping, b""));
+    // The drain ends once the close frame's header (6 bytes) is in.
+    let close_header_end = input.len() + 6;
+    input.extend(client_close(1009));
+    for size in [1, 3, 100, 4096, input.len()] {
+        let mut decoder = Decoder::new(100);
+        decoder.push(&input[..8]);
+        assert_eq!(decoder.next_message(), Err(DecodeError::MessageTooBig));
+        assert_eq!(decoder.drain(&[]), Drained::More);
+        let mut fed = 8;
+        for chunk in input[8..].chunks(size) {
+            fed += chunk.len();
+            let expected = if fed >= close_header_end {
+                Drained::PeerClosed
+            } else {
+                Drained::More
+            };
+            assert_eq!(decoder.drain(chunk), expected, "reads of {size}, {fed} fed");
+        }
+        // The error stays.
+        assert_eq!(decoder.next_message(), Err(DecodeError::MessageTooBig));
+    }
+}
+
+#[test]
+fn bytes_pushed_with_the_error_are_drained_first() {
+    // A frame with invalid UTF-8, then the client's close, in one push.
+    let mut input = client_frame(true, OpCode::Text, &[b'a', 0xFF]);
+    input.extend(client_close(1000));
+    let mut decoder = Decoder::new(MAX);
+    decoder.push(&input);
+    assert_eq!(decoder.next_message(), Err(DecodeError::InvalidUtf8));
+    assert_eq!(decoder.drain(&[]), Drained::PeerClosed);
+    assert!(decoder.is_idle());
+    assert_eq!(decoder.buffer_capacity(), 0);
+}
+
+#[test]
+fn after_invalid_utf8_in_a_pending_frame_its_rest_is_skipped() {
+    let (text, bad_at) = invalid_in_the_middle();
+    let mut input = client_frame(true, OpCode::Text, &text);
+    // Up to F4 90, which F4 cannot take.
+    let cut = input.len() - text.len() + bad_at + 2;
+    input.extend(client_close(1007));
+    let mut decoder = Decoder::new(MAX);
+    decoder.push(&input[..cut]);
+    assert_eq!(decoder.next_message(), Err(DecodeError::InvalidUtf8));
+    assert_eq!(decoder.drain(&[]), Drained::More);
+    // The rest of the frame (80 80 "edited") is skipped by its length.
+    assert_eq!(decoder.drain(&input[cut..cut + 4]), Drained::More);
+    assert_eq!(decoder.drain(&input[cut + 4..]), Drained::PeerClosed);
+}
+
+#[test]
+fn a_bad_close_frame_ends_the_drain_at_once() {
+    let mut decoder = Decoder::new(MAX);
+    decoder.push(&client_frame(true, OpCode::Close, &[0x03, 0xED]));
+    assert_eq!(
+        decoder.next_message(),
+        Err(DecodeError::InvalidCloseCode(1005))
+    );
+    assert_eq!(decoder.drain(&[]), Drained::PeerClosed);
+}
+
+#[test]
+fn header_errors_are_skipped_by_the_frame_length() {
+    // Reserved bits, a reserved opcode, an unmasked frame: the frame is
+    // skipped by its length, whatever else is wrong with it.
+    let frames = [
+        raw_frame(0xC1, Some([1, 2, 3, 4]), &[0x88; 300]),
+        raw_frame(0x83, Some([1, 2, 3, 4]), &[0x88; 10]),
+        raw_frame(0x81, None, &[0x88; 10]),
+    ];
+    for bad in frames {
+        let mut input = bad.clone();
+        input.extend(client_close(1002));
+        let mut decoder = Decoder::new(MAX);
+        decoder.push(&input[..2]);
+        assert!(decoder.next_message().is_err());
+        assert_eq!(decoder.drain(&input[2..bad.len()]), Drained::More);
+        assert_eq!(decoder.drain(&input[bad.len()..]), Drained::PeerClosed);
+    }
+}
+
+#[test]
+fn draining_stops_at_the_limit() {
+    // A length with its top bit set: frame boundaries are lost, and only
+    // the limit ends the drain.
+    let mut decoder = Decoder::new(MAX);
+    decoder.push(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4]);
+    assert_eq!(decoder.next_message(), Err(DecodeError::InvalidLength));
+    let chunk = client_close(1000).repeat(1024);
+    let mut total = 0u64;
+    loop {
+        let drained = decoder.drain(&chunk);
+        total += chunk.len() as u64;
+        if total > drain::DRAIN_LIMIT {
+            assert_eq!(drained, Drained::Limit);
+            break;
+        }
+        assert_eq!(drained, Drained::More, "after {total} bytes");
+    }
+}
+
+#[test]
+fn draining_an_oversized_frame_stops_at_the_limit() {
+    let mut decoder = Decoder::new(100);
+    let mut header = vec![0x82, 0xFF];
+    header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    decoder.push(&header);
+    assert_eq!(decoder.next_message(), Err(DecodeError::MessageTooBig));
+    let chunk = vec![0u8; 1 << 20];
+    let mut fed = 0u64;
+    while decoder.drain(&chunk) == Drained::More {
+        fed += chunk.len() as u64;
+        assert!(fed <= drain::DRAIN_LIMIT, "no limit");
+    }
+    assert_eq!(decoder.drain(&[]), Drained::Limit);
+}
