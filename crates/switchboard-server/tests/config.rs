@@ -274,6 +274,13 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
     ] {
         assert!(!stdout.contains(secret), "{secret} leaked:\n{stdout}");
     }
+    // An empty key counts as not set, and is shown so.
+    let out = run(switchboard(
+        &["check-config"],
+        &[("SWITCHBOARD_API_KEY", "")],
+    ));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("\n# api_key is not set\n"), "{stdout}");
 
     // Invalid: the same error as at startup, and nothing on stdout.
     assert_eq!(

@@ -169,6 +169,11 @@ fn value_of(inv: &Invocation, s: Setting<'_>) -> Option<String> {
             .map(|v| v.to_string_lossy().trim().to_string()),
         Kind::Seconds => m.get_one::<Duration>(s.id).map(|d| number(d.as_secs_f64())),
         Kind::Number => m.get_one::<f64>(s.id).map(|f| number(*f)),
+        // An empty secret counts as not set (the API key's rule).
+        Kind::Text if SECRETS.contains(&s.id) => m
+            .get_one::<String>(s.id)
+            .filter(|v| !v.is_empty())
+            .map(|v| text(v)),
         Kind::Text => m.get_one::<String>(s.id).map(|v| text(v)),
         Kind::List => {
             let items: Vec<String> = m
