@@ -89,13 +89,18 @@ async fn history(node: &Node) -> Value {
 #[tokio::test]
 async fn with_the_defaults_a_flooding_guest_is_limited_and_closed() {
     let node = Node::start(&["--port".into(), "0".into()]).await;
+    let started = std::time::Instant::now();
     let told = flood(&node, 10, 100).await;
-    // The burst (50) and what the rate refilled meanwhile are accepted;
-    // past 20 dropped messages the connection is closed.
+    let elapsed = started.elapsed().as_secs_f64();
+    // The burst (50) and what the rate (20/s) refilled while the flood
+    // lasted are accepted; past 20 dropped messages the connection is
+    // closed. The refill depends on how fast this machine sends, so the
+    // bound is taken from the time the flood took, not assumed.
     assert_eq!(told.close, Some(4002), "{told:?}");
+    let refill = (20.0 * elapsed).ceil() as usize + 1;
     assert!(
-        (50..100).contains(&told.acks),
-        "accepted only the burst and its refill: {told:?}"
+        (50..=50 + refill).contains(&told.acks),
+        "accepted only the burst and its refill over {elapsed:.2} s: {told:?}"
     );
     // Dropped with an error each, up to the 20 strikes; the next closes.
     assert_eq!(told.rate_limited, 20, "{told:?}");
