@@ -484,3 +484,66 @@ async fn a_body_nested_too_deeply_is_refused_and_nothing_is_published() {
     );
     member.expect_nothing_but_barrier().await;
 }
+
+#[tokio::test]
+async fn refusals_name_what_is_wrong_with_the_credentials_and_the_proxy() {
+    let config = Config::builder().api_key(KEY).build().unwrap();
+    let server = TestServer::start(config).await;
+    let call = |auth: Option<String>| {
+        let mut req = reqwest::Client::new()
+            .post(server.http("/api/broadcast"))
+            .body(r#"{"data":1}"#);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let message = |m: &str| json!({"error": {"code": "unauthorized", "message": m}});
+    assert_eq!(
+        call(None).await,
+        (
+            401,
+            message("missing API key: send Authorization: Bearer <key>")
+        )
+    );
+    for wrong_scheme in [format!("Basic {KEY}"), KEY.to_string()] {
+        assert_eq!(
+            call(Some(wrong_scheme)).await,
+            (
+                401,
+                message(
+                    "the Authorization header must use the Bearer scheme: Authorization: Bearer <key>"
+                )
+            )
+        );
+    }
+    assert_eq!(
+        call(Some("Bearer nope".into())).await,
+        (401, message("invalid API key"))
+    );
+
+    // Without a key: a loopback peer whose forwarding header names another
+    // client is told why it is not loopback.
+    let node = Node::builder().default_endpoints().build().unwrap();
+    let local: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+    let mut req = api_request(local);
+    req.headers_mut()
+        .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    let resp = node.router().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "no API key is configured, so the API accepts only loopback callers; this request came \
+         through a proxy (it carries X-Forwarded-For, Forwarded or X-Real-IP), and its client is \
+         not known to be loopback: the proxy must be in --trusted-proxies and name a loopback \
+         client in X-Forwarded-For, or set an API key"
+    );
+}

@@ -93,20 +93,36 @@ pub(crate) fn authorize(
 ) -> Result<(), ApiError> {
     match &node.config().api_key {
         Some(key) => {
-            let presented = headers
-                .get(header::AUTHORIZATION)
+            let header = headers.get(header::AUTHORIZATION);
+            let presented = header
                 .and_then(|v| v.to_str().ok())
                 .and_then(crate::auth::bearer_token);
             match presented {
                 Some(p) if constant_time_eq(p.as_bytes(), key.as_bytes()) => Ok(()),
                 Some(_) => Err(unauthorized("invalid API key")),
+                // A header with another scheme (Basic, a bare key) is not a
+                // missing key: say what is wrong with it.
+                None if header.is_some() => Err(unauthorized(
+                    "the Authorization header must use the Bearer scheme: Authorization: Bearer <key>",
+                )),
                 None => Err(unauthorized(
                     "missing API key: send Authorization: Bearer <key>",
                 )),
             }
         }
-        None => match peer.map(|p| api_client_ip(node, headers, p.ip())) {
-            Some(ip) if ip.is_loopback() => Ok(()),
+        None => match peer.map(|p| (p.ip(), api_client_ip(node, headers, p.ip()))) {
+            Some((_, ip)) if ip.is_loopback() => Ok(()),
+            // A loopback peer made non-loopback by its forwarding headers:
+            // name them, and the setting that decides whom they are
+            // believed from.
+            Some((peer, _)) if peer.is_loopback() => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "no API key is configured, so the API accepts only loopback callers; this request \
+                 came through a proxy (it carries X-Forwarded-For, Forwarded or X-Real-IP), and \
+                 its client is not known to be loopback: the proxy must be in --trusted-proxies \
+                 and name a loopback client in X-Forwarded-For, or set an API key",
+            )),
             Some(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
