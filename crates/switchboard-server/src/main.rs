@@ -267,7 +267,8 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         paths.join(", ")
     );
-    let app = node.router().merge(assets::routes());
+    let app =
+        switchboard::http::refuse_stray_upgrades(node.router().merge(assets::routes()), &node);
     switchboard::serve(listener, app, node, shutdown).await?;
     if let Some(redis) = redis {
         // The node has closed its connections: take its presence entries out

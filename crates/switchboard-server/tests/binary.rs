@@ -639,3 +639,26 @@ async fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
         "escape codes in a piped log: {log:?}"
     );
 }
+
+#[tokio::test]
+async fn an_upgrade_to_a_path_that_is_no_endpoint_names_the_endpoints() {
+    let server = start(&["--port", "0"], &[]);
+    let endpoints = "/ws/echo, /ws/chat, /ws/notifications";
+    for path in ["/ws/nope", "/", "/health", "/demo.js"] {
+        let url = format!("ws://127.0.0.1:{}{path}", server.port);
+        let (status, body) = switchboard_testkit::ws::expect_refused(url.as_str()).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "not_found", "message":
+                format!("no WebSocket endpoint at {path}; this server's endpoints are {endpoints}")}}),
+            "{path}"
+        );
+    }
+    // A plain GET of the same paths is served as before.
+    let health = reqwest::get(format!("http://127.0.0.1:{}/health", server.port))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

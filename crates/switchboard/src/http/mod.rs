@@ -33,6 +33,43 @@ pub fn router(node: &Node) -> Router {
     ws_router(node).merge(api_router(node))
 }
 
+/// Wraps a whole application router so that a WebSocket upgrade to a path
+/// that is no endpoint (an unknown path, `/`, `/health`, a page of the
+/// application) is refused with `404` and a JSON error naming this node's
+/// endpoints, instead of whatever the path answers a plain `GET` with (an
+/// empty `404`, or a `200` page that a WebSocket client reports as a bare
+/// handshake failure). Other requests pass through untouched. Apply it
+/// last, to the merged router: `refuse_stray_upgrades(app.merge(node.router()), &node)`.
+pub fn refuse_stray_upgrades(app: Router, node: &Node) -> Router {
+    let paths: std::sync::Arc<[String]> = node
+        .endpoints()
+        .iter()
+        .map(|e| e.path().to_string())
+        .collect();
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let paths = paths.clone();
+            async move {
+                let upgrade = req
+                    .headers()
+                    .get(header::UPGRADE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                let path = req.uri().path();
+                if upgrade && !paths.iter().any(|p| p == path) {
+                    let message = format!(
+                        "no WebSocket endpoint at {path}; this server's endpoints are {}",
+                        paths.join(", ")
+                    );
+                    tracing::info!(path, "refused an upgrade to a path that is no endpoint");
+                    return api::error_response(http::StatusCode::NOT_FOUND, "not_found", &message);
+                }
+                next.run(req).await
+            }
+        },
+    ))
+}
+
 /// The WebSocket endpoints alone, so that layers can wrap the upgrade
 /// routes only: `node.ws_router().layer(my_layer).merge(node.api_router())`.
 pub fn ws_router(node: &Node) -> Router {
