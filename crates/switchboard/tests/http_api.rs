@@ -547,3 +547,44 @@ async fn refusals_name_what_is_wrong_with_the_credentials_and_the_proxy() {
          client in X-Forwarded-For, or set an API key"
     );
 }
+
+#[tokio::test]
+async fn a_path_that_does_not_decode_is_checked_for_access_first_and_refused_as_json() {
+    let config = Config::builder().api_key(KEY).build().unwrap();
+    let server = TestServer::start(config).await;
+    for (method, path) in [
+        ("POST", "/api/rooms/%FF/messages"),
+        ("POST", "/api/users/%C3%28/messages"),
+        ("POST", "/api/users/%FF/disconnect"),
+        ("GET", "/api/rooms/%FF/presence"),
+        ("GET", "/api/users/%FF/presence"),
+    ] {
+        let send = |key: Option<&str>| {
+            let mut req = reqwest::Client::new()
+                .request(method.parse().unwrap(), server.http(path))
+                .body(r#"{"data":1}"#);
+            if let Some(key) = key {
+                req = req.bearer_auth(key);
+            }
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status().as_u16();
+                let json = resp.headers()["content-type"] == "application/json";
+                (status, json, resp.text().await.unwrap())
+            }
+        };
+        let (status, json, body) = send(None).await;
+        assert_eq!((status, json), (401, true), "{path}: {body}");
+        let (status, json, body) = send(Some(KEY)).await;
+        assert_eq!((status, json), (400, true), "{path}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_path", "{path}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid path: "),
+            "{path}: {body}"
+        );
+    }
+}

@@ -155,6 +155,37 @@ fn api_client_ip(node: &Node, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
+/// A path parameter of the API (`{room}`, `{user}`), percent-decoded. A
+/// path that does not decode (invalid UTF-8, for example) is refused as
+/// JSON like every other API error, and only after the access check: a
+/// caller without access learns nothing from the path.
+pub(crate) struct ApiPath(pub(crate) String);
+
+impl axum::extract::FromRequestParts<Node> for ApiPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        node: &Node,
+    ) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, node).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => {
+                let peer = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0);
+                authorize(node, &parts.headers, peer)?;
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path",
+                    format!("invalid path: {}", rejection.body_text()),
+                ))
+            }
+        }
+    }
+}
+
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
@@ -321,7 +352,7 @@ fn published(mut fields: serde_json::Value, receipt: &Receipt) -> Response {
 /// `POST /api/rooms/{room}/messages`
 pub(crate) async fn publish_room(
     State(node): State<Node>,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath,
     req: Request,
 ) -> Response {
     let topic = crate::broker::Topic::Room(room.as_str().into());
@@ -342,7 +373,7 @@ pub(crate) async fn publish_room(
 /// `POST /api/users/{user}/messages`
 pub(crate) async fn publish_user(
     State(node): State<Node>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath,
     req: Request,
 ) -> Response {
     let topic = crate::broker::Topic::User(user.as_str().into());

@@ -15,12 +15,12 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
 
-use super::api::{ApiError, authorize};
+use super::api::{ApiError, ApiPath, authorize};
 use crate::node::{Node, PresenceError};
 
 /// Checks access for a request.
@@ -41,7 +41,7 @@ fn presence_error(e: PresenceError) -> Response {
 /// `GET /api/rooms/{room}/presence`
 pub(crate) async fn room(
     State(node): State<Node>,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath,
     req: Request,
 ) -> Response {
     if let Err(e) = allowed(&node, &req) {
@@ -62,7 +62,7 @@ pub(crate) async fn room(
 /// `GET /api/users/{user}/presence`
 pub(crate) async fn user(
     State(node): State<Node>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath,
     req: Request,
 ) -> Response {
     if let Err(e) = allowed(&node, &req) {

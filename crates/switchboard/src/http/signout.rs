@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
 
-use super::api::{ApiError, authorize};
+use super::api::{ApiError, ApiPath, authorize};
 use crate::node::Node;
 
 /// The longest close reason a frame can carry (123 bytes).
@@ -19,7 +19,7 @@ const MAX_REASON: usize = 123;
 /// `{"reason": "…"}` (at most 123 bytes; default `"signed out"`).
 pub(crate) async fn disconnect(
     State(node): State<Node>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath,
     req: Request,
 ) -> Response {
     let peer = req
