@@ -588,3 +588,49 @@ async fn a_path_that_does_not_decode_is_checked_for_access_first_and_refused_as_
         );
     }
 }
+
+#[tokio::test]
+async fn readiness_is_lost_with_the_broker_and_while_draining() {
+    let down = Arc::new(AtomicBool::new(false));
+    let broker = Switchable {
+        inner: MemoryBroker::new(),
+        down: down.clone(),
+        fail_position: false,
+    };
+    let server = TestServer::start_with(Node::builder().default_endpoints().broker(broker)).await;
+    let node = server.node.id().to_string();
+    let ready = || async {
+        let resp = reqwest::get(server.http("/health/ready")).await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(
+        ready().await,
+        (200, json!({"status": "ready", "node": node}))
+    );
+    down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        ready().await,
+        (
+            503,
+            json!({"status": "not_ready", "node": node,
+                   "reasons": ["broker (switchable) not connected: not connected"]})
+        )
+    );
+    // Liveness is another question: the process serves.
+    let health = reqwest::get(server.http("/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(ready().await.0, 200);
+    server.node.begin_shutdown();
+    assert_eq!(
+        ready().await,
+        (
+            503,
+            json!({"status": "not_ready", "node": node,
+                   "reasons": ["draining: the node is shutting down"]})
+        )
+    );
+}

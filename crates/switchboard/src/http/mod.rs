@@ -84,10 +84,11 @@ pub fn ws_router(node: &Node) -> Router {
     r
 }
 
-/// The publish and presence API, `/health` and `/metrics`.
+/// The publish and presence API, `/health`, `/health/ready` and `/metrics`.
 pub fn api_router(node: &Node) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/rooms/{room}/messages", post(api::publish_room))
         .route("/api/users/{user}/messages", post(api::publish_user))
@@ -100,6 +101,33 @@ pub fn api_router(node: &Node) -> Router {
 
 async fn health(State(node): State<Node>) -> impl IntoResponse {
     axum::Json(node.health())
+}
+
+/// Readiness, for load balancers and orchestrators: `200` while the node
+/// takes new clients, `503` while it is draining (shutting down) or its
+/// broker is not connected, with the reasons. `/health` stays the liveness
+/// answer: `200` while the process serves at all.
+async fn ready(State(node): State<Node>) -> axum::response::Response {
+    let broker = node.broker().health();
+    let mut reasons = Vec::new();
+    if node.is_draining() {
+        reasons.push("draining: the node is shutting down".to_string());
+    }
+    if !broker.connected {
+        let detail = broker.detail.as_deref().unwrap_or("not connected");
+        reasons.push(format!("broker ({}) not connected: {detail}", broker.kind));
+    }
+    let body = if reasons.is_empty() {
+        serde_json::json!({ "status": "ready", "node": node.id() })
+    } else {
+        serde_json::json!({ "status": "not_ready", "node": node.id(), "reasons": reasons })
+    };
+    let status = if reasons.is_empty() {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(node): State<Node>) -> impl IntoResponse {
