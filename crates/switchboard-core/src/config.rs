@@ -41,6 +41,12 @@ pub struct Config {
     /// How long a graceful shutdown waits for connections to take their
     /// "going away" close before it stops waiting. Default: 10 s.
     pub shutdown_timeout: Duration,
+    /// How long a graceful shutdown takes to tell its connections to go
+    /// away: the 1001 closes are spread evenly over this window, so that
+    /// the clients of a node that many connections reconnect elsewhere over
+    /// the window instead of all in one second. `0` closes every connection
+    /// at once. At most `shutdown_timeout`. Default: 0.
+    pub shutdown_spread: Duration,
     /// The Origin policy for upgrades. Default: same-origin, and requests
     /// without `Origin` (non-browser clients) allowed.
     pub origin: OriginPolicy,
@@ -93,6 +99,7 @@ impl Default for Config {
             max_rooms_per_connection: 100,
             api_key: None,
             shutdown_timeout: Duration::from_secs(10),
+            shutdown_spread: Duration::ZERO,
             origin: OriginPolicy::default(),
             trusted_proxies: Vec::new(),
             upgrade_rate: Some(RateLimit {
@@ -210,6 +217,16 @@ impl Config {
                     "entries look like https://app.example.com or https://*.example.com",
                 );
             }
+        }
+        if self.shutdown_spread > self.shutdown_timeout {
+            return fail(
+                "shutdown_spread",
+                format!(
+                    "must be at most shutdown_timeout ({} s), not {} s: the shutdown would stop waiting before the last connection is told to go",
+                    self.shutdown_timeout.as_secs_f64(),
+                    self.shutdown_spread.as_secs_f64()
+                ),
+            );
         }
         // Any value is valid for the rest: `shutdown_timeout` (0: do not
         // wait), `message_rate_strikes` (0: the first dropped message
@@ -334,6 +351,8 @@ impl ConfigBuilder {
         max_rooms_per_connection: usize,
         /// Sets [`Config::shutdown_timeout`].
         shutdown_timeout: Duration,
+        /// Sets [`Config::shutdown_spread`].
+        shutdown_spread: Duration,
         /// Sets [`Config::origin`].
         origin: OriginPolicy,
         /// Sets [`Config::trusted_proxies`].

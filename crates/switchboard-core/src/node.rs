@@ -548,15 +548,37 @@ impl Node {
     }
 
     /// Starts a graceful shutdown without waiting: new upgrades are refused
-    /// and every connection is asked to close with 1001.
+    /// and every connection is asked to close with 1001, at once or spread
+    /// evenly over [`Config::shutdown_spread`] (in the order they opened).
+    /// A second call does not start the closes again.
     pub fn begin_shutdown(&self) {
-        self.inner.draining.store(true, Ordering::Release);
-        for entry in self.inner.conns.iter() {
-            entry
-                .value()
-                .close(CloseCode::GOING_AWAY, "server shutting down");
-        }
         self.inner.sessions.close();
+        if self.inner.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut open: Vec<(ConnId, Arc<Outbox>)> = self
+            .inner
+            .conns
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        let spread = self.inner.config.shutdown_spread;
+        let runtime = tokio::runtime::Handle::try_current();
+        let (Ok(runtime), false) = (runtime, spread.is_zero() || open.len() < 2) else {
+            for (_, outbox) in &open {
+                outbox.close(CloseCode::GOING_AWAY, "server shutting down");
+            }
+            return;
+        };
+        open.sort_unstable_by_key(|(id, _)| *id);
+        runtime.spawn(async move {
+            let start = tokio::time::Instant::now();
+            let n = open.len() as u32;
+            for (i, (_, outbox)) in open.into_iter().enumerate() {
+                tokio::time::sleep_until(start + spread * i as u32 / n).await;
+                outbox.close(CloseCode::GOING_AWAY, "server shutting down");
+            }
+        });
     }
 
     /// Graceful shutdown: refuse new upgrades, close every connection with

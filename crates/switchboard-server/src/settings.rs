@@ -255,6 +255,19 @@ pub(crate) struct Args {
     )]
     pub shutdown_timeout: Duration,
 
+    /// Seconds over which a graceful shutdown spreads its "going away"
+    /// closes, so that the clients reconnect elsewhere over this window
+    /// rather than all at once; 0 closes every connection at once. At most
+    /// the shutdown timeout.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_SHUTDOWN_SPREAD",
+        default_value = "0",
+        value_name = "SECONDS",
+        value_parser = seconds
+    )]
+    pub shutdown_spread: Duration,
+
     /// Where messages travel between nodes: `memory` (this process only) or
     /// `redis://[user:password@]host:port[/db]` (every node on that Redis).
     #[arg(
@@ -531,6 +544,7 @@ impl Args {
             .max_room_name_len(self.max_room_name_len)
             .max_rooms_per_connection(self.max_rooms_per_connection)
             .shutdown_timeout(self.shutdown_timeout)
+            .shutdown_spread(self.shutdown_spread)
             .online_status(self.online_status)
             .origin(OriginPolicy {
                 allowed: self
