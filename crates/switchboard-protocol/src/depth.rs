@@ -53,7 +53,7 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         assert!(nests_deeper_than(deep.as_bytes(), MAX_DEPTH));
         assert!(!nests_deeper_than(
-            deep[1..deep.len() - 1].as_bytes(),
+            &deep.as_bytes()[1..deep.len() - 1],
             MAX_DEPTH
         ));
         // Brackets in strings, escaped quotes included, do not count.
