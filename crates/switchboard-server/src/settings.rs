@@ -26,6 +26,7 @@ pub(crate) mod endpoints;
 mod file;
 mod hooks;
 mod load;
+mod parse;
 pub(crate) mod print;
 
 use clap::ArgAction;
@@ -33,6 +34,8 @@ use clap::builder::RangedU64ValueParser;
 pub(crate) use cli::Action;
 pub(crate) use hooks::HookArgs;
 pub(crate) use load::{Env, Invocation, LoadError, Sources, load};
+pub(crate) use parse::redact_url;
+use parse::{boolean, history_age, idempotency_window, seconds};
 use switchboard::Config;
 use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
 use switchboard::config::ConfigError;
@@ -371,52 +374,6 @@ const MAX_HISTORY_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 /// set and `max_message_size` is at most half of it.
 pub(crate) const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 2 * 1024 * 1024;
 
-/// A switch's value: `true`/`false`, `yes`/`no`, `on`/`off` or `1`/`0`, in
-/// any case. On the command line the flag alone means `true`.
-fn boolean(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err("must be true or false (also yes/no, on/off, 1/0)".into()),
-    }
-}
-
-/// A duration in seconds, fractions allowed (`0.5`). Negative, NaN and
-/// infinite values, and ones too long for a duration, are refused: they must
-/// not reach the engine as "no limit" or as an overflow.
-fn seconds(value: &str) -> Result<Duration, String> {
-    let v: f64 = value
-        .trim()
-        .parse()
-        .map_err(|_| "must be a number of seconds".to_string())?;
-    if v.is_nan() || v.is_infinite() || v < 0.0 {
-        return Err("must be a finite number of seconds, 0 or more".into());
-    }
-    Duration::try_from_secs_f64(v).map_err(|_| "is too long for a duration".into())
-}
-
-/// `--history-age`: more than 0 (`--history-count 0` keeps no history) and at
-/// most [`MAX_HISTORY_AGE`].
-fn history_age(value: &str) -> Result<Duration, String> {
-    let d = seconds(value)?;
-    if d.is_zero() || d > MAX_HISTORY_AGE {
-        return Err(format!(
-            "must be more than 0 and at most {} seconds (30 days); --history-count 0 keeps no history",
-            MAX_HISTORY_AGE.as_secs()
-        ));
-    }
-    Ok(d)
-}
-
-/// `--idempotency-window`: more than 0 and at most a day.
-fn idempotency_window(value: &str) -> Result<Duration, String> {
-    let d = seconds(value)?;
-    if d.is_zero() || d > Duration::from_secs(24 * 60 * 60) {
-        return Err("must be more than 0 and at most 86400 seconds (1 day)".into());
-    }
-    Ok(d)
-}
-
 /// The arguments that set each [`Config`] field whose flag is named
 /// differently, or that more than one flag sets. A field not listed is set by
 /// the argument of its own name (`heartbeat_interval`).
@@ -454,25 +411,6 @@ impl BrokerChoice {
             BrokerChoice::Memory => "memory (this process only)".to_string(),
             BrokerChoice::Redis(url) => format!("redis at {}", redact_url(url)),
         }
-    }
-}
-
-/// `url` with the password (and a user without one) replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{user}:***"),
-                None => "***".to_string(),
-            };
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => url.to_string(),
     }
 }
 
