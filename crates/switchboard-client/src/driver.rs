@@ -187,7 +187,8 @@ impl Driver {
         };
         self.attempt_token = token.clone();
         let started = Instant::now();
-        let url = self.settings.url.clone();
+        let url =
+            crate::state::with_user_stream(&self.settings.url, &self.state.user_stream_param());
         let opening = async move { connect::open(&url, token.as_deref(), timeout).await };
         match self.offline(opening).await {
             None => Outcome::ClientClosed,

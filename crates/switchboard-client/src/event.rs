@@ -102,6 +102,15 @@ pub enum Event {
         /// The room.
         room: String,
     },
+    /// After a reconnect, the server could not replay every message sent to
+    /// this client's user while it was away: the history no longer reached
+    /// back to the last one delivered, or the user's stream restarted (a
+    /// new epoch). Some were lost: reload what depends on them from the
+    /// application's source of truth. When the stream restarted and the
+    /// history holds the whole new epoch, its messages are delivered after
+    /// this event (they were all sent after the client's last). Emitted
+    /// before [`Event::Connected`].
+    UserRecoveryFailed,
     /// The server closed the connection because the credentials expired
     /// (4004). With a
     /// [token provider](crate::ClientBuilder::token_provider), the client

@@ -114,6 +114,7 @@ impl Driver {
     fn on_welcome(&mut self, w: Welcome, now: Instant) {
         tracing::debug!(user = %w.user, conn = %w.conn, "connected");
         self.refusals.reset();
+        self.state.on_user_stream(w.user_stream);
         self.state.connected(now);
         self.set_state(ConnectionState::Connected {
             user: w.user.clone(),

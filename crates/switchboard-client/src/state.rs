@@ -134,6 +134,7 @@ pub(crate) struct State {
     buffer: VecDeque<Buffered>,
     next_id: u64,
     out: Vec<String>,
+    user: user::UserPosition,
 }
 
 impl State {
@@ -155,6 +156,7 @@ impl State {
             buffer: VecDeque::new(),
             next_id: 0,
             out: Vec::new(),
+            user: Default::default(),
         }
     }
 
@@ -564,5 +566,8 @@ impl State {
 }
 
 mod inbound;
+mod user;
+
+pub(crate) use user::with_user_stream;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,6 @@
 //! striped async lock, so a subscribe and an unsubscribe for the same topic
 //! can never overtake each other.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -24,6 +23,10 @@ use crate::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Topic};
 use crate::outbox::{Outbox, PushError};
 use crate::stats::Stats;
 use crate::ws::{FrameBuilder, OpCode};
+
+mod members;
+
+use self::members::{Joining, Members, Seam, StreamMembers};
 use switchboard_protocol::CloseCode;
 
 /// A connection id, unique within this node.
@@ -46,147 +49,14 @@ fn disconnect_reason(data: &[u8]) -> String {
 
 pub(crate) type ConnId = u64;
 
-/// The local connections of one topic. Most users have one connection and
-/// most presence watchers are alone, so one member is held inline; the hash
-/// map (boxed, so the inline form stays small in the index's table) is only
-/// built for the second.
-#[derive(Default)]
-enum Members {
-    #[default]
-    Empty,
-    One(ConnId, Arc<Outbox>),
-    #[allow(
-        clippy::box_collection,
-        reason = "boxed to keep every index entry small; the map is rare"
-    )]
-    Many(Box<HashMap<ConnId, Arc<Outbox>>>),
-}
-
-impl Members {
-    fn len(&self) -> usize {
-        match self {
-            Members::Empty => 0,
-            Members::One(..) => 1,
-            Members::Many(m) => m.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn insert(&mut self, conn: ConnId, outbox: Arc<Outbox>) {
-        match self {
-            Members::Empty => *self = Members::One(conn, outbox),
-            Members::One(id, existing) if *id == conn => *existing = outbox,
-            Members::One(..) => {
-                let Members::One(id, existing) = std::mem::take(self) else {
-                    unreachable!("matched One above");
-                };
-                let mut m = HashMap::with_capacity(2);
-                m.insert(id, existing);
-                m.insert(conn, outbox);
-                *self = Members::Many(Box::new(m));
-            }
-            Members::Many(m) => {
-                m.insert(conn, outbox);
-            }
-        }
-    }
-
-    fn remove(&mut self, conn: &ConnId) -> Option<Arc<Outbox>> {
-        match self {
-            Members::One(id, _) if id == conn => {
-                let Members::One(_, outbox) = std::mem::take(self) else {
-                    unreachable!("matched One above");
-                };
-                Some(outbox)
-            }
-            Members::Many(m) => {
-                let removed = m.remove(conn);
-                if m.is_empty() {
-                    *self = Members::Empty;
-                }
-                removed
-            }
-            _ => None,
-        }
-    }
-
-    /// The outboxes of every member but `skip`.
-    fn values_except(&self, skip: Option<ConnId>) -> impl Iterator<Item = &Arc<Outbox>> {
-        let (one, many) = match self {
-            Members::Empty => (None, None),
-            Members::One(id, outbox) => (Some(outbox).filter(|_| Some(*id) != skip), None),
-            Members::Many(m) => (None, Some(m.iter())),
-        };
-        let many = many
-            .into_iter()
-            .flatten()
-            .filter(move |(id, _)| Some(**id) != skip)
-            .map(|(_, outbox)| outbox);
-        one.into_iter().chain(many)
-    }
-
-    fn values(&self) -> impl Iterator<Item = &Arc<Outbox>> {
-        let (one, many) = match self {
-            Members::Empty => (None, None),
-            Members::One(_, outbox) => (Some(outbox), None),
-            Members::Many(m) => (None, Some(m.values())),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
-    }
-}
-
-/// A room's local members. A member that joins with a position goes through
-/// [`Seam`] phases before it is live, so that the client sees replay, then
-/// live, with no gap and no duplicate where they meet.
-#[derive(Default)]
-struct RoomMembers {
-    live: Members,
-    joining: parking_lot::Mutex<HashMap<ConnId, Joining>>,
-}
-
-/// A member on its way in: see [`Seam`].
-struct Joining {
-    outbox: Arc<Outbox>,
-    seam: Seam,
-}
-
-/// Where a joining member stands.
-///
-/// The room's position is read from the broker after the node subscribed,
-/// and through a broker across a network (Redis) that read and the live
-/// stream travel on different connections: a message at or below the
-/// position read may reach this node before the read completes, or after
-/// it. Both are handled.
-enum Seam {
-    /// The position (and the replay) is being read: live deliveries are
-    /// held, with their offsets.
-    Reading(Vec<(u64, Bytes)>),
-    /// The replay and the reply are queued, up to `after`: deliveries at or
-    /// below it are late copies of what the replay held and are dropped;
-    /// the first one above it is queued and makes the member live.
-    Seaming { after: u64 },
-    /// Caught up: receives every delivery, until [`Hub::promote`] moves it
-    /// to the live members.
-    CaughtUp,
-}
-
-impl RoomMembers {
-    fn len(&self) -> usize {
-        self.live.len() + self.joining.lock().len()
-    }
-}
-
 /// Number of stripes of the subscription lock. Unrelated topics that share a
 /// stripe only wait for each other while one of them changes membership.
 const STRIPES: usize = 64;
 
 /// Local membership and fan-out. See the module docs.
 pub(crate) struct Hub {
-    rooms: DashMap<Arc<str>, RoomMembers>,
-    users: DashMap<Arc<str>, Members>,
+    rooms: DashMap<Arc<str>, StreamMembers>,
+    users: DashMap<Arc<str>, StreamMembers>,
     broadcast: DashMap<ConnId, Arc<Outbox>>,
     presence: DashMap<Arc<str>, Members>,
     stripes: Box<[tokio::sync::Mutex<()>]>,
@@ -249,7 +119,13 @@ impl Hub {
                     .live
                     .insert(conn, outbox.clone());
             }
-            Topic::User(name) => insert(&self.users, name, conn, outbox),
+            Topic::User(name) => {
+                self.users
+                    .entry(name.clone())
+                    .or_default()
+                    .live
+                    .insert(conn, outbox.clone());
+            }
             Topic::Broadcast => {
                 self.broadcast.insert(conn, outbox.clone());
             }
@@ -272,18 +148,8 @@ impl Hub {
     pub(crate) async fn remove(&self, topic: Topic, conn: ConnId) -> bool {
         let _guard = self.stripe(&topic).lock().await;
         let removed = match &topic {
-            Topic::Room(name) => {
-                let removed = match self.rooms.get_mut(&**name) {
-                    Some(mut m) => {
-                        let live = m.live.remove(&conn).is_some();
-                        live | m.joining.get_mut().remove(&conn).is_some()
-                    }
-                    None => false,
-                };
-                self.rooms.remove_if(&**name, |_, m| m.len() == 0);
-                removed
-            }
-            Topic::User(name) => remove(&self.users, name, conn),
+            Topic::Room(name) => remove_stream(&self.rooms, name, conn),
+            Topic::User(name) => remove_stream(&self.users, name, conn),
             Topic::Broadcast => self.broadcast.remove(&conn).is_some(),
             Topic::Presence(name) => remove(&self.presence, name, conn),
         };
@@ -299,21 +165,35 @@ impl Hub {
         removed
     }
 
-    /// Joins a room as a member on its way in (see [`Seam`]): live
-    /// deliveries are held until [`Hub::finish_join`]. Subscribes the node
-    /// first if needed.
+    /// The members of a stream's topic (a room's or a user's), by name.
+    fn streams<'a>(
+        &'a self,
+        topic: &'a Topic,
+    ) -> Option<(&'a DashMap<Arc<str>, StreamMembers>, &'a Arc<str>)> {
+        match topic {
+            Topic::Room(name) => Some((&self.rooms, name)),
+            Topic::User(name) => Some((&self.users, name)),
+            Topic::Broadcast | Topic::Presence(_) => None,
+        }
+    }
+
+    /// Adds a connection to a room or user as a member on its way in (see
+    /// [`Seam`]): live deliveries are held until [`Hub::finish_join`].
+    /// Subscribes the node first if needed.
     pub(crate) async fn add_joining(
         &self,
-        room: &Arc<str>,
+        topic: &Topic,
         conn: ConnId,
         outbox: &Arc<Outbox>,
     ) -> Result<(), BrokerError> {
-        let topic = Topic::Room(room.clone());
-        let _guard = self.stripe(&topic).lock().await;
-        if self.count(&topic) == 0 {
-            self.broker()?.subscribe(&topic).await?;
+        let Some((map, name)) = self.streams(topic) else {
+            return Err(BrokerError::Refused(format!("{topic:?} has no stream")));
+        };
+        let _guard = self.stripe(topic).lock().await;
+        if self.count(topic) == 0 {
+            self.broker()?.subscribe(topic).await?;
         }
-        let entry = self.rooms.entry(room.clone()).or_default();
+        let entry = map.entry(name.clone()).or_default();
         entry.joining.lock().insert(
             conn,
             Joining {
@@ -325,14 +205,17 @@ impl Hub {
     }
 
     /// Ends the read of a joining member: queues `prelude` (the replay and
-    /// the `joined` reply, which reach offset `after`), then the deliveries
-    /// held meanwhile whose offset is above `after`. Nothing can be
-    /// delivered in between: the room's entry is locked for writing
-    /// throughout. The member is live at once if a held delivery was above
-    /// `after`; otherwise it drops what arrives at or below `after` until the
-    /// first delivery above it.
-    pub(crate) fn finish_join(&self, room: &str, conn: ConnId, prelude: Vec<Bytes>, after: u64) {
-        let Some(mut entry) = self.rooms.get_mut(room) else {
+    /// the reply, which reach offset `after`), then the deliveries held
+    /// meanwhile whose offset is above `after`. Nothing can be delivered in
+    /// between: the stream's entry is locked for writing throughout. The
+    /// member is live at once if a held delivery was above `after`;
+    /// otherwise it drops what arrives at or below `after` until the first
+    /// delivery above it.
+    pub(crate) fn finish_join(&self, topic: &Topic, conn: ConnId, prelude: Vec<Bytes>, after: u64) {
+        let Some((map, name)) = self.streams(topic) else {
+            return;
+        };
+        let Some(mut entry) = map.get_mut(&**name) else {
             return;
         };
         let entry = &mut *entry;
@@ -362,9 +245,9 @@ impl Hub {
         }
     }
 
-    /// Moves the room's caught-up joining members to the live ones.
-    fn promote(&self, room: &str) {
-        let Some(mut entry) = self.rooms.get_mut(room) else {
+    /// Moves the stream's caught-up joining members to the live ones.
+    fn promote(map: &DashMap<Arc<str>, StreamMembers>, name: &str) {
+        let Some(mut entry) = map.get_mut(name) else {
             return;
         };
         let entry = &mut *entry;
@@ -443,7 +326,7 @@ impl Hub {
     /// counted), and whether one of them caught up.
     fn deliver_joining(
         &self,
-        members: &RoomMembers,
+        members: &StreamMembers,
         offset: Option<u64>,
         frame: &Bytes,
         skip: Option<ConnId>,
@@ -493,6 +376,19 @@ impl Hub {
             .fetch_add(delivered, Ordering::Relaxed);
         (delivered, caught_up)
     }
+}
+
+/// Removes a connection from a stream's members, live or joining.
+fn remove_stream(map: &DashMap<Arc<str>, StreamMembers>, name: &str, conn: ConnId) -> bool {
+    let removed = match map.get_mut(name) {
+        Some(mut m) => {
+            let live = m.live.remove(&conn).is_some();
+            live | m.joining.get_mut().remove(&conn).is_some()
+        }
+        None => false,
+    };
+    map.remove_if(name, |_, m| m.len() == 0);
+    removed
 }
 
 fn insert(map: &DashMap<Arc<str>, Members>, name: &Arc<str>, conn: ConnId, outbox: &Arc<Outbox>) {
@@ -546,21 +442,33 @@ impl DeliveryHandler for Hub {
                 let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
                 drop(members);
                 if caught_up {
-                    self.promote(name);
+                    Self::promote(&self.rooms, name);
                 }
                 live + joining
             }
-            Topic::User(name) => match self.users.get(name) {
-                Some(members) if d.from.as_deref() == Some(DISCONNECT_USER) => {
+            Topic::User(name) => {
+                let Some(members) = self.users.get(name) else {
+                    return 0;
+                };
+                if d.from.as_deref() == Some(DISCONNECT_USER) {
                     let reason = disconnect_reason(&d.data);
-                    for outbox in members.values() {
+                    for outbox in members.live.values() {
                         outbox.close(CloseCode::UNAUTHORIZED, reason.clone());
                     }
-                    0
+                    for j in members.joining.lock().values() {
+                        j.outbox.close(CloseCode::UNAUTHORIZED, reason.clone());
+                    }
+                    return 0;
                 }
-                Some(members) => self.push_all(&encode_delivery(d), members.values_except(skip)),
-                None => 0,
-            },
+                let frame = encode_delivery(d);
+                let live = self.push_all(&frame, members.live.values_except(skip));
+                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
+                drop(members);
+                if caught_up {
+                    Self::promote(&self.users, name);
+                }
+                live + joining
+            }
             Topic::Broadcast => {
                 if self.broadcast.is_empty() {
                     return 0;

@@ -157,7 +157,8 @@ impl Member<'_> {
         }
         let hub = self.node.hub();
         let room = hub.room_name(room);
-        hub.add_joining(&room, self.conn, self.outbox).await?;
+        let topic = Topic::Room(room.clone());
+        hub.add_joining(&topic, self.conn, self.outbox).await?;
         self.rooms.insert(room.clone(), false);
         let read = match since {
             Some(since) => match broker.recover(&room, since).await {
@@ -180,14 +181,14 @@ impl Member<'_> {
             Ok(read) => read,
             Err(e) => {
                 self.rooms.remove_entry(&room);
-                hub.remove(Topic::Room(room), self.conn).await;
+                hub.remove(topic, self.conn).await;
                 return Err(e.into());
             }
         };
         if let Some(id) = reply {
             prelude.push(joined_frame(&room, id, &position, recovered));
         }
-        hub.finish_join(&room, self.conn, prelude, position.offset);
+        hub.finish_join(&topic, self.conn, prelude, position.offset);
         self.announce(&room, "join").await;
         Ok(position)
     }

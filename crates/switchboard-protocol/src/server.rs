@@ -96,6 +96,32 @@ pub struct Welcome {
     /// without showing them to scripts; clients that do see them may treat a
     /// silence much longer than this as a dead connection.
     pub heartbeat_ms: u64,
+    /// Where the user's message stream stands, only when the client asked
+    /// for it at the upgrade (the `user_stream` query parameter) and the
+    /// connection has a user stream (not a guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_stream: Option<UserStream>,
+}
+
+/// The `user_stream` field of `welcome`: the position of the user's
+/// message stream when the connection opened, and, for a client that asked
+/// to resume, what follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserStream {
+    /// The offset of the last message sent to the user when the connection
+    /// opened (0 if none was). Every user `message` after the replay has a
+    /// larger offset.
+    pub offset: u64,
+    /// Identifies the stream's offset sequence (16 hex digits).
+    pub epoch: String,
+    /// Only when resuming: `true` when every message after the client's
+    /// position follows (the replay); `false` when continuity broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// Only when resuming: the replay that follows the `welcome` holds this
+    /// epoch's messages with offsets `replay_after + 1 ..= offset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_after: Option<u64>,
 }
 
 /// The `rpc_result` frame: the application's answer to an `rpc`.
@@ -244,7 +270,8 @@ pub struct Message {
     /// True for a broadcast to everyone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub broadcast: bool,
-    /// The room offset (room messages only).
+    /// The offset in the room's, the user's or the broadcast stream
+    /// (absent for a message delivered during a broker outage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// The publishing user; absent when a backend published over HTTP.
@@ -273,7 +300,7 @@ pub enum Target<'a> {
 pub struct MessageOut<'a> {
     /// The target.
     pub target: Target<'a>,
-    /// The room offset, for room messages.
+    /// The offset in the target's stream (room, user or broadcast).
     pub offset: Option<u64>,
     /// The publishing user, if a client published it.
     pub from: Option<&'a str>,

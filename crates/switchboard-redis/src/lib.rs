@@ -199,7 +199,7 @@ impl Broker for RedisBroker {
             .map(|k| sh.keys.idem(&p.topic, k));
         let window = ms(sh.config.idempotency_window);
         let mut c = sh.link.cmd()?;
-        let Topic::Room(room) = &p.topic else {
+        let Some(room) = p.topic.stream() else {
             let payload = codec::payload(
                 codec::kind(&p.topic),
                 p.from.as_deref(),
@@ -229,8 +229,8 @@ impl Broker for RedisBroker {
                 local_recipients: None,
             });
         };
-        let mut inv = sh.scripts.publish_room.key(sh.keys.seq(room));
-        inv.key(sh.keys.hist(room));
+        let mut inv = sh.scripts.publish_room.key(sh.keys.seq(&room));
+        inv.key(sh.keys.hist(&room));
         if let Some(idem) = idem {
             inv.key(idem);
         }
@@ -242,7 +242,8 @@ impl Broker for RedisBroker {
             .arg(ms(sh.config.room_ttl))
             .arg(sh.config.history_bytes)
             .arg(window)
-            .arg(&[codec::version(p.except.as_deref())][..]);
+            .arg(&[codec::version(p.except.as_deref())][..])
+            .arg(&[codec::kind(&p.topic)][..]);
         let (offset, epoch, duplicate): (u64, String, i64) =
             sh.link.run("publish", inv.invoke_async(&mut c)).await?;
         Ok(Receipt {
@@ -353,12 +354,13 @@ fn parse_recovery(
         Some(v) => redis::from_redis_value(v).map_err(|_| bad())?,
         None => Vec::new(),
     };
-    let topic = Topic::Room(Arc::from(room));
+    let topic = Topic::from_stream(room);
+    let kind = codec::kind(&topic);
     let mut messages: Vec<Delivery> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         let expected = since.offset + 1 + i as u64;
         match codec::decode_entry(entry) {
-            Some(d) if d.kind == b'r' && d.offset == Some(expected) => {
+            Some(d) if d.kind == kind && d.offset == Some(expected) => {
                 messages.push(d.into_delivery(topic.clone()))
             }
             // Not the contiguous history the scripts keep: say so rather

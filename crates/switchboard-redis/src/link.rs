@@ -170,14 +170,14 @@ impl Link {
         rooms.collect()
     }
 
-    /// The rooms the node subscribes to.
-    pub(crate) fn rooms(&self) -> Vec<Arc<str>> {
+    /// The streams (rooms, users, broadcasts) the node subscribes to.
+    pub(crate) fn streams(&self) -> Vec<Arc<str>> {
         let channels = self.channels.lock();
-        let rooms = channels.values().filter_map(|t| match t {
+        let streams = channels.values().filter_map(|t| match t {
             Topic::Room(room) => Some(room.clone()),
-            _ => None,
+            t => t.stream().map(|s| Arc::from(&*s)),
         });
-        rooms.collect()
+        streams.collect()
     }
 }
 

@@ -263,7 +263,7 @@ async fn refresh_room(sh: &Shared, room: &str) -> Result<(), BrokerError> {
 
 /// Keeps the sequences of subscribed rooms alive.
 async fn refresh_rooms(sh: &Shared) -> Result<(), BrokerError> {
-    let rooms = sh.link.rooms();
+    let rooms = sh.link.streams();
     let mut c = sh.link.cmd()?;
     for chunk in rooms.chunks(500) {
         let mut pipe = redis::pipe();

@@ -47,11 +47,12 @@ local function refresh_members(members_key, nodes_key, ttl, instance)
 end
 "#;
 
-/// Room publish. KEYS: seq, hist, and the idempotency key's key when the
-/// publish has one. ARGV: channel, tail, epoch candidate, history count,
-/// history age (ms), room ttl (ms), history bytes, idempotency window (ms),
-/// the payload's format version (`1`, or `2` when the tail names a
-/// connection to leave out).
+/// Publish to a stream (a room, a user, the broadcasts). KEYS: seq, hist,
+/// and the idempotency key's key when the publish has one. ARGV: channel,
+/// tail, epoch candidate, history count, history age (ms), room ttl (ms),
+/// history bytes, idempotency window (ms), the payload's format version
+/// (`1`, or `2` when the tail names a connection to leave out), the kind
+/// letter (`r`, `u` or `b`).
 /// Returns `{offset, epoch, duplicate}`: for a key already used within the
 /// window, nothing is published and the first publish's offset and epoch
 /// come back with `duplicate` 1.
@@ -71,7 +72,7 @@ if #KEYS == 3 then
 end
 local e = epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[6])
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-local payload = ARGV[9] .. 'r' .. string.format('%d', seq) .. ':' .. ARGV[2]
+local payload = ARGV[9] .. ARGV[10] .. string.format('%d', seq) .. ':' .. ARGV[2]
 local count = tonumber(ARGV[4])
 local max_bytes = tonumber(ARGV[7])
 local now = now_ms()
@@ -101,7 +102,7 @@ end
 return {seq, e, 0}
 "#;
 
-/// Publish to a user, everyone or a room's presence, once per idempotency
+/// Publish to a room's presence once per idempotency
 /// key. KEYS: the key's key. ARGV: channel, payload, window (ms). Returns 1
 /// for a key already used within the window (nothing published), else 0.
 const PUBLISH_ONCE: &str = r#"
@@ -130,7 +131,7 @@ if since == seq then return {1, seq, e, {}} end
 trim_age(KEYS[2], KEYS[1], now_ms() - tonumber(ARGV[4]))
 local head = redis.call('LINDEX', KEYS[2], 0)
 if not head then return {0, seq, e} end
-local first = tonumber(string.match(head, '^%d+ %dr(%d+):'))
+local first = tonumber(string.match(head, '^%d+ %d%a(%d+):'))
 if not first or since + 1 < first then return {0, seq, e} end
 return {1, seq, e, redis.call('LRANGE', KEYS[2], since + 1 - first, -1)}
 "#;

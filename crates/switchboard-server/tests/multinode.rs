@@ -162,8 +162,8 @@ async fn user_messages_and_broadcasts_reach_every_node() {
         assert_eq!(
             got,
             vec![
-                json!({"type": "message", "user": "ana", "data": {"note": 1}}),
-                json!({"type": "message", "user": "ana", "data": {"note": 2}}),
+                json!({"type": "message", "user": "ana", "offset": 1, "data": {"note": 1}}),
+                json!({"type": "message", "user": "ana", "offset": 2, "data": {"note": 2}}),
             ],
             "conn {}",
             client.conn
@@ -184,8 +184,8 @@ async fn user_messages_and_broadcasts_reach_every_node() {
         assert_eq!(
             got,
             vec![
-                json!({"type": "message", "broadcast": true, "data": {"all": 1}}),
-                json!({"type": "message", "broadcast": true, "data": {"all": 2}}),
+                json!({"type": "message", "broadcast": true, "offset": 1, "data": {"all": 1}}),
+                json!({"type": "message", "broadcast": true, "offset": 2, "data": {"all": 2}}),
             ],
             "conn {}",
             client.conn

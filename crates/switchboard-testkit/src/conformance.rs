@@ -40,6 +40,7 @@ mod history;
 pub use history::{
     position_tracks_offsets_and_epoch, recover_reports_gap_after_epoch_change,
     recover_reports_gap_after_trimming, recover_returns_exactly_what_was_missed,
+    user_streams_recover_like_rooms,
 };
 
 /// The longest any check waits for a delivery.
@@ -213,6 +214,7 @@ pub async fn run_all(factory: &dyn Factory) {
     recover_returns_exactly_what_was_missed(factory).await;
     recover_reports_gap_after_trimming(factory).await;
     recover_reports_gap_after_epoch_change(factory).await;
+    user_streams_recover_like_rooms(factory).await;
     presence_merges_nodes(factory).await;
     idempotent_publishes_deliver_once_across_nodes(factory).await;
     except_travels_with_the_message(factory).await;
@@ -350,8 +352,9 @@ pub async fn room_delivery_reaches_each_subscribed_node_once(factory: &dyn Facto
     assert!(nodes.of(2, &room).is_empty(), "unsubscribed node got it");
 }
 
-/// User, broadcast and presence messages reach each subscribed node once,
-/// without offsets.
+/// User, broadcast and presence messages reach each subscribed node once;
+/// user messages and broadcasts with the offset and epoch of their stream
+/// (a user's own, the broadcast stream), presence events without.
 pub async fn user_broadcast_and_presence_delivery(factory: &dyn Factory) {
     let nodes = Nodes::new(factory, 3).await;
     let user = Topic::User(unique("user"));
@@ -362,9 +365,17 @@ pub async fn user_broadcast_and_presence_delivery(factory: &dyn Factory) {
     // `local_recipients` is the broker's to report or not.
     let plain = |r: Receipt| (r.offset, r.epoch, r.duplicate);
     let none = (None, None, false);
-    assert_eq!(plain(nodes.publish(0, &user, "1", None).await), none);
+    let to_user = nodes.publish(0, &user, "1", None).await;
+    assert_eq!((to_user.offset, to_user.duplicate), (Some(1), false));
+    let stream = user.stream().expect("users have a stream");
+    let at = nodes.brokers[2].position(&stream).await.expect("position");
+    assert_eq!(
+        (Some(at.offset), Some(at.epoch)),
+        (to_user.offset, to_user.epoch)
+    );
     let receipt = nodes.publish(1, &Topic::Broadcast, "2", None).await;
-    assert_eq!(plain(receipt), none);
+    assert!(receipt.offset.is_some() && receipt.epoch.is_some());
+    let broadcast_offset = receipt.offset;
     let event = r#"{"event":"join","user":"bob"}"#;
     assert_eq!(plain(nodes.publish(2, &presence, event, None).await), none);
     nodes.settle().await;
@@ -374,7 +385,9 @@ pub async fn user_broadcast_and_presence_delivery(factory: &dyn Factory) {
     assert_eq!(counts(&Topic::Broadcast), [1, 0, 1], "broadcast per node");
     assert_eq!(counts(&presence), [1, 1, 0], "presence event per node");
     let d = &nodes.of(1, &user)[0];
-    assert_eq!((d.offset, &d.data[..]), (None, &b"1"[..]));
+    assert_eq!((d.offset, &d.data[..]), (Some(1), &b"1"[..]));
+    let d = &nodes.of(2, &Topic::Broadcast)[0];
+    assert_eq!((d.offset, &d.data[..]), (broadcast_offset, &b"2"[..]));
     let d = &nodes.of(0, &presence)[0];
     assert_eq!((d.offset, &d.data[..]), (None, event.as_bytes()));
 }

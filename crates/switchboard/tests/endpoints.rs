@@ -162,7 +162,7 @@ async fn notifications_receive_user_messages_and_broadcasts_and_refuse_input() {
     );
     assert_eq!(
         n.next_json().await,
-        json!({"type":"message","user":user,"data":{"kind":"invoice"}})
+        json!({"type":"message","user":user,"offset":1,"data":{"kind":"invoice"}})
     );
     let (status, _) = server
         .post("/api/broadcast", r#"{"data":"maintenance at 5"}"#)
@@ -170,7 +170,7 @@ async fn notifications_receive_user_messages_and_broadcasts_and_refuse_input() {
     assert_eq!(status, 200);
     assert_eq!(
         n.next_json().await,
-        json!({"type":"message","broadcast":true,"data":"maintenance at 5"})
+        json!({"type":"message","broadcast":true,"offset":1,"data":"maintenance at 5"})
     );
     n.send(json!({"type":"publish","room":"r","data":1,"id":9}))
         .await;
@@ -233,7 +233,7 @@ async fn user_messages_reach_every_connection_of_that_user_only() {
     for c in [&mut tab1, &mut tab2] {
         assert_eq!(
             c.next_json().await,
-            json!({"type":"message","user":"ana","data":"for ana"})
+            json!({"type":"message","user":"ana","offset":1,"data":"for ana"})
         );
     }
     other.expect_nothing_but_barrier().await;

@@ -152,6 +152,6 @@ async fn own_http_handlers_publish_to_rooms_and_users() {
     );
     assert_eq!(
         next_json(&mut customer).await,
-        json!({"type":"message","user":"cleo","data":{"text":"order 42 confirmed"}})
+        json!({"type":"message","user":"cleo","offset":1,"data":{"text":"order 42 confirmed"}})
     );
 }

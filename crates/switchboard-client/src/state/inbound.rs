@@ -289,7 +289,12 @@ impl State {
                 }
                 Target::Room(room)
             }
-            (None, Some(user), _) => Target::User(user),
+            (None, Some(user), _) => {
+                if !self.user_message(m.offset) {
+                    return;
+                }
+                Target::User(user)
+            }
             (None, None, true) => Target::Broadcast,
             (None, None, false) => {
                 tracing::debug!("skipping a message without a target");

@@ -14,6 +14,10 @@
 //!
 //! # History and memory
 //!
+//! Every stream (a room, a user, the broadcasts: see
+//! [`Topic::stream`](crate::broker::Topic::stream)) is kept as a room is,
+//! under its stream name; what follows says "room" for any of them.
+//!
 //! Each room keeps its last [`MemoryConfig::history_count`] messages (default
 //! 1000) that are at most [`MemoryConfig::history_age`] old (default 10
 //! minutes), in a ring buffer trimmed on every publish and every recovery.
@@ -292,8 +296,8 @@ impl MemoryBus {
     fn forget_node(&self, entry: &NodeEntry) {
         self.nodes.write().retain(|n| n.id != entry.id);
         for topic in entry.topics.read().iter() {
-            if let Topic::Room(room) = topic {
-                self.with_room(room, |s| s.subscribers = s.subscribers.saturating_sub(1));
+            if let Some(stream) = topic.stream() {
+                self.with_room(&stream, |s| s.subscribers = s.subscribers.saturating_sub(1));
             }
         }
         self.presence.retain(|_, conns| {
@@ -380,9 +384,13 @@ impl Broker for MemoryBroker {
             from: p.from,
             except: p.except,
         };
-        let receipt = match &delivery.topic {
-            Topic::Room(room) => {
-                let room = room.clone();
+        let stream: Option<Arc<str>> = match &delivery.topic {
+            Topic::Room(room) => Some(room.clone()),
+            Topic::Presence(_) => None,
+            topic => topic.stream().map(|s| Arc::from(&*s)),
+        };
+        let receipt = match stream {
+            Some(room) => {
                 let (receipt, kept) = self.bus.with_room(&room, |seq| {
                     let kept = seq.append(&mut delivery, now, &self.bus.config);
                     let local = self.bus.deliver(&delivery, self.entry.id);
@@ -399,7 +407,7 @@ impl Broker for MemoryBroker {
                 }
                 receipt
             }
-            Topic::User(_) | Topic::Broadcast | Topic::Presence(_) => {
+            None => {
                 let local = self.bus.deliver(&delivery, self.entry.id);
                 Receipt {
                     offset: None,
@@ -418,17 +426,17 @@ impl Broker for MemoryBroker {
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
         let added = self.entry.topics.write().insert(topic.clone());
-        if added && let Topic::Room(room) = topic {
-            self.bus.with_room(room, |s| s.subscribers += 1);
+        if added && let Some(stream) = topic.stream() {
+            self.bus.with_room(&stream, |s| s.subscribers += 1);
         }
         Ok(())
     }
 
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
         let removed = self.entry.topics.write().remove(topic);
-        if removed && let Topic::Room(room) = topic {
+        if removed && let Some(stream) = topic.stream() {
             self.bus
-                .with_room(room, |s| s.subscribers = s.subscribers.saturating_sub(1));
+                .with_room(&stream, |s| s.subscribers = s.subscribers.saturating_sub(1));
         }
         Ok(())
     }

@@ -22,8 +22,9 @@
 //!   message published after it returned reaches this node.
 //! - Each subscribed node receives each message once; a node that is not
 //!   subscribed receives nothing.
-//! - Room offsets are assigned in one sequence per room, starting at 1, and a
-//!   node receives one room's deliveries in offset order. Messages of one
+//! - Offsets are assigned in one sequence per stream (room, user, or the
+//!   broadcast stream), starting at 1, and a node receives one stream's
+//!   deliveries in offset order. Messages of one
 //!   publisher that awaits each publish arrive in the order published.
 //! - The epoch returned with a position changes whenever a room's offset
 //!   sequence restarts, so offsets from different epochs are never compared.
@@ -39,8 +40,12 @@
 //!   entries; a node that dies without cleaning up loses its entries after a
 //!   bounded time (see [`Presence`]).
 //!
-//! Only [`Topic::Room`] gets offsets and history. Join/leave events go to
-//! [`Topic::Presence`] of the room and are delivered like user messages.
+//! Rooms, users and broadcasts get offsets and history: each has a
+//! *stream*, one offset sequence with its epoch and bounded history, named
+//! by [`Topic::stream`] (a room's stream is its name; a user's is
+//! `/user/<id>`; broadcasts share `/broadcast`). [`Broker::position`] and
+//! [`Broker::recover`] take stream names. Join/leave events go to
+//! [`Topic::Presence`] of the room: no offsets, no history.
 //!
 //! Implementations: [`memory::MemoryBroker`] (the default; one process, or
 //! several nodes linked in one process for tests) and, in the
@@ -74,6 +79,49 @@ pub enum Topic {
     Presence(Arc<str>),
 }
 
+/// The stream name prefix of a user's stream. Room names cannot hold `/`,
+/// so no room shares a user's stream.
+const USER_STREAM: &str = "/user/";
+
+/// The stream name of the broadcast stream.
+pub const BROADCAST_STREAM: &str = "/broadcast";
+
+impl Topic {
+    /// The name of the topic's stream (offset sequence, epoch and history),
+    /// as [`Broker::position`] and [`Broker::recover`] take it: a room's
+    /// name, `/user/<id>` for a user, [`BROADCAST_STREAM`] for broadcasts.
+    /// `None` for presence events, which have no stream.
+    pub fn stream(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        match self {
+            Topic::Room(room) => Some(Cow::Borrowed(room)),
+            Topic::User(user) => Some(Cow::Owned(user_stream(user))),
+            Topic::Broadcast => Some(Cow::Borrowed(BROADCAST_STREAM)),
+            Topic::Presence(_) => None,
+        }
+    }
+
+    /// The topic whose stream is named `stream` (the inverse of
+    /// [`Topic::stream`]).
+    pub fn from_stream(stream: &str) -> Topic {
+        if stream == BROADCAST_STREAM {
+            Topic::Broadcast
+        } else if let Some(user) = stream.strip_prefix(USER_STREAM) {
+            Topic::User(Arc::from(user))
+        } else {
+            Topic::Room(Arc::from(stream))
+        }
+    }
+}
+
+/// The stream name of a user's messages: `/user/<id>`.
+pub fn user_stream(user: &str) -> String {
+    let mut name = String::with_capacity(USER_STREAM.len() + user.len());
+    name.push_str(USER_STREAM);
+    name.push_str(user);
+    name
+}
+
 /// A message handed to [`Broker::publish`].
 #[derive(Clone, Debug)]
 pub struct Publication {
@@ -103,7 +151,9 @@ pub struct Publication {
 pub struct Delivery {
     /// Where it goes.
     pub topic: Topic,
-    /// The room offset (room topics only).
+    /// The offset in the topic's stream (rooms, users, broadcasts; `None`
+    /// for presence events, and for a message a node delivered locally
+    /// during a broker outage).
     pub offset: Option<u64>,
     /// The payload as JSON text.
     pub data: Bytes,
@@ -117,9 +167,9 @@ pub struct Delivery {
 /// What a successful publish reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
-    /// The offset assigned (room topics only).
+    /// The offset assigned (topics with a stream; see [`Topic::stream`]).
     pub offset: Option<u64>,
-    /// The room's epoch (room topics only).
+    /// The stream's epoch (topics with a stream).
     pub epoch: Option<Arc<str>>,
     /// The publication's idempotency key was seen within the window: this
     /// publish delivered nothing, and the offset and epoch are the first
@@ -267,11 +317,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Stops delivering `topic` to this node.
     async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError>;
 
-    /// Where a room's offset sequence stands. A room nobody published to has
-    /// offset 0 and an epoch that its first message will carry.
+    /// Where a stream's offset sequence stands (`room` is a stream name:
+    /// a room's name, or another topic's [`Topic::stream`]). A stream
+    /// nobody published to has offset 0 and an epoch that its first
+    /// message will carry.
     async fn position(&self, room: &str) -> Result<Position, BrokerError>;
 
-    /// The retained messages of `room` after `since`.
+    /// The retained messages of stream `room` (a room's name, or another
+    /// topic's [`Topic::stream`]) after `since`. The deliveries carry the
+    /// stream's topic ([`Topic::from_stream`]).
     ///
     /// Returns [`Recovery::Recovered`] with every message whose offset is
     /// greater than `since.offset`, in offset order, when `since.epoch` is

@@ -48,7 +48,9 @@ async fn recovery_holds_live_messages_and_releases_only_those_after_the_replay()
     let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
     let room: Arc<str> = Arc::from("r");
     let outbox = Arc::new(Outbox::new(100, 1 << 20));
-    hub.add_joining(&room, 1, &outbox).await.unwrap();
+    hub.add_joining(&Topic::Room(room.clone()), 1, &outbox)
+        .await
+        .unwrap();
     // Live messages arrive while the replay is being read: held.
     hub.deliver(&delivery(&room, 5));
     hub.deliver(&delivery(&room, 6));
@@ -58,7 +60,7 @@ async fn recovery_holds_live_messages_and_releases_only_those_after_the_replay()
         Bytes::from_static(b"replay-4"),
         Bytes::from_static(b"replay-5"),
     ];
-    hub.finish_join("r", 1, prelude, 5);
+    hub.finish_join(&Topic::Room("r".into()), 1, prelude, 5);
     hub.deliver(&delivery(&room, 7));
     let frames = drain(&outbox);
     assert_eq!(frames.len(), 4);
@@ -83,7 +85,9 @@ async fn a_joining_member_counts_and_leaves_like_any_other() {
     let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
     let room: Arc<str> = Arc::from("r");
     let outbox = Arc::new(Outbox::new(100, 1 << 20));
-    hub.add_joining(&room, 1, &outbox).await.unwrap();
+    hub.add_joining(&Topic::Room(room.clone()), 1, &outbox)
+        .await
+        .unwrap();
     assert_eq!(hub.count(&Topic::Room(room.clone())), 1);
     assert!(hub.remove(Topic::Room(room.clone()), 1).await);
     assert_eq!(hub.count(&Topic::Room(room)), 0);
@@ -99,7 +103,9 @@ async fn late_copies_of_the_replay_are_dropped_at_the_seam() {
     let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
     let room: Arc<str> = Arc::from("r");
     let outbox = Arc::new(Outbox::new(100, 1 << 20));
-    hub.add_joining(&room, 1, &outbox).await.unwrap();
+    hub.add_joining(&Topic::Room(room.clone()), 1, &outbox)
+        .await
+        .unwrap();
     hub.deliver(&delivery(&room, 3));
     // The replay read reached 5; live had only brought 3 so far.
     let prelude = vec![
@@ -107,7 +113,7 @@ async fn late_copies_of_the_replay_are_dropped_at_the_seam() {
         Bytes::from_static(b"replay-5"),
         Bytes::from_static(b"joined"),
     ];
-    hub.finish_join("r", 1, prelude, 5);
+    hub.finish_join(&Topic::Room("r".into()), 1, prelude, 5);
     hub.deliver(&delivery(&room, 4));
     hub.deliver(&delivery(&room, 5));
     hub.deliver(&delivery(&room, 6));
@@ -135,8 +141,15 @@ async fn a_seaming_member_leaves_cleanly() {
     let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
     let room: Arc<str> = Arc::from("r");
     let outbox = Arc::new(Outbox::new(100, 1 << 20));
-    hub.add_joining(&room, 1, &outbox).await.unwrap();
-    hub.finish_join("r", 1, vec![Bytes::from_static(b"joined")], 9);
+    hub.add_joining(&Topic::Room(room.clone()), 1, &outbox)
+        .await
+        .unwrap();
+    hub.finish_join(
+        &Topic::Room("r".into()),
+        1,
+        vec![Bytes::from_static(b"joined")],
+        9,
+    );
     hub.deliver(&delivery(&room, 8));
     hub.deliver(&delivery(&room, 9));
     assert_eq!(drain(&outbox), vec![Bytes::from_static(b"joined")]);

@@ -47,7 +47,9 @@ use crate::broker::Topic;
 use crate::conn::Conn;
 use crate::endpoint::{Disconnect, Endpoint, Inbound};
 use crate::outbox::CloseRequest;
+use crate::streams::StreamRequest;
 use crate::transport::{Received, Transport};
+use crate::ws::{OpCode, frame};
 
 mod channel;
 mod close;
@@ -156,19 +158,77 @@ async fn open_identity(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
 async fn subscribe_identity(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
     let hub = conn.node.hub();
     if endpoint.user_messages {
-        hub.add(
-            Topic::User(conn.identity.user.clone()),
-            conn.id,
-            &conn.outbox,
-        )
-        .await
-        .map_err(|e| format!("cannot subscribe user: {e}"))?;
+        let topic = Topic::User(conn.identity.user.clone());
+        let added = match stream_request(conn, endpoint) {
+            // Held until the stream's position is read: see `streams`.
+            Some(_) => hub.add_joining(&topic, conn.id, &conn.outbox).await,
+            None => hub.add(topic, conn.id, &conn.outbox).await,
+        };
+        added.map_err(|e| format!("cannot subscribe user: {e}"))?;
     }
     if endpoint.broadcasts {
         hub.add(Topic::Broadcast, conn.id, &conn.outbox)
             .await
             .map_err(|e| format!("cannot subscribe broadcasts: {e}"))?;
     }
+    Ok(())
+}
+
+/// The user stream the connection asked for at the upgrade, when it has
+/// one: an endpoint that speaks the protocol and delivers user messages,
+/// and a user that is not a guest.
+fn stream_request<'a>(conn: &'a Conn, endpoint: &Endpoint) -> Option<&'a StreamRequest> {
+    if !endpoint.user_messages || !endpoint.speaks_protocol || conn.identity.guest {
+        return None;
+    }
+    conn.extensions.get::<StreamRequest>()
+}
+
+/// Subscribes the connection (see [`open_identity`]), makes its task the
+/// writer, then queues the `welcome`.
+async fn open_and_welcome(
+    conn: &Conn,
+    endpoint: &Endpoint,
+    writes: &crate::write::SessionWrites,
+) -> Result<(), String> {
+    open_identity(conn, endpoint).await?;
+    writes.claim(&conn.outbox);
+    if endpoint.speaks_protocol {
+        welcome(conn, endpoint).await?;
+    }
+    Ok(())
+}
+
+/// Queues the `welcome`; for a connection that asked for its user stream,
+/// after reading the stream, and followed by the replay, ahead of the held
+/// live messages (see `streams`). `Err` when the stream cannot be read.
+async fn welcome(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
+    let welcome = Welcome {
+        user: conn.user().to_string(),
+        conn: conn.id(),
+        protocol: switchboard_protocol::SUBPROTOCOL.to_string(),
+        heartbeat_ms: conn.node.config().heartbeat_interval.as_millis() as u64,
+        user_stream: None,
+    };
+    let Some(request) = stream_request(conn, endpoint) else {
+        let _ = conn.send_frame(&ServerFrame::Welcome(welcome));
+        return Ok(());
+    };
+    let broker = conn.node.broker().clone();
+    let opened = crate::streams::open(&*broker, &conn.identity.user, request)
+        .await
+        .map_err(|e| format!("cannot read user stream: {e}"))?;
+    let welcome = ServerFrame::Welcome(Welcome {
+        user_stream: Some(opened.field),
+        ..welcome
+    });
+    let mut prelude = Vec::with_capacity(opened.replay.len() + 1);
+    prelude.push(frame::encode(OpCode::Text, welcome.to_json().as_bytes()));
+    prelude.extend(opened.replay);
+    let topic = Topic::User(conn.identity.user.clone());
+    conn.node
+        .hub()
+        .finish_join(&topic, conn.id, prelude, opened.after);
     Ok(())
 }
 
@@ -206,18 +266,9 @@ fn drive<'a, T: Transport>(
     async move {
         let node = conn.node.clone();
         let config = node.config();
-        if let Err(reason) = Box::pin(open_identity(conn, endpoint)).await {
+        if let Err(reason) = Box::pin(open_and_welcome(conn, endpoint, &t.writes)).await {
             let code = CloseCode::TRY_AGAIN_LATER;
             return Box::pin(close_with(t, conn, code, reason, false)).await;
-        }
-        t.writes.claim(&conn.outbox);
-        if endpoint.speaks_protocol {
-            let _ = conn.send_frame(&ServerFrame::Welcome(Welcome {
-                user: conn.user().to_string(),
-                conn: conn.id(),
-                protocol: switchboard_protocol::SUBPROTOCOL.to_string(),
-                heartbeat_ms: config.heartbeat_interval.as_millis() as u64,
-            }));
         }
         endpoint.handler.on_open(conn).await;
         let handler = endpoint.handler.clone();

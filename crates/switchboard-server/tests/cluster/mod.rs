@@ -543,6 +543,11 @@ impl Client {
         }
     }
 
+    /// The `welcome` frame.
+    pub(crate) fn welcome(&self) -> &Value {
+        self.ws.welcome()
+    }
+
     /// Sends one JSON frame.
     pub(crate) async fn send(&mut self, frame: Value) {
         self.ws.send(frame).await;

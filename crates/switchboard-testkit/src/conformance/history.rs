@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use std::sync::Arc;
 use switchboard_core::broker::Recovery;
-use switchboard_core::broker::{Broker, Delivery, Position};
+use switchboard_core::broker::{Broker, Delivery, Position, Topic};
 
 use super::{Factory, Nodes, offsets, room_topic, unique};
 
@@ -194,4 +194,49 @@ pub async fn recover_reports_gap_after_epoch_change(factory: &dyn Factory) {
         panic!("recovery within the new epoch failed: {r:?}");
     };
     assert_eq!((offsets(&messages), position), (vec![1], now));
+}
+
+/// A user's messages are a stream of their own: offsets from 1, and
+/// `recover` under the user's stream name returns exactly what came after
+/// a position, as user deliveries, from any node.
+pub async fn user_streams_recover_like_rooms(factory: &dyn Factory) {
+    let nodes = Nodes::new(factory, 2).await;
+    let user = Topic::User(unique("user"));
+    let other = Topic::User(unique("user"));
+    let stream = user.stream().expect("users have a stream").into_owned();
+    assert_eq!(Topic::from_stream(&stream), user);
+    let mut epoch = None;
+    for k in 1..=4u64 {
+        let r = nodes
+            .publish((k % 2) as usize, &user, &k.to_string(), None)
+            .await;
+        assert_eq!(r.offset, Some(k), "user message {k}");
+        epoch = r.epoch;
+    }
+    let r = nodes.publish(0, &other, "x", None).await;
+    assert_eq!(r.offset, Some(1), "another user counts on its own");
+    let epoch = epoch.expect("user stream epoch");
+    let since = Position {
+        offset: 2,
+        epoch: epoch.clone(),
+    };
+    let Recovery::Recovered { messages, position } = nodes.brokers[1]
+        .recover(&stream, &since)
+        .await
+        .expect("recover")
+    else {
+        panic!("recover of a user stream since 2 reported a gap");
+    };
+    assert_eq!(position, Position { offset: 4, epoch });
+    assert_eq!(offsets(&messages), [3, 4]);
+    assert!(messages.iter().all(|d| d.topic == user), "{messages:?}");
+    let old = Position {
+        offset: 2,
+        epoch: Arc::from("0000000000000000"),
+    };
+    let gap = nodes.brokers[0]
+        .recover(&stream, &old)
+        .await
+        .expect("recover");
+    assert!(matches!(gap, Recovery::Gap { .. }), "{gap:?}");
 }

@@ -131,6 +131,10 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
         Ok(key) => key,
         Err(bad) => return bad.response(endpoint.path()),
     };
+    let stream = match switchboard_core::StreamRequest::from_query(req.uri().query()) {
+        Ok(stream) => stream,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_request", &e),
+    };
     if node.is_draining() {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -221,6 +225,9 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
     drop(body);
 
     let mut conn = node.admit(identity, &endpoint, remote, subprotocol);
+    if let Some(stream) = stream {
+        conn.extensions_mut().insert(stream);
+    }
     node.spawn_session(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
