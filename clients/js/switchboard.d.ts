@@ -174,7 +174,12 @@ export interface Message<T = Json> {
   data: T;
   /** Room messages: the room. */
   room?: string;
-  /** Room messages: the offset in the room's epoch. */
+  /**
+   * The offset: in the room's epoch (room messages), in the user's stream
+   * (user messages), in the broadcast stream (broadcasts; a jump of more
+   * than one means broadcasts were missed). Absent for a message a node
+   * delivered during a broker outage.
+   */
   offset?: number;
   /** Room messages published by a client: the publisher's user id. */
   from?: string;
@@ -220,6 +225,22 @@ export interface RecoveryFailedEvent {
   newEpoch: string;
 }
 
+/**
+ * After a reconnect, the server could not replay every message sent to this
+ * user while the client was away (history trimmed, or the user's stream
+ * restarted). When the stream restarted and its history holds the whole new
+ * epoch, those messages follow this event.
+ */
+export interface UserRecoveryFailedEvent {
+  /** The epoch and offset the client had (null before any). */
+  epoch: string | null;
+  offset: number | null;
+  /** The stream's epoch now. */
+  newEpoch: string;
+  /** The replay that follows holds the new position's messages after this offset. */
+  replayAfter: number;
+}
+
 export interface SwitchboardEvents {
   state: StateEvent;
   welcome: { user: string; conn: string; heartbeatMs: number };
@@ -228,6 +249,7 @@ export interface SwitchboardEvents {
   left: { room: string };
   presence: PresenceEvent;
   recoveryfailed: RecoveryFailedEvent;
+  userrecoveryfailed: UserRecoveryFailedEvent;
   tokenexpired: { code: number; reason: string };
   error: { code: ErrorCode; message: string; reason?: string; id?: number; room?: string };
 }

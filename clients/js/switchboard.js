@@ -146,6 +146,9 @@ export class Switchboard extends EventTarget {
     this._rooms = new Map(); // name -> room state (see _roomState)
     this._listeners = new Map(); // name -> Map(fn -> wrapper)
     this.user = null;
+    // {offset, epoch} of the last user message delivered (or of the
+    // welcome's user_stream); null before a welcome that carried one.
+    this._userStream = null;
     this.conn = null;
   }
 
@@ -340,6 +343,10 @@ export class Switchboard extends EventTarget {
     if (u.protocol === "http:") u.protocol = "ws:";
     else if (u.protocol === "https:") u.protocol = "wss:";
     if (token) u.searchParams.set("token", token);
+    // The user stream: where the messages to this user stood on the last
+    // connection, so that the server replays what was sent meanwhile.
+    const at = this._userStream;
+    u.searchParams.set("user_stream", at ? `${at.offset}:${at.epoch}` : "new");
     return u.toString();
   }
 
@@ -602,6 +609,7 @@ export class Switchboard extends EventTarget {
     this.user = f.user;
     this.conn = f.conn;
     this._ready = true;
+    this._onUserStream(f.user_stream);
     this._emit("welcome", { user: f.user, conn: f.conn, heartbeatMs: f.heartbeat_ms });
     this._stableTimer = setTimeout(() => {
       this._stableTimer = null;
@@ -769,7 +777,34 @@ export class Switchboard extends EventTarget {
     this._emit("left", { room: f.room });
   }
 
+  // The welcome's `user_stream`: the position becomes the start of the
+  // replay that follows it, and each user message moves it on.
+  _onUserStream(s) {
+    const previous = this._userStream;
+    if (!s) {
+      this._userStream = null;
+      return;
+    }
+    if (s.recovered === false) {
+      this._emit("userrecoveryfailed", {
+        epoch: previous?.epoch ?? null,
+        offset: previous?.offset ?? null,
+        newEpoch: s.epoch,
+        replayAfter: s.replay_after,
+      });
+    }
+    this._userStream = { offset: s.replay_after ?? s.offset, epoch: s.epoch };
+  }
+
   _onMessage(f) {
+    if (f.user !== undefined && f.room === undefined) {
+      const at = this._userStream;
+      if (at && typeof f.offset === "number") {
+        if (f.offset <= at.offset) return; // a duplicate
+        at.offset = f.offset;
+      }
+      return this._deliver(f, false);
+    }
     if (f.room === undefined) return this._deliver(f, false);
     const room = this._rooms.get(f.room);
     if (!room) return; // left meanwhile
@@ -790,8 +825,13 @@ export class Switchboard extends EventTarget {
       detail.offset = f.offset;
       if (f.from !== undefined) detail.from = f.from;
       if (replayed) detail.replayed = true;
-    } else if (f.user !== undefined) detail.user = f.user;
-    else if (f.broadcast) detail.broadcast = true;
+    } else if (f.user !== undefined) {
+      detail.user = f.user;
+      if (f.offset !== undefined) detail.offset = f.offset;
+    } else if (f.broadcast) {
+      detail.broadcast = true;
+      if (f.offset !== undefined) detail.offset = f.offset;
+    }
     this._emit("message", detail);
     if (detail.room !== undefined) this._emit(`room:${detail.room}`, detail);
   }

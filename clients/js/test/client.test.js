@@ -51,7 +51,7 @@ test("connect, join, publish, ack; the publisher receives its own message", asyn
   // A user message reaches every connection of the user.
   const toA = next(a, "message", (m) => m.user !== undefined);
   await post(s, `/api/users/${a.user}/messages`, { title: "for a" });
-  assert.deepEqual(await toA, { data: { title: "for a" }, user: a.user });
+  assert.deepEqual(await toA, { data: { title: "for a" }, user: a.user, offset: 1 });
 });
 
 test("a publish with an idempotency key is delivered once; its repeat resolves as a duplicate", async () => {

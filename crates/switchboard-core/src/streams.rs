@@ -50,7 +50,7 @@ impl StreamRequest {
             if found.is_some() {
                 return Err("user_stream given more than once".into());
             }
-            found = Some(StreamRequest::parse(value)?);
+            found = Some(StreamRequest::parse(&percent_decode(value)?)?);
         }
         Ok(found)
     }
@@ -80,6 +80,27 @@ impl StreamRequest {
             epoch: Arc::from(epoch),
         }))
     }
+}
+
+/// A query value with its `%XX` escapes decoded (URL libraries write the
+/// colon as `%3A`).
+fn percent_decode(value: &str) -> Result<String, String> {
+    let bad = || format!("user_stream is not a valid query value: {value:?}");
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
 }
 
 /// What opening a user stream read: the frames that follow `welcome` (the
@@ -172,7 +193,16 @@ mod tests {
                 epoch: Arc::from("ab09"),
             })))
         );
+        assert_eq!(
+            StreamRequest::from_query(Some("user_stream=7%3Aab")),
+            Ok(Some(StreamRequest::Since(Position {
+                offset: 7,
+                epoch: Arc::from("ab"),
+            })))
+        );
         for bad in [
+            "user_stream=7%3",
+            "user_stream=7%zzab",
             "user_stream=",
             "user_stream=12",
             "user_stream=-1:ab",
