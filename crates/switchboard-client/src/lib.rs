@@ -117,8 +117,15 @@
 //!   history cannot fill the gap the client emits [`Event::RecoveryFailed`]
 //!   and goes on with live messages (after replaying a new epoch from its
 //!   start, when the room's offsets restarted).
+//! - **User messages are recovered.** Every upgrade carries `user_stream`:
+//!   `new` the first time, then the offset and epoch of the last message
+//!   to the user delivered. The server replays what was sent meanwhile
+//!   right after its `welcome`; if its history cannot fill the gap (or the
+//!   user's stream restarted) the client emits
+//!   [`Event::UserRecoveryFailed`] first. Guests have no user stream.
 //! - **At most once per offset.** A room message whose offset is not above
-//!   the last one delivered for that room (in the same epoch) is dropped.
+//!   the last one delivered for that room (in the same epoch) is dropped;
+//!   so is a user message whose offset is not above the last one's.
 //! - **Publishes** resolve on the server's `ack` (with the offset) or fail
 //!   with its `error`, or after `ack_timeout`. Made while disconnected, they
 //!   wait (in order, bounded by `publish_buffer`) and are sent after the

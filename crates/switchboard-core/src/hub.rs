@@ -31,10 +31,8 @@ use switchboard_protocol::CloseCode;
 
 /// A connection id, unique within this node.
 /// The `from` of a user delivery that ends the user's connections instead
-/// of reaching them (see [`Node::disconnect_user`](crate::Node::disconnect_user)):
-/// a control character, which no user id can hold, so no publish can
-/// forge it.
-pub(crate) const DISCONNECT_USER: &str = "\u{0}disconnect";
+/// of reaching them (see [`Node::disconnect_user`](crate::Node::disconnect_user)).
+pub(crate) const DISCONNECT_USER: &str = crate::broker::DISCONNECT_FROM;
 
 /// The close reason carried by a disconnect delivery (`{"reason": ...}`).
 fn disconnect_reason(data: &[u8]) -> String {

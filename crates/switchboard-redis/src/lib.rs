@@ -199,7 +199,8 @@ impl Broker for RedisBroker {
             .map(|k| sh.keys.idem(&p.topic, k));
         let window = ms(sh.config.idempotency_window);
         let mut c = sh.link.cmd()?;
-        let Some(room) = p.topic.stream() else {
+        let stream = p.stream();
+        let Some(room) = stream.as_deref() else {
             let payload = codec::payload(
                 codec::kind(&p.topic),
                 p.from.as_deref(),
@@ -229,8 +230,8 @@ impl Broker for RedisBroker {
                 local_recipients: None,
             });
         };
-        let mut inv = sh.scripts.publish_room.key(sh.keys.seq(&room));
-        inv.key(sh.keys.hist(&room));
+        let mut inv = sh.scripts.publish_room.key(sh.keys.seq(room));
+        inv.key(sh.keys.hist(room));
         if let Some(idem) = idem {
             inv.key(idem);
         }

@@ -156,9 +156,10 @@ async fn notifications_receive_user_messages_and_broadcasts_and_refuse_input() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["epoch"].as_str().map(str::len), Some(16), "{body}");
     assert_eq!(
         body,
-        json!({"status":"published","user":user,"local_recipients":1})
+        json!({"status":"published","user":user,"offset":1,"epoch":body["epoch"],"local_recipients":1})
     );
     assert_eq!(
         n.next_json().await,

@@ -289,12 +289,12 @@ async fn publishes_say_how_many_local_connections_they_reached() {
     let (_, v) = publish("/api/users/ana/messages", r#"{"data":2}"#).await;
     assert_eq!(
         v,
-        json!({"status": "published", "user": "ana", "local_recipients": 2})
+        json!({"status": "published", "user": "ana", "offset": 1, "epoch": v["epoch"], "local_recipients": 2})
     );
     let (_, v) = publish("/api/broadcast", r#"{"data":3}"#).await;
     assert_eq!(
         v,
-        json!({"status": "published", "broadcast": true, "local_recipients": 3})
+        json!({"status": "published", "broadcast": true, "offset": 1, "epoch": v["epoch"], "local_recipients": 3})
     );
     // Accepted, reaching no one here.
     let (_, v) = publish("/api/rooms/empty/messages", r#"{"data":4}"#).await;

@@ -318,3 +318,26 @@ async fn a_malformed_user_stream_is_refused_at_the_upgrade() {
         )
     );
 }
+
+#[tokio::test]
+async fn signing_a_user_out_takes_no_place_in_the_stream() {
+    let server = server().await;
+    let mut c = open(&server, "/ws/chat", "ana", Some("new")).await;
+    let epoch = stream(&c)["epoch"].as_str().unwrap().to_string();
+    send(&server, "ana", 1).await;
+    assert_eq!(messages(&mut c, 1).await, vec![(1, 1)]);
+    server
+        .node
+        .disconnect_user("ana", "signed out")
+        .await
+        .expect("disconnect");
+    assert_eq!(c.expect_close().await, (4401, "signed out".to_string()));
+    send(&server, "ana", 2).await;
+    let mut c = open(&server, "/ws/chat", "ana", Some(&format!("1:{epoch}"))).await;
+    assert_eq!(
+        stream(&c),
+        &json!({"offset": 2, "epoch": epoch, "recovered": true, "replay_after": 1})
+    );
+    assert_eq!(messages(&mut c, 1).await, vec![(2, 2)]);
+    c.expect_nothing_but_barrier().await;
+}

@@ -368,6 +368,10 @@ impl Broker for MemoryBroker {
             return Err(BrokerError::NotAttached);
         }
         let now = Instant::now();
+        let p_stream: Option<Arc<str>> = match &p.topic {
+            Topic::Room(_) | Topic::Presence(_) => None,
+            _ => p.stream().map(|s| Arc::from(&*s)),
+        };
         let key = p.idempotency_key.map(|k| idem::scoped(&p.topic, &k));
         // Held across the publish: checking the key and publishing are one
         // step (see `idem`).
@@ -387,7 +391,7 @@ impl Broker for MemoryBroker {
         let stream: Option<Arc<str>> = match &delivery.topic {
             Topic::Room(room) => Some(room.clone()),
             Topic::Presence(_) => None,
-            topic => topic.stream().map(|s| Arc::from(&*s)),
+            _ => p_stream,
         };
         let receipt = match stream {
             Some(room) => {

@@ -114,6 +114,25 @@ impl Topic {
     }
 }
 
+/// The `from` of the control message that ends a user's connections
+/// ([`Node::disconnect_user`](crate::Node::disconnect_user)): a control
+/// character, which no user id can hold, so no publish can forge it. It
+/// travels on the user's topic but has no place in the user's stream (no
+/// offset, no history): see [`Publication::stream`].
+pub const DISCONNECT_FROM: &str = "\u{0}disconnect";
+
+impl Publication {
+    /// The stream this publication goes into, if any: its topic's
+    /// [`Topic::stream`], except for the control message that ends a
+    /// user's connections, which is delivered live only.
+    pub fn stream(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if self.from.as_deref() == Some(DISCONNECT_FROM) {
+            return None;
+        }
+        self.topic.stream()
+    }
+}
+
 /// The stream name of a user's messages: `/user/<id>`.
 pub fn user_stream(user: &str) -> String {
     let mut name = String::with_capacity(USER_STREAM.len() + user.len());

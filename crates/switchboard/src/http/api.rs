@@ -10,7 +10,8 @@
 //!
 //! The body is a JSON object with the payload under `"data"` and, optionally,
 //! an `"idempotency_key"` (or the `Idempotency-Key` header). The reply is
-//! `200` with what the broker accepted (for a room, the offset assigned;
+//! `200` with what the broker accepted (the offset and epoch assigned in
+//! the room's, user's or broadcast stream;
 //! `"duplicate": true` when the key was already used and nothing was
 //! delivered; `"local_recipients"` with the in-memory broker), or a JSON error `{"error":{"code":..,"message":..}}` with
 //! `400`, `401`, `403`, `413` or `503`. A `503` with `publish_failed` means
@@ -378,7 +379,15 @@ pub(crate) async fn publish_user(
 ) -> Response {
     let topic = crate::broker::Topic::User(user.as_str().into());
     match publish(&node, req, topic).await {
-        Ok(r) => published(json!({ "status": "published", "user": user }), &r),
+        Ok(r) => published(
+            json!({
+                "status": "published",
+                "user": user,
+                "offset": r.offset,
+                "epoch": r.epoch.as_deref(),
+            }),
+            &r,
+        ),
         Err(e) => e.into_response(),
     }
 }
@@ -386,7 +395,15 @@ pub(crate) async fn publish_user(
 /// `POST /api/broadcast`
 pub(crate) async fn broadcast(State(node): State<Node>, req: Request) -> Response {
     match publish(&node, req, crate::broker::Topic::Broadcast).await {
-        Ok(r) => published(json!({ "status": "published", "broadcast": true }), &r),
+        Ok(r) => published(
+            json!({
+                "status": "published",
+                "broadcast": true,
+                "offset": r.offset,
+                "epoch": r.epoch.as_deref(),
+            }),
+            &r,
+        ),
         Err(e) => e.into_response(),
     }
 }
