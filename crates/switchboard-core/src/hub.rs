@@ -47,14 +47,17 @@ fn disconnect_reason(data: &[u8]) -> String {
 
 pub(crate) type ConnId = u64;
 
+/// The local members of every room (or every user), by name.
+type StreamIndex = DashMap<Arc<str>, StreamMembers>;
+
 /// Number of stripes of the subscription lock. Unrelated topics that share a
 /// stripe only wait for each other while one of them changes membership.
 const STRIPES: usize = 64;
 
 /// Local membership and fan-out. See the module docs.
 pub(crate) struct Hub {
-    rooms: DashMap<Arc<str>, StreamMembers>,
-    users: DashMap<Arc<str>, StreamMembers>,
+    rooms: StreamIndex,
+    users: StreamIndex,
     broadcast: DashMap<ConnId, Arc<Outbox>>,
     presence: DashMap<Arc<str>, Members>,
     stripes: Box<[tokio::sync::Mutex<()>]>,
@@ -164,10 +167,7 @@ impl Hub {
     }
 
     /// The members of a stream's topic (a room's or a user's), by name.
-    fn streams<'a>(
-        &'a self,
-        topic: &'a Topic,
-    ) -> Option<(&'a DashMap<Arc<str>, StreamMembers>, &'a Arc<str>)> {
+    fn streams<'a>(&'a self, topic: &'a Topic) -> Option<(&'a StreamIndex, &'a Arc<str>)> {
         match topic {
             Topic::Room(name) => Some((&self.rooms, name)),
             Topic::User(name) => Some((&self.users, name)),
@@ -244,7 +244,7 @@ impl Hub {
     }
 
     /// Moves the stream's caught-up joining members to the live ones.
-    fn promote(map: &DashMap<Arc<str>, StreamMembers>, name: &str) {
+    fn promote(map: &StreamIndex, name: &str) {
         let Some(mut entry) = map.get_mut(name) else {
             return;
         };
@@ -377,7 +377,7 @@ impl Hub {
 }
 
 /// Removes a connection from a stream's members, live or joining.
-fn remove_stream(map: &DashMap<Arc<str>, StreamMembers>, name: &str, conn: ConnId) -> bool {
+fn remove_stream(map: &StreamIndex, name: &str, conn: ConnId) -> bool {
     let removed = match map.get_mut(name) {
         Some(mut m) => {
             let live = m.live.remove(&conn).is_some();
