@@ -368,8 +368,9 @@ impl Broker for MemoryBroker {
             return Err(BrokerError::NotAttached);
         }
         let now = Instant::now();
-        let p_stream: Option<Arc<str>> = match &p.topic {
-            Topic::Room(_) | Topic::Presence(_) => None,
+        // The stream it goes into: a room's name is shared, not copied.
+        let stream: Option<Arc<str>> = match &p.topic {
+            Topic::Room(room) => Some(room.clone()),
             _ => p.stream().map(|s| Arc::from(&*s)),
         };
         let key = p.idempotency_key.map(|k| idem::scoped(&p.topic, &k));
@@ -387,11 +388,6 @@ impl Broker for MemoryBroker {
             data: p.data,
             from: p.from,
             except: p.except,
-        };
-        let stream: Option<Arc<str>> = match &delivery.topic {
-            Topic::Room(room) => Some(room.clone()),
-            Topic::Presence(_) => None,
-            _ => p_stream,
         };
         let receipt = match stream {
             Some(room) => {
