@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use switchboard::Node;
 use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
 use switchboard::broker::memory::{MemoryBroker, MemoryConfig};
-use switchboard::broker::user_stream;
+use switchboard::broker::{
+    Broker, BrokerError, BrokerHealth, DeliveryHandler, Position, Presence, PresenceEntry,
+    Publication, Receipt, Recovery, Topic, user_stream,
+};
 
 const SECRET: &[u8] = b"user-stream-test-secret-32-bytes";
 
@@ -340,4 +343,78 @@ async fn signing_a_user_out_takes_no_place_in_the_stream() {
     );
     assert_eq!(messages(&mut c, 1).await, vec![(2, 2)]);
     c.expect_nothing_but_barrier().await;
+}
+
+/// A broker whose stream reads (`position`, `recover`) fail, as when Redis
+/// drops between the subscription and the read.
+struct ReadsFail(MemoryBroker);
+
+#[async_trait::async_trait]
+impl Broker for ReadsFail {
+    fn attach(&self, handler: Arc<dyn DeliveryHandler>) {
+        self.0.attach(handler)
+    }
+    async fn publish(&self, p: Publication) -> Result<Receipt, BrokerError> {
+        self.0.publish(p).await
+    }
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.0.subscribe(topic).await
+    }
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        self.0.unsubscribe(topic).await
+    }
+    async fn position(&self, _: &str) -> Result<Position, BrokerError> {
+        Err(BrokerError::Unavailable("connection refused".into()))
+    }
+    async fn recover(&self, _: &str, _: &Position) -> Result<Recovery, BrokerError> {
+        Err(BrokerError::Unavailable("connection refused".into()))
+    }
+    fn health(&self) -> BrokerHealth {
+        self.0.health()
+    }
+}
+
+#[async_trait::async_trait]
+impl Presence for ReadsFail {
+    async fn add(&self, room: &str, conn: &str, user: &str) -> Result<(), BrokerError> {
+        self.0.add(room, conn, user).await
+    }
+    async fn remove(&self, room: &str, conn: &str) -> Result<(), BrokerError> {
+        self.0.remove(room, conn).await
+    }
+    async fn list(&self, room: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+        self.0.list(room).await
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_cannot_be_read_closes_with_1013_after_the_handshake() {
+    let jwt = JwtAuthenticator::new(JwtConfig::new(JwtKey::Hs256(SECRET.to_vec()))).unwrap();
+    let server = TestServer::start_with(
+        Node::builder()
+            .default_endpoints()
+            .authenticator(jwt)
+            .broker(ReadsFail(MemoryBroker::new())),
+    )
+    .await;
+    for stream in ["new", "3:0123456789abcdef"] {
+        let url = format!(
+            "{}?token={}&user_stream={stream}",
+            server.ws("/ws/chat"),
+            token("ana")
+        );
+        let mut c = connect_raw(&url).await;
+        assert_eq!(
+            c.expect_close().await,
+            (
+                1013,
+                "cannot read user stream: broker unavailable: connection refused".to_string()
+            ),
+            "{stream}"
+        );
+    }
+    // A client that does not ask reads nothing and is welcomed.
+    let mut c = open(&server, "/ws/chat", "ana", None).await;
+    send(&server, "ana", 1).await;
+    assert_eq!(messages(&mut c, 1).await, vec![(1, 1)]);
 }
