@@ -26,7 +26,6 @@ use switchboard::broker::memory::MemoryBroker;
 use switchboard::node::NodeBuilder;
 use switchboard::{Endpoint, Node};
 use switchboard_redis::RedisBroker;
-use tracing_subscriber::EnvFilter;
 
 use settings::{Action, BrokerChoice, Env, Invocation, LoadError};
 
@@ -187,14 +186,7 @@ fn check(invocation: &Invocation) -> ExitCode {
 /// exits with [`CONFIG_ERROR`]; a failure to reach the broker or to listen
 /// with 1.
 async fn serve(invocation: Invocation) -> ExitCode {
-    // Colours only for a terminal: a log file or a journal gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(ansi)
-        .init();
+    invocation.args.log.init();
     for warning in &invocation.warnings {
         tracing::warn!("{warning}");
     }

@@ -26,6 +26,7 @@ pub(crate) mod endpoints;
 mod file;
 mod hooks;
 mod load;
+mod logging;
 mod parse;
 pub(crate) mod print;
 
@@ -34,6 +35,7 @@ use clap::builder::RangedU64ValueParser;
 pub(crate) use cli::Action;
 pub(crate) use hooks::HookArgs;
 pub(crate) use load::{Env, Invocation, LoadError, Sources, load};
+pub(crate) use logging::LogArgs;
 pub(crate) use parse::redact_url;
 use parse::{boolean, history_age, idempotency_window, seconds};
 use switchboard::Config;
@@ -353,6 +355,10 @@ pub(crate) struct Args {
     /// The hooks' settings.
     #[command(flatten)]
     pub hooks: HookArgs,
+
+    /// The log settings.
+    #[command(flatten)]
+    pub log: LogArgs,
 
     /// Where each setting's value came from (filled in by [`load()`]).
     #[arg(skip)]

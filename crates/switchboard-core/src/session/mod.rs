@@ -94,7 +94,9 @@ pub(crate) fn run<'a, T: Transport + 'a>(
         let node = conn.node.clone();
         node.register_conn(conn.id, &conn.outbox);
         record_open(conn);
-        tracing::info!(
+        // Per-connection lines are debug: at info, a node with 100k
+        // connections and their churn would write little else.
+        tracing::debug!(
             conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
             transport = channel.transport.name(), "connected"
         );
@@ -108,7 +110,7 @@ pub(crate) fn run<'a, T: Transport + 'a>(
         node.unregister_conn(conn.id);
         record_close(conn, &disconnect);
         endpoint.handler.on_close(conn, &disconnect).await;
-        tracing::info!(
+        tracing::debug!(
             conn = %conn.id(), user = %conn.user(), code = ?disconnect.code,
             reason = %disconnect.reason, by_server = disconnect.by_server, "disconnected"
         );

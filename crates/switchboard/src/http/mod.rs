@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod presence;
+mod refusals;
 mod signout;
 pub mod upgrade;
 
@@ -46,9 +47,11 @@ pub fn refuse_stray_upgrades(app: Router, node: &Node) -> Router {
         .iter()
         .map(|e| e.path().to_string())
         .collect();
+    let node = node.clone();
     app.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let paths = paths.clone();
+            let node = node.clone();
             async move {
                 let upgrade = req
                     .headers()
@@ -61,7 +64,20 @@ pub fn refuse_stray_upgrades(app: Router, node: &Node) -> Router {
                         "no WebSocket endpoint at {path}; this server's endpoints are {}",
                         paths.join(", ")
                     );
-                    tracing::info!(path, "refused an upgrade to a path that is no endpoint");
+                    let peer = req
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0);
+                    let client = peer.map(|peer| {
+                        crate::gate::client_ip::client_ip(
+                            peer.ip(),
+                            req.headers()
+                                .get("x-forwarded-for")
+                                .and_then(|v| v.to_str().ok()),
+                            &node.config().trusted_proxies,
+                        )
+                    });
+                    refusals::log(http::StatusCode::NOT_FOUND, &message, path, client, peer);
                     return api::error_response(http::StatusCode::NOT_FOUND, "not_found", &message);
                 }
                 next.run(req).await
