@@ -421,7 +421,10 @@ impl Node {
             Topic::Broadcast => {}
         }
         if data.len() > self.inner.config.max_message_size {
-            return Err(PublishError::TooLarge(data.len()));
+            return Err(PublishError::TooLarge(
+                data.len(),
+                self.inner.config.max_message_size,
+            ));
         }
         // A keyed publish is never delivered locally during an outage: its
         // retry must be safe.

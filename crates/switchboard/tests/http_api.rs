@@ -73,6 +73,19 @@ async fn an_oversized_body_is_413() {
     let (status, v) = server.post("/api/broadcast", &body).await;
     assert_eq!(status, 413);
     assert_eq!(v["error"]["code"], "too_large");
+    assert_eq!(
+        v["error"]["message"],
+        "body exceeds 2048 bytes: data may hold 1024 bytes (max_message_size), the body 1024 more"
+    );
+    // A body within bounds whose data alone is over: the message states
+    // the limit and the setting.
+    let body = format!(r#"{{"data":"{}"}}"#, "x".repeat(1100));
+    let (status, v) = server.post("/api/broadcast", &body).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        v["error"]["message"],
+        "payload of 1102 bytes exceeds the 1024-byte limit (max_message_size)"
+    );
 }
 
 #[tokio::test]

@@ -236,7 +236,11 @@ async fn read_body(node: &Node, body: Body) -> Result<PublishRequest, ApiError> 
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("body exceeds the {limit}-byte limit"),
+                format!(
+                    "body exceeds {} bytes: data may hold {limit} bytes \
+                     (max_message_size), the body 1024 more",
+                    limit + 1024
+                ),
             )
         })?;
     let text = std::str::from_utf8(&bytes)
