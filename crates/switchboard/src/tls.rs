@@ -24,6 +24,24 @@
 //! WebSocket over HTTP/2, is not offered, and browsers open WebSockets over
 //! HTTP/1.1 when a server does not offer it). Only TLS 1.2 and 1.3 are
 //! spoken, with rustls's default cipher suites and the `ring` provider.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use switchboard::prelude::*;
+//! use switchboard::tls::Tls;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::builder().default_endpoints().build()?;
+//! let tls = Tls::load("/etc/switchboard/fullchain.pem", "/etc/switchboard/privkey.pem")?;
+//! // New certificates are picked up within 5 s of being written.
+//! tokio::spawn(tls.clone().watch(Duration::from_secs(5)));
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+//! switchboard::serve_tls(listener, node.router(), node, tls, std::future::pending()).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};
