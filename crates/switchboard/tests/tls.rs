@@ -1,6 +1,6 @@
 //! `serve_tls` as a library user runs it: the handshake deadline that keeps
-//! half-open TLS clients from piling up, and a graceful shutdown that
-//! closes `wss://` sessions with 1001.
+//! half-open TLS clients from piling up, a graceful shutdown that closes
+//! `wss://` sessions with 1001, and the slow-consumer bound over TLS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,13 +48,18 @@ impl Drop for Files {
 
 struct Server {
     addr: SocketAddr,
+    node: Node,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 async fn start(tls: Tls) -> Server {
+    start_with(tls, Config::default()).await
+}
+
+async fn start_with(tls: Tls, config: Config) -> Server {
     let node = Node::builder()
-        .config(Config::default())
+        .config(config)
         .default_endpoints()
         .build()
         .unwrap();
@@ -64,13 +69,18 @@ async fn start(tls: Tls) -> Server {
     let task = tokio::spawn(switchboard::serve_tls(
         listener,
         node.router(),
-        node,
+        node.clone(),
         tls,
         async move {
             let _ = stopped.await;
         },
     ));
-    Server { addr, stop, task }
+    Server {
+        addr,
+        node,
+        stop,
+        task,
+    }
 }
 
 impl Server {
@@ -158,4 +168,72 @@ async fn shutdown_closes_wss_sessions_with_going_away() {
         .expect("the end of the connection in time")
     {}
     stop.await.unwrap();
+}
+
+/// The next text frame as JSON, skipping control frames.
+async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a JSON frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wss_client_that_stops_reading_is_closed_as_slow_consumer() {
+    use futures_util::SinkExt;
+    let files = Files::new("slow");
+    let config = Config::builder()
+        .outbound_queue_frames(16)
+        .outbound_queue_bytes(1024 * 1024)
+        .build()
+        .unwrap();
+    let server = start_with(files.tls(), config).await;
+    let (mut slow, _) = tls::wss(
+        server.addr,
+        tls::client_config(&[&files.ca], &[]),
+        "/ws/chat",
+    )
+    .await;
+    assert_eq!(next_json(&mut slow).await["type"], "welcome");
+    let join = serde_json::json!({"type": "join", "room": "feed", "id": 1});
+    slow.send(Message::text(join.to_string())).await.unwrap();
+    assert_eq!(next_json(&mut slow).await["type"], "joined");
+    // Big messages fill the kernel's and rustls's buffers; the client reads
+    // nothing until the server has given up on it.
+    let data = serde_json::value::to_raw_value(&"p".repeat(60_000)).unwrap();
+    for _ in 0..400 {
+        server.node.publish_room("feed", &data).await.unwrap();
+        if server.node.stats().snapshot().slow_consumers == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(server.node.stats().snapshot().slow_consumers, 1);
+    // What was queued before the server gave up comes first, then 4000.
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next())
+            .await
+            .expect("the close in time")
+        {
+            Some(Ok(Message::Close(frame))) => break u16::from(frame.expect("a code").code),
+            Some(Ok(_)) => {}
+            other => panic!("expected frames, then a close; got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4000);
+    // Reading on answers the close; then the server ends the connection.
+    while let Some(Ok(_)) = tokio::time::timeout(Duration::from_secs(10), slow.next())
+        .await
+        .expect("the end of the connection in time")
+    {}
+    server.stop().await;
 }
