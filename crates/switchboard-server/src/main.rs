@@ -310,8 +310,19 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
     match tls {
         None => switchboard::serve(listener, app, node, shutdown).await?,
         Some(tls) => {
-            let reloads = reload_tls(&tls, args.tls.tls_reload_interval)
-                .context("cannot install the SIGHUP handler")?;
+            let interval = args.tls.tls_reload_interval;
+            tracing::info!(
+                cert = %tls.cert_path().display(),
+                key = %tls.key_path().display(),
+                "TLS on (h2 and http/1.1); the pair is reloaded on SIGHUP{}",
+                if interval.is_zero() {
+                    String::new()
+                } else {
+                    format!(" and when the files change (checked every {interval:?})")
+                }
+            );
+            let reloads =
+                reload_tls(&tls, interval).context("cannot install the SIGHUP handler")?;
             let served = switchboard::serve_tls(listener, app, node, tls, shutdown).await;
             reloads.abort();
             served?;
