@@ -293,6 +293,25 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
     }
 
     let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+    // Before the server says it listens, so that a SIGHUP sent from then on
+    // reloads rather than ends the process.
+    let reloads = match &tls {
+        None => None,
+        Some(tls) => {
+            let interval = args.tls.tls_reload_interval;
+            tracing::info!(
+                cert = %tls.cert_path().display(),
+                key = %tls.key_path().display(),
+                "TLS on (h2 and http/1.1); the pair is reloaded on SIGHUP{}",
+                if interval.is_zero() {
+                    String::new()
+                } else {
+                    format!(" and when the files change (checked every {interval:?})")
+                }
+            );
+            Some(reload_tls(tls, interval).context("cannot install the SIGHUP handler")?)
+        }
+    };
     let addr = format!("{}:{}", args.host, args.port);
     let listener = listen(&addr)
         .await
@@ -307,27 +326,14 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
     );
     let app =
         switchboard::http::refuse_stray_upgrades(node.router().merge(assets::routes()), &node);
-    match tls {
-        None => switchboard::serve(listener, app, node, shutdown).await?,
-        Some(tls) => {
-            let interval = args.tls.tls_reload_interval;
-            tracing::info!(
-                cert = %tls.cert_path().display(),
-                key = %tls.key_path().display(),
-                "TLS on (h2 and http/1.1); the pair is reloaded on SIGHUP{}",
-                if interval.is_zero() {
-                    String::new()
-                } else {
-                    format!(" and when the files change (checked every {interval:?})")
-                }
-            );
-            let reloads =
-                reload_tls(&tls, interval).context("cannot install the SIGHUP handler")?;
-            let served = switchboard::serve_tls(listener, app, node, tls, shutdown).await;
-            reloads.abort();
-            served?;
-        }
+    let served = match tls {
+        None => switchboard::serve(listener, app, node, shutdown).await,
+        Some(tls) => switchboard::serve_tls(listener, app, node, tls, shutdown).await,
+    };
+    if let Some(reloads) = reloads {
+        reloads.abort();
     }
+    served?;
     if let Some(redis) = redis {
         // The node has closed its connections: take its presence entries out
         // of Redis now rather than letting them expire.
