@@ -29,6 +29,7 @@ mod load;
 mod logging;
 mod parse;
 pub(crate) mod print;
+mod tls;
 
 use clap::ArgAction;
 use clap::builder::RangedU64ValueParser;
@@ -45,6 +46,7 @@ use switchboard::gate::caps::Caps;
 use switchboard::gate::client_ip::IpNet;
 use switchboard::gate::origin::OriginPolicy;
 use switchboard::gate::rate::RateLimit;
+pub(crate) use tls::TlsArgs;
 
 /// Every setting of the server. The flags, environment variables and file
 /// keys are derived from this one definition ([`load()`]).
@@ -62,6 +64,10 @@ pub(crate) struct Args {
     /// Port to listen on (0 picks a free one).
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
+
+    /// The TLS settings.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Key that HTTP API callers must send as `Authorization: Bearer <key>`.
     /// Without it, the API accepts only loopback callers.

@@ -1,5 +1,5 @@
 //! HTTP: the router that puts WebSocket endpoints, the publish API, `/health`
-//! and `/metrics` on one port, and [`serve`], which runs it.
+//! and `/metrics` on one port, and [`serve`] and [`serve_tls`], which run it.
 //!
 //! - [`upgrade`]: the gate. Every check happens before the `101` response.
 //! - [`api`]: the publish API for backends.
@@ -9,21 +9,17 @@
 pub mod api;
 pub mod presence;
 mod refusals;
+mod serve;
 mod signout;
 pub mod upgrade;
 
-use std::future::Future;
-use std::time::Duration;
+pub use serve::{serve, serve_tls};
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http::header;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::node::Node;
 
@@ -152,93 +148,4 @@ async fn metrics(State(node): State<Node>) -> impl IntoResponse {
         node.stats()
             .prometheus(node.broker().health().history.as_ref()),
     )
-}
-
-/// How long a client may take to send its request head (slow-loris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `app` (which should include [`router`]) on `listener` until
-/// `shutdown` completes, then shuts the node down gracefully: the listener
-/// closes, every connection gets 1001 "going away", and the call returns
-/// once they are closed or `shutdown_timeout` passed.
-///
-/// Each TCP connection is served by hyper's HTTP/1.1 server with upgrades;
-/// the peer address is recorded (for logs, loopback checks and rate limits),
-/// `TCP_NODELAY` is set, and a request head must arrive within 10 s. After a
-/// WebSocket upgrade the session takes the TCP stream back from hyper, so no
-/// HTTP buffer stays allocated for the life of the connection (with another
-/// server loop, such as `axum::serve`, everything works the same but each
-/// connection keeps hyper's read buffer, 8-16 KiB).
-pub async fn serve<F>(
-    listener: TcpListener,
-    app: Router,
-    node: Node,
-    shutdown: F,
-) -> std::io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    // HTTP connections (not yet upgraded) are told to finish their current
-    // request and close; upgraded ones belong to sessions, which the node
-    // closes with 1001.
-    let closing = tokio_util::sync::CancellationToken::new();
-    let http_conns = tokio_util::task::TaskTracker::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors or a connection reset before
-                    // accept: wait a moment instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let svc = app
-            .clone()
-            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                req
-            });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc))
-            .with_upgrades();
-        let closing = closing.clone();
-        http_conns.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = closing.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    node.begin_shutdown();
-    closing.cancel();
-    http_conns.close();
-    let timeout = node.config().shutdown_timeout;
-    if tokio::time::timeout(timeout, http_conns.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some HTTP requests did not finish within the shutdown timeout");
-    }
-    if !node.shutdown().await {
-        tracing::warn!("some connections did not close within the shutdown timeout");
-    }
-    Ok(())
 }

@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
+use tokio_rustls::server::TlsStream;
 
 use super::api::error_response;
 use super::refusals;
@@ -288,13 +289,18 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
     resp
 }
 
-/// The WebSocket over an upgraded connection. The TCP stream is taken back
-/// from hyper when it can be (the bytes hyper read ahead share its 8-16 KiB
+/// The WebSocket over an upgraded connection. The TCP (or TLS) stream is
+/// taken back from hyper when it can be (the bytes hyper read ahead share its 8-16 KiB
 /// read buffer, which would otherwise stay allocated for the life of the
 /// connection) and shared with the node's flushers for direct writes.
 fn websocket(upgraded: Upgraded, conn: &Conn) -> WebSocket {
-    match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => WebSocket::over_tcp(parts.io.into_inner(), &parts.read_buf, conn),
+    let upgraded = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => return WebSocket::over_tcp(parts.io.into_inner(), &parts.read_buf, conn),
+        Err(upgraded) => upgraded,
+    };
+    // `serve_tls`: the TLS stream, written by the connection's task.
+    match upgraded.downcast::<TokioIo<TlsStream<tokio::net::TcpStream>>>() {
+        Ok(parts) => WebSocket::over_io(parts.io.into_inner(), &parts.read_buf, conn),
         // Only when a layer wrapped the connection.
         Err(upgraded) => WebSocket::over_io(TokioIo::new(upgraded), &[], conn),
     }
