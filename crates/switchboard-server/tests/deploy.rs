@@ -566,12 +566,12 @@ fn the_containerfile_builds_the_server_and_runs_it_unprivileged() {
     // The user: created with a fixed uid, and not root.
     let user = all_of(&ins, "USER");
     assert_eq!(user.len(), 1, "{user:?}");
-    let uid = user[0].split(':').next().unwrap();
-    assert_ne!(uid, "0");
-    assert_ne!(uid, "root");
+    let (uid, gid) = user[0].split_once(':').expect("USER uid:gid");
+    assert!(uid != "0" && uid != "root" && gid != "0", "{user:?}");
     assert!(
         runs.iter()
-            .any(|r| r.contains(&format!("useradd --system --uid {uid} "))),
+            .any(|r| r.contains(&format!("groupadd --system --gid {gid} "))
+                && r.contains(&format!("useradd --system --uid {uid} --gid {gid} "))),
         "{runs:?}"
     );
 
