@@ -421,6 +421,15 @@ async fn ipv4_mapped_loopback_is_loopback_and_relayed_requests_are_not() {
     req.headers_mut()
         .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
     assert_eq!(node.router().oneshot(req).await.unwrap().status(), 403);
+    // A proxy that appends its own X-Forwarded-For field behind the one the
+    // client sent: the fields are one list, and the client's forged first
+    // field does not make it loopback.
+    let mut req = api_request(local);
+    req.headers_mut()
+        .append("x-forwarded-for", "127.0.0.1".parse().unwrap());
+    req.headers_mut()
+        .append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    assert_eq!(node.router().oneshot(req).await.unwrap().status(), 403);
     // A trusted proxy that does not name the client in X-Forwarded-For
     // (X-Real-IP only, or garbage) leaves the client unknown: refused.
     for (name, value) in [("x-real-ip", "203.0.113.9"), ("x-forwarded-for", "garbage")] {

@@ -142,7 +142,7 @@ pub(crate) fn authorize(
 /// proxies resolve its client to a loopback address: a reverse proxy on the
 /// same host must not open the API to the world.
 fn api_client_ip(node: &Node, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded = super::forwarded_for(headers);
     let relayed = forwarded.is_some()
         || headers.contains_key("forwarded")
         || headers.contains_key("x-real-ip");
@@ -151,7 +151,7 @@ fn api_client_ip(node: &Node, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
     }
     // Relayed: only a trusted proxy's X-Forwarded-For with a valid address
     // names the client; otherwise the real client is unknown.
-    forwarded_client(peer, forwarded, &node.config().trusted_proxies)
+    forwarded_client(peer, forwarded.as_deref(), &node.config().trusted_proxies)
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 

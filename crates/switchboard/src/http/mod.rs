@@ -23,6 +23,29 @@ use http::header;
 
 use crate::node::Node;
 
+/// Every `X-Forwarded-For` field of a request as one list, in order: a
+/// request may carry several (each proxy that appends a field instead of
+/// extending the last one), and they mean the same as one field with their
+/// values joined by commas (RFC 9110 section 5.3). Reading only the first
+/// would let a client name its own address in a field that a trusted proxy
+/// left ahead of the one it added. `None` without the header; a field that
+/// is not text makes the whole list unusable (an empty one).
+pub(crate) fn forwarded_for(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    let mut fields = headers.get_all("x-forwarded-for").iter();
+    let first = fields.next()?;
+    let Some(second) = fields.next() else {
+        return Some(first.to_str().unwrap_or("").into());
+    };
+    let mut all = Vec::new();
+    for field in [first, second].into_iter().chain(fields) {
+        match field.to_str() {
+            Ok(text) => all.push(text),
+            Err(_) => return Some("".into()),
+        }
+    }
+    Some(all.join(",").into())
+}
+
 /// Builds the router: one route per endpoint, the publish API, `/health` and
 /// `/metrics`. It has no fallback, so it merges into an application's own
 /// router (`app.merge(node.router())`).
@@ -67,9 +90,7 @@ pub fn refuse_stray_upgrades(app: Router, node: &Node) -> Router {
                     let client = peer.map(|peer| {
                         crate::gate::client_ip::client_ip(
                             peer.ip(),
-                            req.headers()
-                                .get("x-forwarded-for")
-                                .and_then(|v| v.to_str().ok()),
+                            forwarded_for(req.headers()).as_deref(),
                             &node.config().trusted_proxies,
                         )
                     });

@@ -37,8 +37,6 @@ use crate::gate::origin::OriginError;
 use crate::node::Node;
 use crate::transport::{self, WebSocket};
 
-const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
-
 /// The GUID of RFC 6455 section 1.3.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -128,9 +126,7 @@ pub(crate) async fn upgrade(State(route): State<EndpointRoute>, req: Request) ->
     let client = peer.map(|peer| {
         client_ip(
             peer.ip(),
-            req.headers()
-                .get(X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok()),
+            super::forwarded_for(req.headers()).as_deref(),
             &node.config().trusted_proxies,
         )
     });
@@ -203,7 +199,7 @@ async fn gate(route: EndpointRoute, req: Request) -> Response {
     let ip = remote.map(|peer| {
         client_ip(
             peer.ip(),
-            header_str(X_FORWARDED_FOR),
+            super::forwarded_for(headers).as_deref(),
             &config.trusted_proxies,
         )
     });
