@@ -15,10 +15,12 @@
 //!   sleeps, and [`eventually`](ws::eventually) for state without a frame.
 //! - [`free_port`]: a port nobody listens on right now.
 //! - [`RedisServer`]: a `redis-server` of the test's own, without persistence.
+//! - [`nginx`]: a real nginx in front of several nodes, round-robin.
 
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod nginx;
 pub mod ws;
 
 use std::io::{Read, Write};
