@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use switchboard_chaos::scenario::{self, Options, Outcome, node::Fault};
 
 /// Every scenario, in the order they run by default.
-const SCENARIOS: &[&str] = &["kill-node", "drain-node", "redis-restart"];
+const SCENARIOS: &[&str] = &["kill-node", "drain-node", "redis-restart", "idle-sockets"];
 
 const USAGE: &str = "usage: switchboard-chaos [--bin PATH] [--clients N] [--messages N] \
-                     [--rate N] [SCENARIO...]\nscenarios: kill-node drain-node redis-restart";
+                     [--rate N] [SCENARIO...]\nscenarios: kill-node drain-node redis-restart idle-sockets \
+                     (idle-sockets opens --clients x 5 idle connections)";
 
 fn parse() -> Result<(Options, Vec<String>), String> {
     let mut opts = Options {
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
         }
     };
     let files = switchboard_chaos::raise_open_files();
-    if files < 4 * opts.clients as u64 {
+    if files < 6 * opts.clients as u64 + 256 {
         eprintln!(
             "open files limited to {files}: too few for {} clients",
             opts.clients
@@ -83,7 +84,14 @@ fn main() -> ExitCode {
             match name.as_str() {
                 "kill-node" => scenario::node::run(&opts, Fault::Kill).await,
                 "drain-node" => scenario::node::run(&opts, Fault::Drain).await,
-                _ => scenario::redis::run(&opts).await,
+                "redis-restart" => scenario::redis::run(&opts).await,
+                _ => {
+                    let idle = Options {
+                        clients: opts.clients * 5,
+                        ..opts.clone()
+                    };
+                    scenario::idle::run(&idle).await
+                }
             }
         });
         println!("{}", outcome.line);

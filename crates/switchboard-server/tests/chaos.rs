@@ -1,6 +1,7 @@
 //! The fast fault scenarios of `scripts/chaos`, at a reduced size: a node
 //! killed, a node drained and Redis restarted under a steady stream to 100
-//! subscribers behind nginx. Each must lose, duplicate and reorder nothing
+//! subscribers behind nginx, and idle and slow-header sockets on one node.
+//! The streams must lose, duplicate and reorder nothing
 //! (`crates/switchboard-chaos` counts it; `docs/reliability.md` has the
 //! full-size figures).
 
@@ -38,4 +39,15 @@ async fn a_drained_node_hands_its_clients_over_without_loss_or_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_fails_publishes_loudly_and_loses_nothing_acknowledged() {
     check(scenario::redis::run(&options()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_header_sockets_are_closed_by_the_head_timeout() {
+    check(
+        scenario::idle::run(&Options {
+            clients: 200,
+            ..options()
+        })
+        .await,
+    );
 }

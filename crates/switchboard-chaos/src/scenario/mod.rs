@@ -2,6 +2,7 @@
 //! and returns an [`Outcome`]: one line of figures and whether every
 //! must-be-zero figure was zero.
 
+pub mod idle;
 pub mod node;
 pub mod redis;
 
