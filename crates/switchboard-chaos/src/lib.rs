@@ -12,6 +12,8 @@
 //! - [`http`]: a minimal HTTP client for the publish API and `/health`.
 //! - [`subscriber`]: one room subscriber that reconnects and recovers as
 //!   `docs/protocol.md` says, and records every message it gets.
+//! - [`rust_client`]: the same on the Rust client, which reconnects and
+//!   recovers on its own.
 //! - [`stream`]: many subscribers, one publisher, and the tally of lost,
 //!   duplicated and reordered messages.
 //! - [`scenario`]: the scenarios themselves.
@@ -20,6 +22,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod rust_client;
 pub mod scenario;
 pub mod stream;
 pub mod subscriber;

@@ -70,6 +70,11 @@ pub fn tally(acked: &[u64], attempted: &HashSet<u64>, received: &[u64]) -> Tally
     t
 }
 
+/// How many of `count` subscribers are the Rust client: one in fifty.
+pub fn rust_clients(count: usize) -> usize {
+    (count / 50).clamp(1, count)
+}
+
 /// Subscribers of one room, running.
 #[derive(Debug)]
 pub struct Subscribers {
@@ -80,8 +85,10 @@ pub struct Subscribers {
 
 impl Subscribers {
     /// Starts `count` subscribers of `room` at `url` and waits until every
-    /// one has joined.
+    /// one has joined. The last [`rust_clients`]`(count)` of them are the
+    /// Rust client; the others raw-protocol clients.
     pub async fn start(url: &str, room: &str, count: usize) -> Result<Subscribers, String> {
+        let rust = rust_clients(count);
         let progress = Arc::new(Progress::default());
         let mut subs = Subscribers {
             handles: Vec::new(),
@@ -91,13 +98,19 @@ impl Subscribers {
         for _ in 0..count {
             let mark = Arc::new(Mark::default());
             let (tx, rx) = watch::channel(Command::Run);
-            subs.handles.push(tokio::spawn(subscriber::run(
-                url.to_string(),
-                room.to_string(),
-                progress.clone(),
-                mark.clone(),
-                rx,
-            )));
+            let (url, room, progress) = (url.to_string(), room.to_string(), progress.clone());
+            let handle = if subs.handles.len() >= count - rust {
+                tokio::spawn(crate::rust_client::run(
+                    url,
+                    room,
+                    progress,
+                    mark.clone(),
+                    rx,
+                ))
+            } else {
+                tokio::spawn(subscriber::run(url, room, progress, mark.clone(), rx))
+            };
+            subs.handles.push(handle);
             subs.marks.push(mark);
             subs.commands.push(tx);
             // Spread the connects a little: nginx and the nodes take them

@@ -95,10 +95,11 @@ async fn run_inner(opts: &Options, fault: Fault, name: &str) -> Result<Outcome, 
     let p50 = quantile(&mut reconnects, 0.5);
     let p99 = quantile(&mut reconnects, 0.99);
     let mut line = format!(
-        "{name}: clients={} on_stopped_node={on_victim} reconnected={moved} published={} \
+        "{name}: clients={} (rust_client={}) on_stopped_node={on_victim} reconnected={moved} published={} \
          failed_publishes={failed_publishes} lost={} dup={} reordered={} unexpected={} \
          reconnect_p50={} p99={}",
         reports.len(),
+        stream::rust_clients(reports.len()),
         published.len(),
         total.lost,
         total.dup,
