@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use crate::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Topic};
 use crate::outbox::{Outbox, PushError};
 use crate::stats::Stats;
 use crate::ws::{FrameBuilder, OpCode};
+use members::Members;
 use switchboard_protocol::CloseCode;
 
 /// A connection id, unique within this node.
@@ -46,98 +47,6 @@ fn disconnect_reason(data: &[u8]) -> String {
 
 pub(crate) type ConnId = u64;
 
-/// The local connections of one topic. Most users have one connection and
-/// most presence watchers are alone, so one member is held inline; the hash
-/// map (boxed, so the inline form stays small in the index's table) is only
-/// built for the second.
-#[derive(Default)]
-enum Members {
-    #[default]
-    Empty,
-    One(ConnId, Arc<Outbox>),
-    #[allow(
-        clippy::box_collection,
-        reason = "boxed to keep every index entry small; the map is rare"
-    )]
-    Many(Box<HashMap<ConnId, Arc<Outbox>>>),
-}
-
-impl Members {
-    fn len(&self) -> usize {
-        match self {
-            Members::Empty => 0,
-            Members::One(..) => 1,
-            Members::Many(m) => m.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn insert(&mut self, conn: ConnId, outbox: Arc<Outbox>) {
-        match self {
-            Members::Empty => *self = Members::One(conn, outbox),
-            Members::One(id, existing) if *id == conn => *existing = outbox,
-            Members::One(..) => {
-                let Members::One(id, existing) = std::mem::take(self) else {
-                    unreachable!("matched One above");
-                };
-                let mut m = HashMap::with_capacity(2);
-                m.insert(id, existing);
-                m.insert(conn, outbox);
-                *self = Members::Many(Box::new(m));
-            }
-            Members::Many(m) => {
-                m.insert(conn, outbox);
-            }
-        }
-    }
-
-    fn remove(&mut self, conn: &ConnId) -> Option<Arc<Outbox>> {
-        match self {
-            Members::One(id, _) if id == conn => {
-                let Members::One(_, outbox) = std::mem::take(self) else {
-                    unreachable!("matched One above");
-                };
-                Some(outbox)
-            }
-            Members::Many(m) => {
-                let removed = m.remove(conn);
-                if m.is_empty() {
-                    *self = Members::Empty;
-                }
-                removed
-            }
-            _ => None,
-        }
-    }
-
-    /// The outboxes of every member but `skip`.
-    fn values_except(&self, skip: Option<ConnId>) -> impl Iterator<Item = &Arc<Outbox>> {
-        let (one, many) = match self {
-            Members::Empty => (None, None),
-            Members::One(id, outbox) => (Some(outbox).filter(|_| Some(*id) != skip), None),
-            Members::Many(m) => (None, Some(m.iter())),
-        };
-        let many = many
-            .into_iter()
-            .flatten()
-            .filter(move |(id, _)| Some(**id) != skip)
-            .map(|(_, outbox)| outbox);
-        one.into_iter().chain(many)
-    }
-
-    fn values(&self) -> impl Iterator<Item = &Arc<Outbox>> {
-        let (one, many) = match self {
-            Members::Empty => (None, None),
-            Members::One(_, outbox) => (Some(outbox), None),
-            Members::Many(m) => (None, Some(m.values())),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
-    }
-}
-
 /// A room's local members. A member that joins with a position goes through
 /// [`Seam`] phases before it is live, so that the client sees replay, then
 /// live, with no gap and no duplicate where they meet.
@@ -145,6 +54,13 @@ impl Members {
 struct RoomMembers {
     live: Members,
     joining: parking_lot::Mutex<HashMap<ConnId, Joining>>,
+    /// The offset of the last delivery this node received for the room
+    /// since it subscribed (0: none yet). The broker delivers one room's
+    /// messages to a node in offset order, one after another, so the next
+    /// one must carry `last + 1`; any other offset means this node missed
+    /// messages (its broker link was cut) or the sequence restarted (a new
+    /// epoch), and its members are sent to recover (see [`Hub::resync`]).
+    last: AtomicU64,
 }
 
 /// A member on its way in: see [`Seam`].
@@ -438,6 +354,34 @@ impl Hub {
 }
 
 impl Hub {
+    /// The live stream of a room has a hole: the delivery at `offset` does
+    /// not follow `last`. Every local member has what was queued up to
+    /// `last` and must not get `offset` as if nothing were missing, so each
+    /// is closed with 4005 (reconnect at once) after what is queued; it
+    /// rejoins with `since` at `last` and recovery fills the hole from the
+    /// room's history, or answers with a `reset` or `"recovered": false`.
+    /// Members that join from now on read their position afresh.
+    fn resync(&self, room: &str, members: &RoomMembers, last: u64, offset: u64) {
+        const REASON: &str = "this node missed messages of a room; rejoin with since to recover";
+        let joining = members.joining.lock();
+        let outboxes = members
+            .live
+            .values()
+            .chain(joining.values().map(|j| &j.outbox));
+        let mut closed = 0;
+        for outbox in outboxes {
+            outbox.close(CloseCode::INSUFFICIENT_STATE, REASON);
+            closed += 1;
+        }
+        tracing::warn!(
+            room,
+            last,
+            offset,
+            closed,
+            "room stream broke (missed messages or a new epoch); members sent to recover"
+        );
+    }
+
     /// Delivers a room message to the members on their way in (see
     /// [`Seam`]). Returns how many it was queued for (held frames are not
     /// counted), and whether one of them caught up.
@@ -541,6 +485,13 @@ impl DeliveryHandler for Hub {
                 let Some(members) = self.rooms.get(name) else {
                     return 0;
                 };
+                if let Some(offset) = d.offset {
+                    let last = members.last.swap(offset, Ordering::Relaxed);
+                    if last != 0 && offset != last + 1 {
+                        self.resync(name, &members, last, offset);
+                        return 0;
+                    }
+                }
                 let frame = encode_delivery(d);
                 let live = self.push_all(&frame, members.live.values_except(skip));
                 let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
@@ -594,5 +545,6 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+mod members;
 #[cfg(test)]
 mod tests;

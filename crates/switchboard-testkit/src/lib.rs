@@ -17,10 +17,12 @@
 //!   certificates it signs, and `wss://` clients that trust it.
 //! - [`free_port`]: a port nobody listens on right now.
 //! - [`RedisServer`]: a `redis-server` of the test's own, without persistence.
+//! - [`nginx`]: a real nginx in front of several nodes, round-robin.
 
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod nginx;
 pub mod tls;
 pub mod ws;
 
