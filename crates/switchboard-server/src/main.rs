@@ -267,9 +267,29 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         paths.join(", ")
     );
-    let app =
-        switchboard::http::refuse_stray_upgrades(node.router().merge(assets::routes()), &node);
+    // Metrics on an address of their own, when set: served until the node
+    // has shut down, so that its last moments are scraped too.
+    let mut metrics = None;
+    let routes = match args.metrics_listen.as_deref().filter(|a| !a.is_empty()) {
+        Some(addr) => {
+            let listener = listen(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            metrics = Some(tokio::spawn(switchboard::http::serve_metrics(
+                listener,
+                node.clone(),
+                std::future::pending(),
+            )));
+            switchboard::http::router_without_metrics(&node)
+        }
+        None => node.router(),
+    };
+    let app = switchboard::http::refuse_stray_upgrades(routes.merge(assets::routes()), &node);
     switchboard::serve(listener, app, node, shutdown).await?;
+    if let Some(task) = metrics {
+        task.abort();
+    }
     if let Some(redis) = redis {
         // The node has closed its connections: take its presence entries out
         // of Redis now rather than letting them expire.

@@ -187,6 +187,7 @@ impl Broker for Switchable {
             connected,
             detail: None,
             history: None,
+            reconnects: 0,
         }
     }
 }

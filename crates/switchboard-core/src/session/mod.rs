@@ -92,7 +92,12 @@ pub(crate) fn run<'a, T: Transport + 'a>(
     // is what every idle connection costs.
     async move {
         let node = conn.node.clone();
-        node.register_conn(conn.id, &conn.outbox);
+        node.register_conn(
+            conn.id,
+            &conn.outbox,
+            endpoint.path(),
+            channel.transport.name(),
+        );
         record_open(conn);
         tracing::info!(
             conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
@@ -101,11 +106,13 @@ pub(crate) fn run<'a, T: Transport + 'a>(
         let disconnect = drive(&mut channel, conn, endpoint).await;
         // Flushers let go of the socket, so that it closes with the transport.
         conn.outbox.detach_direct();
+        // Taken now, not held across the session's life.
+        let transport = channel.transport.name();
         drop(channel);
         // Rare, large futures are boxed so that they do not inflate the
         // session's state machine, which every idle connection carries.
         Box::pin(leave_everything(conn, endpoint)).await;
-        node.unregister_conn(conn.id);
+        node.unregister_conn(conn.id, endpoint.path(), transport);
         record_close(conn, &disconnect);
         endpoint.handler.on_close(conn, &disconnect).await;
         tracing::info!(
@@ -227,7 +234,13 @@ fn drive<'a, T: Transport>(
         loop {
             let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
             let inbound = match event {
-                Event::Received(Received::Data(inbound)) => inbound,
+                Event::Received(Received::Data(inbound)) => {
+                    let stats = conn.node.stats();
+                    stats.frames_received.inc();
+                    let (Inbound::Text(b) | Inbound::Binary(b)) = &inbound;
+                    stats.received_bytes.inc_by(b.len() as u64);
+                    inbound
+                }
                 Event::Received(Received::Ping(payload)) => {
                     t.queue(conn, t.transport.pong(&payload));
                     continue;
@@ -301,16 +314,19 @@ async fn handle_while_writing<T: Transport>(
     inbound: Inbound,
 ) {
     let outbox = conn.outbox.clone();
+    let mut written = crate::stats::Written::default();
     let mut handling = handler.on_message(conn, inbound);
     poll_fn(|cx| {
         if handling.as_mut().poll(cx).is_ready() {
             return std::task::Poll::Ready(());
         }
         // A write error shows again in the main loop, which ends the session.
-        let _ = t.poll_write_outbox(cx, &outbox);
+        let _ = t.poll_write_outbox(cx, &outbox, &mut written);
         std::task::Poll::Pending
     })
-    .await
+    .await;
+    drop(handling);
+    conn.node.stats().sent.add(written);
 }
 
 /// Tells the client its message was dropped by the rate limit.

@@ -67,7 +67,7 @@ fn upgrade_required(path: &str) -> Response {
         "426 Upgrade Required: {path} is a WebSocket endpoint. Connect with a WebSocket \
          client, for example from a browser console: new WebSocket(\"ws://\" + location.host + \"{path}\")\n"
     );
-    (
+    let mut resp = (
         StatusCode::UPGRADE_REQUIRED,
         [
             (header::UPGRADE, HeaderValue::from_static("websocket")),
@@ -83,7 +83,10 @@ fn upgrade_required(path: &str) -> Response {
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    resp.extensions_mut()
+        .insert(super::api::RefusalCode("upgrade_required"));
+    resp
 }
 
 fn too_many(e: CapExceeded) -> Response {
@@ -118,8 +121,13 @@ fn negotiate(headers: &HeaderMap, accepted: &[String]) -> Option<u8> {
 pub(crate) async fn upgrade(State(route): State<EndpointRoute>, req: Request) -> Response {
     let node = route.node.clone();
     let response = gate(route, req).await;
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        node.stats().count_rejected_upgrade();
+    let status = response.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        let code = response
+            .extensions()
+            .get::<super::api::RefusalCode>()
+            .map_or("other", |c| c.0);
+        node.stats().count_refused_upgrade(status.as_u16(), code);
     }
     response
 }
