@@ -520,17 +520,8 @@ impl Node {
         }
     }
 
-    /// Counts a connection open on `endpoint` over `transport`, and lets
-    /// shutdown reach it.
-    pub(crate) fn register_conn(
-        &self,
-        id: ConnId,
-        outbox: &Arc<Outbox>,
-        endpoint: &str,
-        transport: &'static str,
-    ) {
+    pub(crate) fn register_conn(&self, id: ConnId, outbox: &Arc<Outbox>) {
         self.inner.conns.insert(id, outbox.clone());
-        self.inner.stats.connection_opened(endpoint, transport);
         // A connection that slipped in while the node started draining is
         // told to go away like every other.
         if self.is_draining() {
@@ -538,10 +529,8 @@ impl Node {
         }
     }
 
-    pub(crate) fn unregister_conn(&self, id: ConnId, endpoint: &str, transport: &'static str) {
-        if self.inner.conns.remove(&id).is_some() {
-            self.inner.stats.connection_closed(endpoint, transport);
-        }
+    pub(crate) fn unregister_conn(&self, id: ConnId) {
+        self.inner.conns.remove(&id);
     }
 }
 

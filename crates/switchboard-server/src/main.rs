@@ -256,17 +256,6 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
     }
 
     let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
-    let addr = format!("{}:{}", args.host, args.port);
-    let listener = listen(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local: SocketAddr = listener.local_addr()?;
-    let paths: Vec<&str> = node.endpoints().iter().map(|e| e.path()).collect();
-    tracing::info!(
-        "switchboard {} listening on http://{local} (WebSocket endpoints: {})",
-        env!("CARGO_PKG_VERSION"),
-        paths.join(", ")
-    );
     // Metrics on an address of their own, when set: served until the node
     // has shut down, so that its last moments are scraped too.
     let mut metrics = None;
@@ -285,6 +274,17 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
         }
         None => node.router(),
     };
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = listen(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local: SocketAddr = listener.local_addr()?;
+    let paths: Vec<&str> = node.endpoints().iter().map(|e| e.path()).collect();
+    tracing::info!(
+        "switchboard {} listening on http://{local} (WebSocket endpoints: {})",
+        env!("CARGO_PKG_VERSION"),
+        paths.join(", ")
+    );
     let app = switchboard::http::refuse_stray_upgrades(routes.merge(assets::routes()), &node);
     switchboard::serve(listener, app, node, shutdown).await?;
     if let Some(task) = metrics {

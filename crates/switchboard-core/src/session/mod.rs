@@ -92,12 +92,9 @@ pub(crate) fn run<'a, T: Transport + 'a>(
     // is what every idle connection costs.
     async move {
         let node = conn.node.clone();
-        node.register_conn(
-            conn.id,
-            &conn.outbox,
-            endpoint.path(),
-            channel.transport.name(),
-        );
+        node.register_conn(conn.id, &conn.outbox);
+        node.stats()
+            .connection_opened(endpoint.path(), channel.transport.name());
         record_open(conn);
         tracing::info!(
             conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
@@ -106,13 +103,13 @@ pub(crate) fn run<'a, T: Transport + 'a>(
         let disconnect = drive(&mut channel, conn, endpoint).await;
         // Flushers let go of the socket, so that it closes with the transport.
         conn.outbox.detach_direct();
-        // Taken now, not held across the session's life.
-        let transport = channel.transport.name();
+        node.stats()
+            .connection_closed(endpoint.path(), channel.transport.name());
         drop(channel);
         // Rare, large futures are boxed so that they do not inflate the
         // session's state machine, which every idle connection carries.
         Box::pin(leave_everything(conn, endpoint)).await;
-        node.unregister_conn(conn.id, endpoint.path(), transport);
+        node.unregister_conn(conn.id);
         record_close(conn, &disconnect);
         endpoint.handler.on_close(conn, &disconnect).await;
         tracing::info!(
