@@ -242,16 +242,28 @@ async fn a_slow_consumer_close_is_counted_and_queues_are_measured() {
     let server = TestServer::start(config).await;
     let mut slow = connect(&server.ws("/ws/chat")).await;
     slow.join("feed").await;
-    // `slow` reads nothing from here on.
+    // `slow` reads nothing from here on: once the socket's buffers are full,
+    // its queue grows one frame per message until it overflows at 16.
     let payload = format!(r#"{{"data":"{}"}}"#, "p".repeat(60_000));
-    for _ in 0..200 {
+    let mut deepest = 0.0f64;
+    for _ in 0..500 {
         let (status, _) = server.post("/api/rooms/feed/messages", &payload).await;
         assert_eq!(status, 200);
         let s = scrape(&server).await;
+        let (queued, longest) = (
+            value(&s, "switchboard_outbound_queued_frames"),
+            value(&s, "switchboard_outbound_queue_max_frames"),
+        );
+        assert!(queued >= longest && longest <= 16.0, "{queued} {longest}");
+        deepest = deepest.max(longest);
         if value(&s, "switchboard_slow_consumer_closes_total") == 1.0 {
             break;
         }
     }
+    assert!(
+        deepest >= 1.0,
+        "the queue was seen growing before the close"
+    );
     let s = eventually_sample(&server, "switchboard_slow_consumer_closes_total", 1.0).await;
     promtool_check(&s);
     drop(slow);
