@@ -273,7 +273,7 @@ impl Stats {
         );
         r.register(
             "slow_consumer_closes",
-            "Connections closed because their outbound queue overflowed (close code 4008)",
+            "Connections closed because their outbound queue overflowed (close code 4000)",
             self.slow_consumers.clone(),
         );
         r.register(
