@@ -285,6 +285,7 @@ impl Broker for RedisBroker {
             connected,
             detail,
             history: None,
+            reconnects: self.shared.link.reconnects(),
         }
     }
 

@@ -285,6 +285,24 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
     }
 
     let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+    // Metrics on an address of their own, when set: served until the node
+    // has shut down, so that its last moments are scraped too.
+    let mut metrics = None;
+    let routes = match args.metrics_listen.as_deref().filter(|a| !a.is_empty()) {
+        Some(addr) => {
+            let listener = listen(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            metrics = Some(tokio::spawn(switchboard::http::serve_metrics(
+                listener,
+                node.clone(),
+                std::future::pending(),
+            )));
+            switchboard::http::router_without_metrics(&node)
+        }
+        None => node.router(),
+    };
     // Before the server says it listens, so that a SIGHUP sent from then on
     // reloads rather than ends the process.
     let reloads = match &tls {
@@ -316,14 +334,16 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
         if tls.is_some() { "https" } else { "http" },
         paths.join(", ")
     );
-    let app =
-        switchboard::http::refuse_stray_upgrades(node.router().merge(assets::routes()), &node);
+    let app = switchboard::http::refuse_stray_upgrades(routes.merge(assets::routes()), &node);
     let served = match tls {
         None => switchboard::serve(listener, app, node, shutdown).await,
         Some(tls) => switchboard::serve_tls(listener, app, node, tls, shutdown).await,
     };
     if let Some(reloads) = reloads {
         reloads.abort();
+    }
+    if let Some(task) = metrics {
+        task.abort();
     }
     served?;
     if let Some(redis) = redis {

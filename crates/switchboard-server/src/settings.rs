@@ -74,6 +74,12 @@ pub(crate) struct Args {
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Address (host:port) to serve `/metrics` on, to every caller there;
+    /// the main port then no longer serves it. Without it, `/metrics` is on
+    /// the main port behind the API's access check.
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN", value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
+
     /// HS256 secret for JSON Web Tokens. Setting it (or a public key)
     /// requires a valid token on every WebSocket upgrade.
     #[arg(long, env = "SWITCHBOARD_JWT_SECRET", hide_env_values = true)]

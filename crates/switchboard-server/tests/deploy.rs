@@ -242,7 +242,7 @@ async fn haproxy_fronts_two_nodes_on_redis_with_readiness_checks() {
     let mut a = Client::connect(&url).await;
     let mut b = Client::connect(&url).await;
     assert_ne!(a.node, b.node, "round-robin");
-    a.join("deploy", 1).await;
+    let epoch = a.join("deploy", 1).await["epoch"].clone();
     b.join("deploy", 1).await;
     let other = |c: &Client| {
         let i = usize::from(cluster.nodes[0].id == c.node);
@@ -298,13 +298,23 @@ async fn haproxy_fronts_two_nodes_on_redis_with_readiness_checks() {
         (back == all).then_some(())
     })
     .await;
-    // The WebSockets opened before the outage are still there.
+    // This Redis kept nothing: the room starts a new epoch under the
+    // WebSockets opened before the outage, and their nodes send them to
+    // recover (4005). Back through HAProxy, a rejoin with their position is
+    // told of the new epoch and given its message.
     publish_api(&other(&b), "deploy", json!("after")).await;
-    assert_eq!(a.message().await["data"], "after");
-    assert_eq!(b.message().await["data"], "after");
-
-    a.close().await;
-    b.close().await;
+    assert_eq!(a.closed().await, 4005);
+    assert_eq!(b.closed().await, 4005);
+    for id in [7, 8] {
+        let mut c = Client::connect(&url).await;
+        c.send(json!({"type": "join", "room": "deploy", "id": id,
+            "since": {"offset": 3, "epoch": epoch}, "replay_new_epoch": true}))
+            .await;
+        let reset = c.reply(id).await;
+        assert_eq!(reset["type"], "reset", "{reset}");
+        assert_eq!(c.message().await["data"], "after");
+        c.close().await;
+    }
     // HAProxy logs a WebSocket when it ends: path, no query string.
     let log = eventually("the WebSockets in HAProxy's log", DEADLINE, || {
         let log = proxy.log();

@@ -674,7 +674,7 @@ async fn the_broker_flag_fails_fast_and_is_logged() {
     let health = node.health().await;
     assert_eq!(
         health["broker"],
-        json!({"kind": "redis", "connected": true})
+        json!({"kind": "redis", "connected": true, "reconnects": 0})
     );
 
     // --history-count reaches the Redis broker: four messages, two kept.

@@ -200,6 +200,7 @@ impl Broker for Switchable {
             connected,
             detail: None,
             history: None,
+            reconnects: 0,
         }
     }
 }

@@ -449,6 +449,7 @@ impl Broker for MemoryBroker {
             connected: true,
             detail: None,
             history: Some(self.bus.usage()),
+            reconnects: 0,
         }
     }
 

@@ -4,6 +4,7 @@ use futures_util::task::noop_waker;
 
 use super::*;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::{Delivery, DeliveryHandler};
 use crate::outbox::Drained;
 
 fn delivery(room: &Arc<str>, offset: u64) -> Delivery {

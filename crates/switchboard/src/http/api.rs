@@ -65,6 +65,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(RefusalCode(self.code));
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -72,6 +73,11 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// The stable code of an [`ApiError`] response, kept in the response's
+/// extensions so that the upgrade gate counts refusals by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RefusalCode(pub(crate) &'static str);
 
 /// A JSON error response; see [`ApiError`].
 pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> Response {

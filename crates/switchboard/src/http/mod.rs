@@ -5,8 +5,11 @@
 //! - [`api`]: the publish API for backends.
 //! - [`presence`]: who is in a room, and whether a user is online, for
 //!   backends.
+//! - `/metrics`: Prometheus metrics, behind the API's access check, or on a
+//!   listener of their own with [`serve_metrics`] (see `docs/metrics.md`).
 
 pub mod api;
+mod metrics;
 pub mod presence;
 mod refusals;
 mod serve;
@@ -45,6 +48,8 @@ pub(crate) fn forwarded_for(headers: &http::HeaderMap) -> Option<std::borrow::Co
     }
     Some(all.join(",").into())
 }
+
+pub use metrics::{metrics_router, serve_metrics};
 
 /// Builds the router: one route per endpoint, the publish API, `/health` and
 /// `/metrics`. It has no fallback, so it merges into an application's own
@@ -117,12 +122,23 @@ pub fn ws_router(node: &Node) -> Router {
     r
 }
 
-/// The publish and presence API, `/health`, `/health/ready` and `/metrics`.
+/// The publish and presence API, `/health`, `/health/ready` and `/metrics`
+/// (behind the API's access check).
 pub fn api_router(node: &Node) -> Router {
+    api_routes(node).route("/metrics", get(metrics::protected).with_state(node.clone()))
+}
+
+/// Everything [`router`] serves but `/metrics`: for a server that serves
+/// its metrics on a listener of their own ([`serve_metrics`]).
+pub fn router_without_metrics(node: &Node) -> Router {
+    ws_router(node).merge(api_routes(node))
+}
+
+/// The publish and presence API, `/health` and `/health/ready`.
+fn api_routes(node: &Node) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/api/rooms/{room}/messages", post(api::publish_room))
         .route("/api/users/{user}/messages", post(api::publish_user))
         .route("/api/users/{user}/disconnect", post(signout::disconnect))
@@ -161,12 +177,4 @@ async fn ready(State(node): State<Node>) -> axum::response::Response {
         http::StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
-}
-
-async fn metrics(State(node): State<Node>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.stats()
-            .prometheus(node.broker().health().history.as_ref()),
-    )
 }

@@ -68,7 +68,7 @@ pub fn accept_key(key: &[u8]) -> String {
 /// was wrong with the request, for people and for the log.
 fn upgrade_required(path: &str, problem: &str) -> Response {
     let body = format!("426 Upgrade Required: {path} is a WebSocket endpoint. {problem}\n");
-    let response = (
+    let mut response = (
         StatusCode::UPGRADE_REQUIRED,
         [
             (header::UPGRADE, HeaderValue::from_static("websocket")),
@@ -85,6 +85,9 @@ fn upgrade_required(path: &str, problem: &str) -> Response {
         body,
     )
         .into_response();
+    response
+        .extensions_mut()
+        .insert(super::api::RefusalCode("upgrade_required"));
     with_reason(response, problem)
 }
 
@@ -131,13 +134,18 @@ pub(crate) async fn upgrade(State(route): State<EndpointRoute>, req: Request) ->
         )
     });
     let mut response = gate(route, req).await;
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        node.stats().count_rejected_upgrade();
+    let status = response.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        let code = response
+            .extensions()
+            .get::<super::api::RefusalCode>()
+            .map_or("other", |c| c.0);
+        node.stats().count_refused_upgrade(status.as_u16(), code);
         let reason = response
             .extensions_mut()
             .remove::<Refusal>()
             .map_or_else(String::new, |r| r.0);
-        refusals::log(response.status(), &reason, &path, client, peer);
+        refusals::log(status, &reason, &path, client, peer);
     }
     response
 }
