@@ -36,11 +36,11 @@ export const DEFAULTS = Object.freeze({
 /**
  * What to do after a close with `code`, as `CloseCode::policy` in
  * crates/switchboard-protocol/src/close.rs says:
- * "immediately" (1001, 1012), "refresh" (4004), "never" (1000, 1002, 1003,
+ * "immediately" (1001, 1012, 4005), "refresh" (4004), "never" (1000, 1002, 1003,
  * 1007, 4400-4499) or "backoff" (anything else, 1006 included).
  */
 export function closePolicy(code) {
-  if (code === 1001 || code === 1012) return "immediately";
+  if (code === 1001 || code === 1012 || code === 4005) return "immediately";
   if (code === 4004) return "refresh";
   if (code === 1000 || code === 1002 || code === 1003 || code === 1007) return "never";
   if (code >= 4400 && code <= 4499) return "never";

@@ -26,7 +26,7 @@ test("backoffDelay: full jitter under an exponential ceiling capped at `cap`", (
 
 test("closePolicy follows the protocol's close codes", () => {
   const table = {
-    immediately: [1001, 1012],
+    immediately: [1001, 1012, 4005],
     refresh: [4004],
     never: [1000, 1002, 1003, 1007, 4400, 4401, 4403, 4499],
     backoff: [1005, 1006, 1008, 1009, 1011, 1013, 4000, 4001, 4002, 4003, 4099, 4500, 3000],

@@ -59,8 +59,8 @@
 //!
 //! | Close | Policy | The client |
 //! | --- | --- | --- |
-//! | 1001, 1012 (server restart, drain) | at once | reconnects after a random delay in `[0, going_away_jitter]` (1 s) |
-//! | 1006 (no close frame), 1009, 1011, 1013, 4000–4099 except 4004, refused or failed connections, HTTP 408, 429, 5xx, no token from the token provider | backoff | waits a random delay in `[0, min(cap, base · 2^(n−1))]` for attempt `n` (full jitter), at least `Retry-After` |
+//! | 1001, 1012 (server restart, drain), 4005 (the node missed room messages) | at once | reconnects after a random delay in `[0, going_away_jitter]` (1 s) |
+//! | 1006 (no close frame), 1009, 1011, 1013, 4000–4099 except 4004 and 4005, refused or failed connections, HTTP 408, 429, 5xx, no token from the token provider | backoff | waits a random delay in `[0, min(cap, base · 2^(n−1))]` for attempt `n` (full jitter), at least `Retry-After` |
 //! | HTTP 401, 403 at the upgrade (credentials refused) | backoff, then never | backs off as above; stops with [`StopReason::CredentialsRefused`] once the same credentials were refused `max_refusals` (5) times in a row |
 //! | 4004 (credentials expired) | refresh | emits [`Event::TokenExpired`]; with a token provider, reconnects with backoff and a new token from it; without one, waits for [`Client::set_token`] |
 //! | 1000, 1002, 1003, 1007, 4400–4499; HTTP 404 and other 4xx at the upgrade | never | stops with [`Event::Stopped`] and the reason |

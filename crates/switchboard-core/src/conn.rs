@@ -132,6 +132,9 @@ impl Conn {
 
     /// Queues a protocol frame.
     pub fn send_frame(&self, frame: &ServerFrame) -> Result<(), PushError> {
+        if let ServerFrame::Error(e) = frame {
+            self.node.stats().count_client_error(e.code.as_str());
+        }
         self.send_text(&frame.to_json())
     }
 

@@ -1,7 +1,8 @@
 //! The hub: this node's local state only. Which local connections are in
 //! which room, which belong to which user, and which take broadcasts.
 //!
-//! The hub is the broker's [`DeliveryHandler`]: a delivery is encoded to one
+//! The hub is the broker's
+//! [`DeliveryHandler`](crate::broker::DeliveryHandler): a delivery is encoded to one
 //! WebSocket frame, once, and the same bytes are queued on every local
 //! recipient's [`Outbox`].
 //!
@@ -12,17 +13,14 @@
 //! can never overtake each other.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use switchboard_protocol::server::{MessageOut, Target};
 
-use crate::broker::{Broker, BrokerError, Delivery, DeliveryHandler, Topic};
+use crate::broker::{Broker, BrokerError, Topic};
 use crate::outbox::{Outbox, PushError};
 use crate::stats::Stats;
-use crate::ws::{FrameBuilder, OpCode};
 
 mod members;
 
@@ -300,9 +298,7 @@ impl Hub {
             delivered += self.push_one(frame, outbox);
             i = (i + 1) % AHEAD;
         }
-        self.stats
-            .deliveries
-            .fetch_add(delivered, Ordering::Relaxed);
+        self.stats.deliveries.inc_by(delivered);
         delivered
     }
 
@@ -310,7 +306,7 @@ impl Hub {
         match outbox.push(frame.clone()) {
             Ok(()) => 1,
             Err(PushError::Overflow) => {
-                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                self.stats.slow_consumers.inc();
                 0
             }
             Err(PushError::Closed) => 0,
@@ -319,6 +315,34 @@ impl Hub {
 }
 
 impl Hub {
+    /// The live stream of a room has a hole: the delivery at `offset` does
+    /// not follow `last`. Every local member has what was queued up to
+    /// `last` and must not get `offset` as if nothing were missing, so each
+    /// is closed with 4005 (reconnect at once) after what is queued; it
+    /// rejoins with `since` at `last` and recovery fills the hole from the
+    /// room's history, or answers with a `reset` or `"recovered": false`.
+    /// Members that join from now on read their position afresh.
+    fn resync(&self, room: &str, members: &StreamMembers, last: u64, offset: u64) {
+        const REASON: &str = "this node missed messages of a room; rejoin with since to recover";
+        let joining = members.joining.lock();
+        let outboxes = members
+            .live
+            .values()
+            .chain(joining.values().map(|j| &j.outbox));
+        let mut closed = 0;
+        for outbox in outboxes {
+            outbox.close(CloseCode::INSUFFICIENT_STATE, REASON);
+            closed += 1;
+        }
+        tracing::warn!(
+            room,
+            last,
+            offset,
+            closed,
+            "room stream broke (missed messages or a new epoch); members sent to recover"
+        );
+    }
+
     /// Delivers a room message to the members on their way in (see
     /// [`Seam`]). Returns how many it was queued for (held frames are not
     /// counted), and whether one of them caught up.
@@ -369,9 +393,7 @@ impl Hub {
                 }
             }
         }
-        self.stats
-            .deliveries
-            .fetch_add(delivered, Ordering::Relaxed);
+        self.stats.deliveries.inc_by(delivered);
         (delivered, caught_up)
     }
 }
@@ -404,94 +426,6 @@ fn remove(map: &DashMap<Arc<str>, Members>, name: &str, conn: ConnId) -> bool {
     removed
 }
 
-/// Encodes a delivery as one text frame.
-pub(crate) fn encode_delivery(d: &Delivery) -> Bytes {
-    let target = match &d.topic {
-        Topic::Room(room) => Target::Room(room),
-        Topic::User(user) => Target::User(user),
-        Topic::Broadcast => Target::Broadcast,
-        Topic::Presence(room) => Target::Presence(room),
-    };
-    // The data was validated as JSON where it entered the system, and it is
-    // UTF-8 because it came from a JSON text.
-    let data = std::str::from_utf8(&d.data).unwrap_or("null");
-    let msg = MessageOut {
-        target,
-        offset: d.offset,
-        from: d.from.as_deref(),
-        data,
-    };
-    let mut fb = FrameBuilder::with_capacity(OpCode::Text, 64 + d.data.len());
-    // Writing into memory cannot fail.
-    let _ = msg.write_to(&mut fb);
-    fb.finish()
-}
-
-impl DeliveryHandler for Hub {
-    fn deliver(&self, d: &Delivery) -> usize {
-        let skip = self.local_except(d.except.as_deref());
-        let queued = match &d.topic {
-            Topic::Room(name) => {
-                let Some(members) = self.rooms.get(name) else {
-                    return 0;
-                };
-                let frame = encode_delivery(d);
-                let live = self.push_all(&frame, members.live.values_except(skip));
-                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
-                drop(members);
-                if caught_up {
-                    Self::promote(&self.rooms, name);
-                }
-                live + joining
-            }
-            Topic::User(name) => {
-                let Some(members) = self.users.get(name) else {
-                    return 0;
-                };
-                if d.from.as_deref() == Some(DISCONNECT_USER) {
-                    let reason = disconnect_reason(&d.data);
-                    for outbox in members.live.values() {
-                        outbox.close(CloseCode::UNAUTHORIZED, reason.clone());
-                    }
-                    for j in members.joining.lock().values() {
-                        j.outbox.close(CloseCode::UNAUTHORIZED, reason.clone());
-                    }
-                    return 0;
-                }
-                let frame = encode_delivery(d);
-                let live = self.push_all(&frame, members.live.values_except(skip));
-                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
-                drop(members);
-                if caught_up {
-                    Self::promote(&self.users, name);
-                }
-                live + joining
-            }
-            Topic::Broadcast => {
-                if self.broadcast.is_empty() {
-                    return 0;
-                }
-                let frame = encode_delivery(d);
-                let delivered: u64 = self
-                    .broadcast
-                    .iter()
-                    .filter(|e| Some(*e.key()) != skip)
-                    .map(|e| self.push_one(&frame, e.value()))
-                    .sum();
-                self.stats
-                    .deliveries
-                    .fetch_add(delivered, Ordering::Relaxed);
-                delivered
-            }
-            Topic::Presence(name) => match self.presence.get(name) {
-                Some(members) => self.push_all(&encode_delivery(d), members.values_except(skip)),
-                None => 0,
-            },
-        };
-        queued as usize
-    }
-}
-
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
@@ -500,5 +434,8 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+mod deliver;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use deliver::encode_delivery;

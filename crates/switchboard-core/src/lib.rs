@@ -64,6 +64,10 @@ pub mod config;
 pub mod conn;
 pub mod endpoint;
 pub mod events;
+// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod handlers;
 pub mod hooks;

@@ -29,6 +29,7 @@ use crate::outbox::Outbox;
 use crate::stats::{Stats, StatsSnapshot};
 
 mod error;
+mod metrics;
 mod options;
 mod presence;
 mod shutdown;
@@ -176,7 +177,9 @@ impl NodeBuilder {
             (memory.clone(), memory)
         });
         let presence = self.presence.unwrap_or(brought);
-        let stats = Arc::new(Stats::default());
+        let endpoints: Vec<Arc<Endpoint>> = self.endpoints.into_iter().map(Arc::new).collect();
+        let stats = Arc::new(Stats::new(&endpoints));
+        let flusher = Flusher::new(stats.clone());
         let id: Arc<str> = Arc::from(format!("{:08x}", rand::random::<u32>()));
         let hub = Arc::new(Hub::new(broker.clone(), stats.clone(), id.clone()));
         broker.attach(hub.clone());
@@ -187,12 +190,12 @@ impl NodeBuilder {
                 broker,
                 presence,
                 stats,
-                endpoints: self.endpoints.into_iter().map(Arc::new).collect(),
+                endpoints,
                 authenticator: self.authenticator,
                 sessions: TaskTracker::new(),
                 conns: DashMap::new(),
                 next_conn: AtomicU64::new(1),
-                flusher: Flusher::default(),
+                flusher,
                 draining: AtomicBool::new(false),
                 upgrade_limiter: self.config.upgrade_rate.map(IpRateLimiter::new),
                 caps: CapCounter::new(self.config.caps),
@@ -421,7 +424,10 @@ impl Node {
             Topic::Broadcast => {}
         }
         if data.len() > self.inner.config.max_message_size {
-            return Err(PublishError::TooLarge(data.len()));
+            return Err(PublishError::TooLarge(
+                data.len(),
+                self.inner.config.max_message_size,
+            ));
         }
         // A keyed publish is never delivered locally during an outage: its
         // retry must be safe.
@@ -434,10 +440,10 @@ impl Node {
             idempotency_key,
             except,
         };
-        match self.inner.broker.publish(publication).await {
+        match self.publish_measured(publication).await {
             Ok(receipt) => {
                 if !receipt.duplicate {
-                    self.inner.stats.published.fetch_add(1, Ordering::Relaxed);
+                    self.inner.stats.published.inc();
                 }
                 Ok(receipt)
             }
@@ -519,11 +525,6 @@ impl Node {
 
     pub(crate) fn register_conn(&self, id: ConnId, outbox: &Arc<Outbox>) {
         self.inner.conns.insert(id, outbox.clone());
-        self.inner.stats.connections.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .stats
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
         // A connection that slipped in while the node started draining is
         // told to go away like every other.
         if self.is_draining() {
@@ -532,9 +533,7 @@ impl Node {
     }
 
     pub(crate) fn unregister_conn(&self, id: ConnId) {
-        if self.inner.conns.remove(&id).is_some() {
-            self.inner.stats.connections.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.inner.conns.remove(&id);
     }
 }
 

@@ -160,6 +160,9 @@ impl Member<'_> {
         let topic = Topic::Room(room.clone());
         hub.add_joining(&topic, self.conn, self.outbox).await?;
         self.rooms.insert(room.clone(), false);
+        if since.is_some() {
+            self.node.stats().client_reconnects.inc();
+        }
         let read = match since {
             Some(since) => match broker.recover(&room, since).await {
                 Ok(Recovery::Recovered { messages, position }) => Ok((
@@ -258,9 +261,18 @@ impl Member<'_> {
                 _ => crate::events::Event::Leave { user, conn, room },
             }
         });
+        // Counted whether or not the backend took it: a join's entry and
+        // its leave's removal always pair up.
+        let entries = &self.node.stats().presence_entries;
         let result = match event {
-            "join" => presence.add(room, &conn, &self.identity.user).await,
-            _ => presence.remove(room, &conn).await,
+            "join" => {
+                entries.inc();
+                presence.add(room, &conn, &self.identity.user).await
+            }
+            _ => {
+                entries.dec();
+                presence.remove(room, &conn).await
+            }
         };
         if let Err(e) = result {
             tracing::debug!(room = %room, error = %e, "presence not recorded");

@@ -8,9 +8,9 @@
 //! - `4400-4499`: terminal; do not reconnect until something changes (new
 //!   credentials, a different room list).
 //!
-//! 1002, 1003 and 1007 report client bugs and are terminal too; 1001 and
-//! 1012 ask for an immediate (jittered) reconnect; 4004 for a reconnect with
-//! fresh credentials; everything else for backoff.
+//! 1002, 1003 and 1007 report client bugs and are terminal too; 1001, 1012
+//! and 4005 ask for an immediate (jittered) reconnect; 4004 for a reconnect
+//! with fresh credentials; everything else for backoff.
 //!
 //! [`CloseCode::policy`] maps any code to a [`ReconnectPolicy`], so clients
 //! need no table of their own.
@@ -53,6 +53,12 @@ impl CloseCode {
     pub const CONNECTION_LIMIT: CloseCode = CloseCode(4003);
     /// 4004: the credentials expired; refresh them and reconnect.
     pub const TOKEN_EXPIRED: CloseCode = CloseCode(4004);
+    /// 4005: the node missed messages of a room the connection is in (its
+    /// link to the broker was cut for a while, or the room's offset
+    /// sequence restarted under it), so the live stream has a hole the
+    /// connection cannot see. Reconnect at once (jittered) and rejoin with
+    /// `since`: recovery fills the hole from history, or says it cannot.
+    pub const INSUFFICIENT_STATE: CloseCode = CloseCode(4005);
     /// 4401: the credentials are invalid. Do not reconnect with them.
     pub const UNAUTHORIZED: CloseCode = CloseCode(4401);
     /// 4403: the user may not do what the connection asked. Do not reconnect.
@@ -61,7 +67,7 @@ impl CloseCode {
     /// What a client should do after a close with this code.
     pub fn policy(self) -> ReconnectPolicy {
         match self.0 {
-            1001 | 1012 => ReconnectPolicy::Immediately,
+            1001 | 1012 | 4005 => ReconnectPolicy::Immediately,
             4004 => ReconnectPolicy::AfterRefresh,
             // A protocol error, binary data where text is expected, or bad
             // UTF-8 is a client bug: reconnecting would repeat it.
@@ -90,6 +96,7 @@ impl CloseCode {
             4002 => "rate_limited",
             4003 => "connection_limit",
             4004 => "token_expired",
+            4005 => "insufficient_state",
             4401 => "unauthorized",
             4403 => "forbidden",
             _ => "other",
@@ -127,6 +134,10 @@ mod tests {
         assert_eq!(CloseCode::GOING_AWAY.policy(), ReconnectPolicy::Immediately);
         assert_eq!(
             CloseCode::SERVICE_RESTART.policy(),
+            ReconnectPolicy::Immediately
+        );
+        assert_eq!(
+            CloseCode::INSUFFICIENT_STATE.policy(),
             ReconnectPolicy::Immediately
         );
         assert_eq!(CloseCode::SLOW_CONSUMER.policy(), ReconnectPolicy::Backoff);

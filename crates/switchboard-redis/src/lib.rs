@@ -287,6 +287,7 @@ impl Broker for RedisBroker {
             connected,
             detail,
             history: None,
+            reconnects: self.shared.link.reconnects(),
         }
     }
 

@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -44,6 +45,8 @@ pub(crate) struct Link {
     state: Mutex<(bool, Option<String>)>,
     /// A command failed: the supervisor checks the connections.
     wake: Notify,
+    /// Connections lost (and reconnections begun) since start.
+    reconnects: AtomicU64,
 }
 
 impl Link {
@@ -55,12 +58,18 @@ impl Link {
             channels: Mutex::new(HashMap::new()),
             state: Mutex::new((false, Some("not connected yet".into()))),
             wake: Notify::new(),
+            reconnects: AtomicU64::new(0),
         }
     }
 
     /// `(connected, detail)`.
     pub(crate) fn state(&self) -> (bool, Option<String>) {
         self.state.lock().clone()
+    }
+
+    /// Connections lost (and reconnections begun) since start.
+    pub(crate) fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
     }
 
     fn set_state(&self, connected: bool, detail: Option<String>) {
@@ -223,6 +232,7 @@ pub(crate) async fn supervise(sh: Arc<Shared>, mut stream: PubSubStream) {
     loop {
         let why = watch(&sh, &mut stream).await;
         tracing::warn!(reason = %why, "redis connection lost, reconnecting");
+        sh.link.reconnects.fetch_add(1, Ordering::Relaxed);
         sh.link
             .set_state(false, Some(format!("connection lost: {why}")));
         *sh.link.cmd.write() = None;

@@ -53,6 +53,7 @@ async fn a_lost_redis_fails_fast_and_the_broker_heals_on_its_own() {
     b.add("r", "b-1", "bob").await.unwrap();
     let before = a.publish(publication(&room, "1")).await.unwrap();
     rec.wait_for(&room, 1).await;
+    assert_eq!(a.health().reconnects, 0);
 
     server.kill();
     let health = eventually("health to report the outage", || async {
@@ -85,6 +86,9 @@ async fn a_lost_redis_fails_fast_and_the_broker_heals_on_its_own() {
     })
     .await;
     assert_eq!(b.health().detail, None);
+    // Each counted the loss once (`switchboard_broker_reconnects_total`).
+    assert_eq!(a.health().reconnects, 1);
+    assert_eq!(b.health().reconnects, 1);
     // b subscribed again by itself: what a publishes now reaches it.
     let after = a.publish(publication(&room, "2")).await.unwrap();
     assert_eq!(after.offset, Some(1), "the new redis-server starts empty");

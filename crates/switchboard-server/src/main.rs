@@ -19,14 +19,15 @@ mod token;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use switchboard::NodeRoutes as _;
 
 use anyhow::Context;
 use switchboard::broker::memory::MemoryBroker;
 use switchboard::node::NodeBuilder;
+use switchboard::tls::Tls;
 use switchboard::{Endpoint, Node};
 use switchboard_redis::RedisBroker;
-use tracing_subscriber::EnvFilter;
 
 use settings::{Action, BrokerChoice, Env, Invocation, LoadError};
 
@@ -54,6 +55,33 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
         wait.await;
         tracing::info!("shutdown signal received; closing connections with 1001 (going away)");
     })
+}
+
+/// Reloads the TLS certificate and key on SIGHUP and, unless `interval` is
+/// zero, whenever the files change; returns the task that does it.
+fn reload_tls(tls: &Tls, interval: Duration) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let tls = tls.clone();
+    Ok(tokio::spawn(async move {
+        let watch = async {
+            if interval.is_zero() {
+                std::future::pending().await
+            } else {
+                tls.clone().watch(interval).await
+            }
+        };
+        let mut watch = std::pin::pin!(watch);
+        loop {
+            #[cfg(unix)]
+            tokio::select! {
+                _ = hangup.recv() => { tls.reload_and_log("SIGHUP"); }
+                () = &mut watch => {}
+            }
+            #[cfg(not(unix))]
+            watch.as_mut().await;
+        }
+    }))
 }
 
 /// Pending connections the kernel queues before `accept` (the default of
@@ -123,6 +151,8 @@ async fn main() -> ExitCode {
 struct Plan {
     builder: NodeBuilder,
     broker: BrokerChoice,
+    /// The certificate and key, when the port speaks TLS.
+    tls: Option<Tls>,
 }
 
 /// Everything the settings decide that can be checked without the network.
@@ -134,6 +164,7 @@ fn plan(args: &settings::Args) -> anyhow::Result<Plan> {
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid Redis broker settings: {e}"))?;
     }
+    let tls = args.tls()?;
     let specs = settings::endpoints::from_file(args.config.as_deref())?;
     let mut builder = Node::builder().config(config);
     let hooks = args.hooks.hooks(args.authenticator()?)?;
@@ -155,7 +186,11 @@ fn plan(args: &settings::Args) -> anyhow::Result<Plan> {
         (None, Some(jwt)) => builder = builder.authenticator(jwt),
         (None, None) => {}
     }
-    Ok(Plan { builder, broker })
+    Ok(Plan {
+        builder,
+        broker,
+        tls,
+    })
 }
 
 /// `check-config`: builds the node as the server would, without listening
@@ -187,14 +222,7 @@ fn check(invocation: &Invocation) -> ExitCode {
 /// exits with [`CONFIG_ERROR`]; a failure to reach the broker or to listen
 /// with 1.
 async fn serve(invocation: Invocation) -> ExitCode {
-    // Colours only for a terminal: a log file or a journal gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(ansi)
-        .init();
+    invocation.args.log.init();
     for warning in &invocation.warnings {
         tracing::warn!("{warning}");
     }
@@ -213,6 +241,7 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
     let Plan {
         mut builder,
         broker: choice,
+        tls,
     } = plan;
     if args.jwt_secret.is_none()
         && args.jwt_public_key.is_none()
@@ -256,6 +285,43 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
     }
 
     let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+    // Metrics on an address of their own, when set: served until the node
+    // has shut down, so that its last moments are scraped too.
+    let mut metrics = None;
+    let routes = match args.metrics_listen.as_deref().filter(|a| !a.is_empty()) {
+        Some(addr) => {
+            let listener = listen(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            metrics = Some(tokio::spawn(switchboard::http::serve_metrics(
+                listener,
+                node.clone(),
+                std::future::pending(),
+            )));
+            switchboard::http::router_without_metrics(&node)
+        }
+        None => node.router(),
+    };
+    // Before the server says it listens, so that a SIGHUP sent from then on
+    // reloads rather than ends the process.
+    let reloads = match &tls {
+        None => None,
+        Some(tls) => {
+            let interval = args.tls.tls_reload_interval;
+            tracing::info!(
+                cert = %tls.cert_path().display(),
+                key = %tls.key_path().display(),
+                "TLS on (h2 and http/1.1); the pair is reloaded on SIGHUP{}",
+                if interval.is_zero() {
+                    String::new()
+                } else {
+                    format!(" and when the files change (checked every {interval:?})")
+                }
+            );
+            Some(reload_tls(tls, interval).context("cannot install the SIGHUP handler")?)
+        }
+    };
     let addr = format!("{}:{}", args.host, args.port);
     let listener = listen(&addr)
         .await
@@ -263,13 +329,23 @@ async fn run(args: &settings::Args, plan: Plan) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     let paths: Vec<&str> = node.endpoints().iter().map(|e| e.path()).collect();
     tracing::info!(
-        "switchboard {} listening on http://{local} (WebSocket endpoints: {})",
+        "switchboard {} listening on {}://{local} (WebSocket endpoints: {})",
         env!("CARGO_PKG_VERSION"),
+        if tls.is_some() { "https" } else { "http" },
         paths.join(", ")
     );
-    let app =
-        switchboard::http::refuse_stray_upgrades(node.router().merge(assets::routes()), &node);
-    switchboard::serve(listener, app, node, shutdown).await?;
+    let app = switchboard::http::refuse_stray_upgrades(routes.merge(assets::routes()), &node);
+    let served = match tls {
+        None => switchboard::serve(listener, app, node, shutdown).await,
+        Some(tls) => switchboard::serve_tls(listener, app, node, tls, shutdown).await,
+    };
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    served?;
     if let Some(redis) = redis {
         // The node has closed its connections: take its presence entries out
         // of Redis now rather than letting them expire.

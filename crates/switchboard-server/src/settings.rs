@@ -26,14 +26,17 @@ pub(crate) mod endpoints;
 mod file;
 mod hooks;
 mod load;
+mod logging;
 mod parse;
 pub(crate) mod print;
+mod tls;
 
 use clap::ArgAction;
 use clap::builder::RangedU64ValueParser;
 pub(crate) use cli::Action;
 pub(crate) use hooks::HookArgs;
 pub(crate) use load::{Env, Invocation, LoadError, Sources, load};
+pub(crate) use logging::LogArgs;
 pub(crate) use parse::redact_url;
 use parse::{boolean, history_age, idempotency_window, seconds};
 use switchboard::Config;
@@ -43,6 +46,7 @@ use switchboard::gate::caps::Caps;
 use switchboard::gate::client_ip::IpNet;
 use switchboard::gate::origin::OriginPolicy;
 use switchboard::gate::rate::RateLimit;
+pub(crate) use tls::TlsArgs;
 
 /// Every setting of the server. The flags, environment variables and file
 /// keys are derived from this one definition ([`load()`]).
@@ -61,10 +65,20 @@ pub(crate) struct Args {
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
 
+    /// The TLS settings.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// Key that HTTP API callers must send as `Authorization: Bearer <key>`.
     /// Without it, the API accepts only loopback callers.
     #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+
+    /// Address (host:port) to serve `/metrics` on, to every caller there;
+    /// the main port then no longer serves it. Without it, `/metrics` is on
+    /// the main port behind the API's access check.
+    #[arg(long, env = "SWITCHBOARD_METRICS_LISTEN", value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 
     /// HS256 secret for JSON Web Tokens. Setting it (or a public key)
     /// requires a valid token on every WebSocket upgrade.
@@ -353,6 +367,10 @@ pub(crate) struct Args {
     /// The hooks' settings.
     #[command(flatten)]
     pub hooks: HookArgs,
+
+    /// The log settings.
+    #[command(flatten)]
+    pub log: LogArgs,
 
     /// Where each setting's value came from (filled in by [`load()`]).
     #[arg(skip)]

@@ -1,6 +1,8 @@
 //! `switchboard token`: mints a JSON Web Token with the configured HS256
-//! secret, for trying the server out and for tests. Production tokens come
-//! from the application's backend (docs/security.md).
+//! secret, or with the private key that goes with the configured public key
+//! (RS256 or ES256, `--private-key`), for trying the server out and for
+//! tests. Production tokens come from the application's backend
+//! (docs/security.md).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +34,12 @@ pub(crate) struct TokenArgs {
     /// `m`, `h` or `d` (`90s`, `15m`, `1h`, `7d`).
     #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = ttl)]
     pub ttl: Duration,
+
+    /// File with the private key, in PEM, that goes with the configured
+    /// --jwt-public-key (RSA for RS256, EC P-256 for ES256). The server never
+    /// reads it otherwise; only this command does.
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<String>,
 }
 
 /// `--ttl`: a whole number of seconds, minutes, hours or days, at least a
@@ -79,19 +87,30 @@ struct Claims<'a> {
 /// the authenticator the server builds from the same settings before it is
 /// returned, so a token that server would refuse is an error here.
 pub(crate) fn mint(settings: &Args, token: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
-    let secret = match (&settings.jwt_secret, &settings.jwt_public_key) {
-        (Some(secret), None) => secret,
-        (None, Some(_)) => bail!(
-            "cannot mint a token: the server is configured with a public key \
-             (jwt_public_key), which only checks tokens; minting needs the private key, \
-             which the server never holds: sign tokens with it in your backend"
+    let (algorithm, key) = match (&settings.jwt_secret, &settings.jwt_public_key) {
+        (Some(_), _) if token.private_key.is_some() => bail!(
+            "cannot mint a token: --private-key goes with --jwt-public-key; this server \
+             checks tokens with an HS256 secret, which signs them too"
         ),
+        (Some(secret), _) => (
+            Algorithm::HS256,
+            EncodingKey::from_secret(secret.as_bytes()),
+        ),
+        (None, Some(_)) => {
+            let Some(path) = &token.private_key else {
+                bail!(
+                    "cannot mint a token: the server is configured with a public key \
+                     (jwt_public_key), which only checks tokens; minting needs the private \
+                     key, which the server never holds: pass it with --private-key FILE, \
+                     or sign tokens with it in your backend"
+                );
+            };
+            private_key(path)?
+        }
         (None, None) => bail!(
             "cannot mint a token: no JWT secret is configured (set SWITCHBOARD_JWT_SECRET, \
              --jwt-secret or jwt_secret in the configuration file)"
         ),
-        // The authenticator names the conflict.
-        (Some(secret), Some(_)) => secret,
     };
     let Some(authenticator) = settings.authenticator()? else {
         bail!("cannot mint a token: no JWT key is configured");
@@ -109,12 +128,8 @@ pub(crate) fn mint(settings: &Args, token: &TokenArgs, now: SystemTime) -> anyho
         rooms: token.rooms.as_deref(),
         read_rooms: token.read_rooms.as_deref(),
     };
-    let jwt = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .context("cannot sign the token")?;
+    let jwt = jsonwebtoken::encode(&Header::new(algorithm), &claims, &key)
+        .context("cannot sign the token")?;
     if let Err(rejection) = authenticator.verify(&jwt) {
         bail!(
             "cannot mint a token: the server would refuse it: {}",
@@ -122,6 +137,25 @@ pub(crate) fn mint(settings: &Args, token: &TokenArgs, now: SystemTime) -> anyho
         );
     }
     Ok(jwt)
+}
+
+/// The private key in the PEM file at `path`, RSA (RS256) or EC P-256
+/// (ES256), told apart by the key itself.
+fn private_key(path: &str) -> anyhow::Result<(Algorithm, EncodingKey)> {
+    let pem = std::fs::read(path).with_context(|| format!("cannot read --private-key {path}"))?;
+    let not_private =
+        || anyhow::anyhow!("--private-key {path} is not an RSA or EC P-256 private key in PEM");
+    // The parsers take a public key too; signing would then fail.
+    if !String::from_utf8_lossy(&pem).contains("PRIVATE KEY-----") {
+        return Err(not_private());
+    }
+    if let Ok(key) = EncodingKey::from_rsa_pem(&pem) {
+        Ok((Algorithm::RS256, key))
+    } else if let Ok(key) = EncodingKey::from_ec_pem(&pem) {
+        Ok((Algorithm::ES256, key))
+    } else {
+        Err(not_private())
+    }
 }
 
 #[cfg(test)]
@@ -180,7 +214,7 @@ mod tests {
             mint(&args, &t, SystemTime::now()).unwrap_err().to_string(),
             "cannot mint a token: the server is configured with a public key (jwt_public_key), \
              which only checks tokens; minting needs the private key, which the server never \
-             holds: sign tokens with it in your backend"
+             holds: pass it with --private-key FILE, or sign tokens with it in your backend"
         );
         let env = Env::from([("SWITCHBOARD_JWT_SECRET", "short")]);
         let (args, t) = parse(&["--user", "alice"], env);
@@ -212,6 +246,58 @@ mod tests {
         assert_eq!(
             ttl("400d").unwrap_err(),
             "must be at least 1 second and at most 366 days"
+        );
+    }
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../switchboard/tests/fixtures");
+
+    /// With a public key configured, `--private-key` signs with its pair
+    /// (RS256 or ES256, from the key); a key of another pair is caught
+    /// before the token is printed.
+    #[test]
+    fn a_private_key_mints_for_a_public_key_server() {
+        for (public, private) in [
+            ("rsa_public.pem", "rsa_private.pem"),
+            ("ec_public.pem", "ec_private.pem"),
+        ] {
+            let public = format!("{FIXTURES}/{public}");
+            let private = format!("{FIXTURES}/{private}");
+            let env = Env::from([("SWITCHBOARD_JWT_PUBLIC_KEY", public.as_str())]);
+            let (args, t) = parse(&["--user", "alice", "--private-key", &private], env);
+            let jwt = mint(&args, &t, SystemTime::now()).unwrap();
+            let identity = args.authenticator().unwrap().unwrap().verify(&jwt).unwrap();
+            assert_eq!(&*identity.user, "alice");
+        }
+        let rsa_public = format!("{FIXTURES}/rsa_public.pem");
+        let ec_private = format!("{FIXTURES}/ec_private.pem");
+        let env = Env::from([("SWITCHBOARD_JWT_PUBLIC_KEY", rsa_public.as_str())]);
+        let (args, t) = parse(&["--user", "alice", "--private-key", &ec_private], env);
+        assert_eq!(
+            mint(&args, &t, SystemTime::now()).unwrap_err().to_string(),
+            "cannot mint a token: the server would refuse it: token algorithm not accepted: \
+             ES256 (this server accepts RS256)"
+        );
+        let env = Env::from([("SWITCHBOARD_JWT_PUBLIC_KEY", rsa_public.as_str())]);
+        let (args, t) = parse(&["--user", "alice", "--private-key", &rsa_public], env);
+        assert_eq!(
+            mint(&args, &t, SystemTime::now()).unwrap_err().to_string(),
+            format!("--private-key {rsa_public} is not an RSA or EC P-256 private key in PEM")
+        );
+        let (args, t) = parse(
+            &[
+                "--user",
+                "alice",
+                "--jwt-secret",
+                SECRET,
+                "--private-key",
+                &ec_private,
+            ],
+            Env::default(),
+        );
+        assert_eq!(
+            mint(&args, &t, SystemTime::now()).unwrap_err().to_string(),
+            "cannot mint a token: --private-key goes with --jwt-public-key; this server checks \
+             tokens with an HS256 secret, which signs them too"
         );
     }
 }

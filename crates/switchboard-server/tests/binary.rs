@@ -662,3 +662,48 @@ async fn an_upgrade_to_a_path_that_is_no_endpoint_names_the_endpoints() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn metrics_listen_moves_metrics_to_an_address_of_their_own() {
+    let metrics_port = switchboard_testkit::free_port();
+    let addr = format!("127.0.0.1:{metrics_port}");
+    // From the flag, and from the environment.
+    for (args, env) in [
+        (
+            vec!["--port", "0", "--metrics-listen", addr.as_str()],
+            vec![],
+        ),
+        (
+            vec!["--port", "0"],
+            vec![("SWITCHBOARD_METRICS_LISTEN", addr.as_str())],
+        ),
+    ] {
+        let server = start(&args, &env);
+        let log = server.log.join("\n");
+        assert!(
+            log.contains(&format!("metrics on http://{addr}/metrics")),
+            "{log}"
+        );
+        let resp = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains(
+                r#"switchboard_connections{endpoint="/ws/chat",transport="websocket"} 0"#
+            ),
+            "{text}"
+        );
+        let main = format!("http://127.0.0.1:{}", server.port);
+        let resp = reqwest::get(format!("{main}/metrics")).await.unwrap();
+        assert_eq!(resp.status(), 404, "not on the main port any more");
+        drop(server);
+    }
+    // Without it, the main port serves them (to loopback callers).
+    let server = start(&["--port", "0"], &[]);
+    let resp = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.port))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

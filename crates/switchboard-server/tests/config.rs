@@ -437,6 +437,7 @@ fn token_needs_a_secret() {
         ),
         "error: cannot mint a token: the server is configured with a public key \
          (jwt_public_key), which only checks tokens; minting needs the private key, which \
-         the server never holds: sign tokens with it in your backend\n"
+         the server never holds: pass it with --private-key FILE, or sign tokens with it in \
+         your backend\n"
     );
 }

@@ -13,12 +13,17 @@
 //! - [`ws`]: the WebSocket client every suite talks to a server with, frame
 //!   by frame as `docs/protocol.md` describes, with deadlines instead of
 //!   sleeps, and [`eventually`](ws::eventually) for state without a frame.
+//! - [`tls`]: a certificate authority of the test's own, server
+//!   certificates it signs, and `wss://` clients that trust it.
 //! - [`free_port`]: a port nobody listens on right now.
 //! - [`RedisServer`]: a `redis-server` of the test's own, without persistence.
+//! - [`nginx`]: a real nginx in front of several nodes, round-robin.
 
 #![forbid(unsafe_code)]
 
 pub mod conformance;
+pub mod nginx;
+pub mod tls;
 pub mod ws;
 
 use std::io::{Read, Write};

@@ -15,8 +15,10 @@
 //! dependency is enough:
 //!
 //! - [`http`]: the router (endpoints, publish API, health, metrics),
-//!   [`serve`], and the gate that turns an upgrade request into a session
+//!   [`serve`] and [`serve_tls`], and the gate that turns an upgrade request into a session
 //!   or refuses it with a status;
+//! - [`tls`]: a certificate and key from PEM files, reloadable, for
+//!   [`serve_tls`] (`wss://` and HTTP/2 without a proxy in front);
 //! - [`hooks`]: hooks over HTTP, so that an application in any language
 //!   decides who connects, what is joined and published, and answers
 //!   `rpc` frames;
@@ -54,6 +56,7 @@
 pub mod auth;
 pub mod hooks;
 pub mod http;
+pub mod tls;
 
 pub use switchboard_core::{
     Config, Conn, Disconnect, Endpoint, Handler, Inbound, Json, Node, broker, config, conn,
@@ -62,7 +65,7 @@ pub use switchboard_core::{
 
 /// The axum version the router is built with, for applications that merge it.
 pub use axum;
-pub use http::serve;
+pub use http::{serve, serve_tls};
 
 /// What an application that embeds Switchboard uses:
 /// `use switchboard::prelude::*;`.

@@ -28,11 +28,39 @@ async fn plain_get_on_a_websocket_path_is_426_with_instructions() {
         assert_eq!(resp.status(), 426, "{path}");
         assert_eq!(resp.headers()["upgrade"], "websocket");
         let body = resp.text().await.unwrap();
-        assert!(
-            body.contains("WebSocket endpoint") && body.contains(path),
-            "{body}"
+        assert_eq!(
+            body,
+            format!(
+                "426 Upgrade Required: {path} is a WebSocket endpoint. Connect with a \
+                 WebSocket client, for example from a browser console: \
+                 new WebSocket(\"ws://\" + location.host + \"{path}\")\n"
+            )
         );
     }
+}
+
+/// A proxy that drops `Upgrade` and `Connection` forwards the rest of the
+/// handshake: the 426 says so, unlike the one for a plain GET.
+#[tokio::test]
+async fn a_handshake_without_its_upgrade_headers_is_426_naming_the_proxy() {
+    let server = TestServer::start_default().await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(server.http("/ws/chat"))
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 426);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "426 Upgrade Required: /ws/chat is a WebSocket endpoint. The request carries \
+         Sec-WebSocket-* headers but not Upgrade: websocket and Connection: Upgrade: a proxy in \
+         front of this server dropped them. A proxy must pass both (nginx: \
+         proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; \
+         proxy_set_header Connection \"upgrade\"; see docs/deploy.md).\n"
+    );
 }
 
 #[tokio::test]
@@ -66,6 +94,32 @@ async fn malformed_handshakes_are_refused_with_their_status() {
         .unwrap();
     assert_eq!(resp.status(), 426, "unsupported version");
     assert_eq!(resp.headers()["sec-websocket-version"], "13");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "426 Upgrade Required: /ws/chat is a WebSocket endpoint. This server speaks \
+         WebSocket version 13 (RFC 6455); the request asked for version \"8\".\n"
+    );
+    let resp = base()
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 426, "no version");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "426 Upgrade Required: /ws/chat is a WebSocket endpoint. This server speaks \
+         WebSocket version 13 (RFC 6455); the request sends no Sec-WebSocket-Version.\n"
+    );
+    let resp = client
+        .post(server.http("/ws/chat"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405, "POST is not routed to the upgrade");
 }
 
 async fn expect_error(c: &mut Client, sent: &str, code: &str, id: Option<u64>, mentions: &str) {

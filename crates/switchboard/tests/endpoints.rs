@@ -282,7 +282,10 @@ async fn health_reports_ok_and_the_broker() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("switchboard_connections 0"), "{metrics}");
+    assert!(
+        metrics.contains(r#"switchboard_connections{endpoint="/ws/chat",transport="websocket"} 0"#),
+        "{metrics}"
+    );
     // The in-memory broker's history, against its budget (128 MiB).
     assert_eq!(v["broker"]["history"]["bytes"], 0, "{v}");
     assert_eq!(v["broker"]["history"]["budget"], 128 << 20, "{v}");

@@ -124,6 +124,7 @@ async fn a_valid_token_in_header_query_or_cookie_names_the_user() {
 
 #[tokio::test]
 async fn bad_tokens_get_401_before_any_handshake() {
+    const MALFORMED: &str = "token malformed: not three base64url parts with a JSON header";
     let server = hs_server().await;
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     let alg_none = format!(
@@ -148,15 +149,31 @@ async fn bad_tokens_get_401_before_any_handshake() {
     let mut no_exp = good("ana");
     no_exp.as_object_mut().unwrap().remove("exp");
     let cases: Vec<(&str, String, &str)> = vec![
-        ("malformed", "not.a.jwt".into(), "malformed"),
-        ("garbage", "%%%".into(), "malformed"),
-        ("wrong signature", wrong_key, "signature"),
-        ("expired", hs256(&expired), "expired"),
-        ("not yet valid", hs256(&not_yet), "not valid yet"),
-        ("wrong audience", hs256(&wrong_aud), "audience"),
-        ("wrong issuer", hs256(&wrong_iss), "issuer"),
-        ("no exp", hs256(&no_exp), "required claim"),
-        ("alg none", alg_none, ""),
+        ("malformed", "not.a.jwt".into(), MALFORMED),
+        ("garbage", "%%%".into(), MALFORMED),
+        ("wrong signature", wrong_key, "token signature invalid"),
+        ("expired", hs256(&expired), "token expired"),
+        ("not yet valid", hs256(&not_yet), "token not valid yet"),
+        (
+            "wrong audience",
+            hs256(&wrong_aud),
+            "token audience not accepted",
+        ),
+        (
+            "wrong issuer",
+            hs256(&wrong_iss),
+            "token issuer not accepted",
+        ),
+        (
+            "no exp",
+            hs256(&no_exp),
+            "token lacks a required claim: exp",
+        ),
+        (
+            "alg none",
+            alg_none,
+            "token algorithm not accepted: none (this server accepts HS256)",
+        ),
     ];
     // The scheme is case-insensitive for tokens too.
     let req = ws::request(
@@ -170,8 +187,7 @@ async fn bad_tokens_get_401_before_any_handshake() {
             .unwrap_err();
         assert_eq!(status, 401, "{name}");
         assert_eq!(body["error"]["code"], "unauthorized", "{name}");
-        let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(reason), "{name}: {message}");
+        assert_eq!(body["error"]["message"], reason, "{name}");
     }
     let (status, body) = try_upgrade(ws::request(&server.ws("/ws/chat"), &[]))
         .await

@@ -73,6 +73,19 @@ async fn an_oversized_body_is_413() {
     let (status, v) = server.post("/api/broadcast", &body).await;
     assert_eq!(status, 413);
     assert_eq!(v["error"]["code"], "too_large");
+    assert_eq!(
+        v["error"]["message"],
+        "body exceeds 2048 bytes: data may hold 1024 bytes (max_message_size), the body 1024 more"
+    );
+    // A body within bounds whose data alone is over: the message states
+    // the limit and the setting.
+    let body = format!(r#"{{"data":"{}"}}"#, "x".repeat(1100));
+    let (status, v) = server.post("/api/broadcast", &body).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        v["error"]["message"],
+        "payload of 1102 bytes exceeds the 1024-byte limit (max_message_size)"
+    );
 }
 
 #[tokio::test]
@@ -187,6 +200,7 @@ impl Broker for Switchable {
             connected,
             detail: None,
             history: None,
+            reconnects: 0,
         }
     }
 }
@@ -407,6 +421,15 @@ async fn ipv4_mapped_loopback_is_loopback_and_relayed_requests_are_not() {
     let mut req = api_request(local);
     req.headers_mut()
         .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    assert_eq!(node.router().oneshot(req).await.unwrap().status(), 403);
+    // A proxy that appends its own X-Forwarded-For field behind the one the
+    // client sent: the fields are one list, and the client's forged first
+    // field does not make it loopback.
+    let mut req = api_request(local);
+    req.headers_mut()
+        .append("x-forwarded-for", "127.0.0.1".parse().unwrap());
+    req.headers_mut()
+        .append("x-forwarded-for", "203.0.113.9".parse().unwrap());
     assert_eq!(node.router().oneshot(req).await.unwrap().status(), 403);
     // A trusted proxy that does not name the client in X-Forwarded-For
     // (X-Real-IP only, or garbage) leaves the client unknown: refused.

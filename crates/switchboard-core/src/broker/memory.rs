@@ -457,6 +457,7 @@ impl Broker for MemoryBroker {
             connected: true,
             detail: None,
             history: Some(self.bus.usage()),
+            reconnects: 0,
         }
     }
 

@@ -254,11 +254,14 @@ pub struct BrokerHealth {
     /// for a broker that keeps them in the node (the in-memory one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<HistoryUsage>,
+    /// Times the connection to the broker was lost and reconnection began,
+    /// since start (`0` for a broker without a connection).
+    pub reconnects: u64,
 }
 
 /// What a broker's room history and state take in memory, against its
 /// budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HistoryUsage {
     /// Bytes counted: retained payloads and publisher ids, plus a fixed
     /// overhead per message and per room.

@@ -35,16 +35,67 @@ pub enum OriginError {
     NotAllowed(String),
 }
 
-/// Splits `scheme://host[:port]` into scheme and lowercased authority with
-/// the default port made explicit.
+/// Splits a serialized origin, `scheme://host[:port]` (RFC 6454), into
+/// scheme and lowercased authority with the default port made explicit.
+/// Anything else is no origin: a path, user info, a query, a host
+/// character that no URL host may hold, a port that is not a decimal
+/// number up to 65535 (without leading zeros).
 fn parse(origin: &str) -> Option<(String, String)> {
     let (scheme, rest) = origin.split_once("://")?;
+    if !is_scheme(scheme) {
+        return None;
+    }
     let scheme = scheme.to_ascii_lowercase();
     let authority = rest.trim_end_matches('/').to_ascii_lowercase();
-    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+    if !is_authority(&authority) {
         return None;
     }
     Some((scheme.clone(), with_port(&scheme, &authority)))
+}
+
+/// `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )` (RFC 3986 section 3.1).
+fn is_scheme(scheme: &str) -> bool {
+    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+/// `host[:port]`: a bracketed IPv6 address or a name of visible ASCII
+/// characters other than the URL standard's forbidden domain code points;
+/// a port of decimal digits, at most 65535, without leading zeros.
+fn is_authority(authority: &str) -> bool {
+    let (host_ok, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((address, after)) => (
+                !address.is_empty()
+                    && address
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+                after,
+            ),
+            None => return false,
+        },
+        None => {
+            let end = authority.find(':').unwrap_or(authority.len());
+            let (host, port) = authority.split_at(end);
+            (!host.is_empty() && host.bytes().all(is_host_byte), port)
+        }
+    };
+    let port_ok = match port.strip_prefix(':') {
+        None => port.is_empty(),
+        Some(digits) => {
+            !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'))
+                && digits.parse::<u16>().is_ok()
+        }
+    };
+    host_ok && port_ok
+}
+
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"#%/:<>?@[\\]^|".contains(&b)
 }
 
 fn with_port(scheme: &str, authority: &str) -> String {
@@ -177,6 +228,47 @@ mod tests {
             "https://app.example.com@evil.com",
         ] {
             assert!(p.check(Some(bad), None).is_err(), "{bad} must not match");
+        }
+    }
+
+    /// What is not a serialized origin is refused, whatever its host and
+    /// port look like (found by the `origin` fuzz target: `h%tp://...`
+    /// passed the same-origin check).
+    #[test]
+    fn only_serialized_origins_are_accepted() {
+        let same = OriginPolicy::default();
+        assert_eq!(
+            same.check(Some("http://localhost:3000"), Some("localhost:3000")),
+            Ok(())
+        );
+        assert_eq!(
+            same.check(Some("http://[::1]:3000"), Some("[::1]:3000")),
+            Ok(())
+        );
+        for bad in [
+            "h%tp://localhost:3000",
+            "1http://localhost:3000",
+            "://localhost:3000",
+            "http://local host:3000",
+            "http://localhost:03000",
+            "http://localhost:3000x",
+            "http://localhost:",
+            "http://[::1:3000",
+            "http://localhost:3000?",
+        ] {
+            let host = bad.split_once("://").map_or("", |(_, h)| h);
+            assert!(same.check(Some(bad), Some(host)).is_err(), "{bad}");
+        }
+        let p = policy(&["https://*.example.com"]);
+        assert_eq!(p.check(Some("https://a.example.com"), None), Ok(()));
+        for bad in [
+            "https://evil.com?.example.com",
+            "https://evil.com#.example.com",
+            "https://evil.com\\.example.com",
+            "https://a:443.example.com",
+            "https://a.example.com:65536",
+        ] {
+            assert!(p.check(Some(bad), None).is_err(), "{bad}");
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 
@@ -109,6 +110,13 @@ impl Members {
 pub(super) struct StreamMembers {
     pub(super) live: Members,
     pub(super) joining: parking_lot::Mutex<HashMap<ConnId, Joining>>,
+    /// For a room: the offset of the last delivery this node received for
+    /// it since it subscribed (0: none yet). The broker delivers one room's
+    /// messages to a node in offset order, one after another, so the next
+    /// one must carry `last + 1`; any other offset means this node missed
+    /// messages (its broker link was cut) or the sequence restarted (a new
+    /// epoch), and its members are sent to recover (see `Hub::resync`).
+    pub(super) last: AtomicU64,
 }
 
 /// A member on its way in: see [`Seam`].

@@ -18,9 +18,10 @@ pub enum PublishError {
     /// The publisher's permissions do not allow this room.
     #[error("not allowed to publish to room {0:?}")]
     Forbidden(String),
-    /// The payload is larger than `max_message_size`.
-    #[error("payload of {0} bytes exceeds the limit")]
-    TooLarge(usize),
+    /// The payload (its size first) is larger than `max_message_size` (the
+    /// second).
+    #[error("payload of {0} bytes exceeds the {1}-byte limit (max_message_size)")]
+    TooLarge(usize, usize),
     /// The idempotency key breaks its rules (1 to 128 visible ASCII
     /// characters).
     #[error("idempotency key {0}")]
@@ -55,7 +56,7 @@ impl PublishError {
             PublishError::InvalidRoom(_) => ErrorCode::InvalidRoom,
             PublishError::Forbidden(_) => ErrorCode::Forbidden,
             PublishError::InvalidUser(_)
-            | PublishError::TooLarge(_)
+            | PublishError::TooLarge(..)
             | PublishError::InvalidKey(_)
             | PublishError::InvalidExcept(_)
             | PublishError::Unserializable(_) => ErrorCode::InvalidField,
@@ -70,7 +71,7 @@ impl PublishError {
     pub fn http_status_and_code(&self) -> (u16, &'static str) {
         match self {
             PublishError::InvalidUser(_) => (400, "invalid_user"),
-            PublishError::TooLarge(_) => (413, "too_large"),
+            PublishError::TooLarge(..) => (413, "too_large"),
             PublishError::Forbidden(_) => (403, self.code().as_str()),
             PublishError::Broker(_) | PublishError::LocalOnly(_) => (503, self.code().as_str()),
             PublishError::InvalidRoom(_)

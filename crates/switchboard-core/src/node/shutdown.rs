@@ -23,7 +23,7 @@ impl Node {
 
     /// Starts a graceful shutdown without waiting: new upgrades are refused
     /// and every connection is asked to close with 1001, at once or spread
-    /// evenly over [`Config::shutdown_spread`] (in the order they opened).
+    /// evenly over [`Config::shutdown_spread`](crate::Config::shutdown_spread) (in the order they opened).
     /// A second call does not start the closes again.
     pub fn begin_shutdown(&self) {
         self.inner.sessions.close();

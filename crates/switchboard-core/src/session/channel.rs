@@ -12,6 +12,7 @@ use tokio::time::Sleep;
 
 use super::Event;
 use crate::conn::Conn;
+use crate::stats::Written;
 use crate::transport::{Received, Transport};
 use crate::write::SessionWrites;
 
@@ -112,19 +113,25 @@ impl<T: Transport> Channel<T> {
         conn: &Conn,
         refill: bool,
     ) -> Poll<io::Result<()>> {
-        self.writes
-            .poll_write_all(cx, &mut self.transport, &conn.outbox, refill)
+        let mut written = Written::default();
+        let r =
+            self.writes
+                .poll_write_all(cx, &mut self.transport, &conn.outbox, refill, &mut written);
+        conn.node.stats().sent.add(written);
+        r
     }
 
     /// Moves frames from `outbox` (the connection's, held apart from its
-    /// `Conn` while a handler has that) and writes what the socket takes.
+    /// `Conn` while a handler has that) and writes what the socket takes,
+    /// adding it to `written`.
     pub(super) fn poll_write_outbox(
         &mut self,
         cx: &mut Context<'_>,
         outbox: &crate::outbox::Outbox,
+        written: &mut Written,
     ) -> Poll<io::Result<()>> {
         self.writes
-            .poll_write_all(cx, &mut self.transport, outbox, true)
+            .poll_write_all(cx, &mut self.transport, outbox, true, written)
     }
 
     /// Queues a frame of the session's own (a reply to a ping, a ping, a

@@ -2,7 +2,6 @@
 //! connection otherwise (the client's close, a missed pong, expired
 //! credentials, a protocol error, a dropped socket).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Event;
@@ -103,10 +102,7 @@ pub(super) async fn end<T: Transport>(
             close_with(t, conn, req.code, req.reason, discard).await
         }
         Event::HeartbeatDue => {
-            conn.node
-                .stats()
-                .heartbeat_timeouts
-                .fetch_add(1, Ordering::Relaxed);
+            conn.node.stats().heartbeat_timeouts.inc();
             let code = CloseCode::HEARTBEAT_TIMEOUT;
             let reason = "no pong within the heartbeat timeout";
             t.discard_unwritten();

@@ -95,14 +95,20 @@ pub(crate) fn run<'a, T: Transport + 'a>(
     async move {
         let node = conn.node.clone();
         node.register_conn(conn.id, &conn.outbox);
+        node.stats()
+            .connection_opened(endpoint.path(), channel.transport.name());
         record_open(conn);
-        tracing::info!(
+        // Per-connection lines are debug: at info, a node with 100k
+        // connections and their churn would write little else.
+        tracing::debug!(
             conn = %conn.id(), user = %conn.user(), remote = ?conn.remote, path = %conn.path(),
             transport = channel.transport.name(), "connected"
         );
         let disconnect = drive(&mut channel, conn, endpoint).await;
         // Flushers let go of the socket, so that it closes with the transport.
         conn.outbox.detach_direct();
+        node.stats()
+            .connection_closed(endpoint.path(), channel.transport.name());
         drop(channel);
         // Rare, large futures are boxed so that they do not inflate the
         // session's state machine, which every idle connection carries.
@@ -110,7 +116,7 @@ pub(crate) fn run<'a, T: Transport + 'a>(
         node.unregister_conn(conn.id);
         record_close(conn, &disconnect);
         endpoint.handler.on_close(conn, &disconnect).await;
-        tracing::info!(
+        tracing::debug!(
             conn = %conn.id(), user = %conn.user(), code = ?disconnect.code,
             reason = %disconnect.reason, by_server = disconnect.by_server, "disconnected"
         );
@@ -278,7 +284,13 @@ fn drive<'a, T: Transport>(
         loop {
             let event = poll_fn(|cx| t.poll_event(cx, conn)).await;
             let inbound = match event {
-                Event::Received(Received::Data(inbound)) => inbound,
+                Event::Received(Received::Data(inbound)) => {
+                    let stats = conn.node.stats();
+                    stats.frames_received.inc();
+                    let (Inbound::Text(b) | Inbound::Binary(b)) = &inbound;
+                    stats.received_bytes.inc_by(b.len() as u64);
+                    inbound
+                }
                 Event::Received(Received::Ping(payload)) => {
                     t.queue(conn, t.transport.pong(&payload));
                     continue;
@@ -352,16 +364,19 @@ async fn handle_while_writing<T: Transport>(
     inbound: Inbound,
 ) {
     let outbox = conn.outbox.clone();
+    let mut written = crate::stats::Written::default();
     let mut handling = handler.on_message(conn, inbound);
     poll_fn(|cx| {
         if handling.as_mut().poll(cx).is_ready() {
             return std::task::Poll::Ready(());
         }
         // A write error shows again in the main loop, which ends the session.
-        let _ = t.poll_write_outbox(cx, &outbox);
+        let _ = t.poll_write_outbox(cx, &outbox, &mut written);
         std::task::Poll::Pending
     })
-    .await
+    .await;
+    drop(handling);
+    conn.node.stats().sent.add(written);
 }
 
 /// Tells the client its message was dropped by the rate limit.

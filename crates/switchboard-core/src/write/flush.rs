@@ -28,6 +28,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
 use super::outbox::Outbox;
+use crate::stats::{Stats, Written};
 
 /// One flush list and its task's waker.
 pub(crate) struct FlushShard {
@@ -87,12 +88,22 @@ impl Drop for FlushShard {
 }
 
 /// The node's flush lists. See the module docs.
-#[derive(Default)]
 pub(crate) struct Flusher {
     shards: OnceLock<Box<[Arc<FlushShard>]>>,
+    /// The node's metrics, where the tasks count what they write.
+    stats: Arc<Stats>,
 }
 
 impl Flusher {
+    /// Flush lists that count their writes in `stats`; the tasks start with
+    /// the first connection.
+    pub(crate) fn new(stats: Arc<Stats>) -> Self {
+        Flusher {
+            shards: OnceLock::new(),
+            stats,
+        }
+    }
+
     /// The list for a connection, starting the flusher tasks on first use.
     /// Must be called from within a Tokio runtime.
     pub(crate) fn shard_for(&self, conn: u64) -> Weak<FlushShard> {
@@ -104,7 +115,7 @@ impl Flusher {
             let shards: Box<[Arc<FlushShard>]> =
                 (0..workers).map(|_| Arc::new(FlushShard::new())).collect();
             for shard in shards.iter() {
-                tokio::spawn(run(Arc::downgrade(shard)));
+                tokio::spawn(run(Arc::downgrade(shard), self.stats.clone()));
             }
             shards
         });
@@ -114,7 +125,7 @@ impl Flusher {
 
 /// One flusher task: waits for a non-empty list, takes it whole, and writes
 /// each listed connection's frames.
-async fn run(shard: Weak<FlushShard>) {
+async fn run(shard: Weak<FlushShard>, stats: Arc<Stats>) {
     /// The task's state; when the task ends for any reason (its runtime shut
     /// down, a panic), the list is marked unserved and every connection
     /// still listed is handed back to its own task.
@@ -157,13 +168,16 @@ async fn run(shard: Weak<FlushShard>) {
         if !taken {
             return;
         }
+        let mut written = Written::default();
         for i in 0..task.batch.len() {
             if let Some(next) = task.batch.get(i + 1) {
                 next.prefetch();
             }
-            task.batch[i].flush_direct();
+            let w = task.batch[i].flush_direct();
+            written.add(w.frames as usize, w.bytes as usize);
             tokio::task::consume_budget().await;
         }
+        stats.sent.add(written);
         task.batch.clear();
         if task.batch.capacity() > 4096 {
             // Do not keep a huge list after a one-off fan-out.
@@ -183,7 +197,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            tokio::spawn(run(Arc::downgrade(&shard)));
+            tokio::spawn(run(Arc::downgrade(&shard), Arc::new(Stats::default())));
             tokio::task::yield_now().await;
         });
         assert!(shard.is_running());

@@ -53,6 +53,7 @@ use super::flush::FlushShard;
 use super::socket::Direct;
 #[cfg(test)]
 pub(crate) use super::socket::DirectSink;
+use crate::stats::Written;
 
 /// Most frames handed to one vectored write.
 pub(super) const MAX_BATCH: usize = 64;
@@ -348,11 +349,13 @@ impl Outbox {
 
     /// Writes queued frames straight to the socket, if the flusher still owns
     /// them. What the socket does not take is handed to the connection's
-    /// task, which is woken to wait for the socket to drain.
-    pub(super) fn flush_direct(&self) {
+    /// task, which is woken to wait for the socket to drain. Returns what
+    /// it wrote.
+    pub(super) fn flush_direct(&self) -> Written {
+        let mut written_all = Written::default();
         let mut st = self.state.lock();
         if st.owner != Owner::Flusher {
-            return;
+            return written_all;
         }
         let st = &mut *st;
         loop {
@@ -361,7 +364,7 @@ impl Outbox {
                 // connection's task releases it once the connection has been
                 // quiet for a while (see `release_idle_storage`).
                 st.owner = Owner::Idle;
-                return;
+                return written_all;
             }
             let Some(direct) = &st.direct else {
                 break;
@@ -370,7 +373,9 @@ impl Outbox {
             let (n, total) = st.frames.as_io_slices(&mut slices);
             match direct.try_write_vectored(&slices[..n]) {
                 Ok(written) => {
+                    let queued = st.frames.len();
                     st.bytes -= st.frames.advance(written) as u32;
+                    written_all.add(queued - st.frames.len(), written);
                     if written < total {
                         break;
                     }
@@ -383,6 +388,7 @@ impl Outbox {
         }
         st.owner = Owner::Session;
         self.waker.wake();
+        written_all
     }
 
     /// Releases the queue's storage if nothing is queued: called by the
@@ -430,8 +436,7 @@ impl Outbox {
         self.max_frames as usize
     }
 
-    /// Frames currently queued.
-    #[cfg(test)]
+    /// Frames currently queued (for tests and the metrics' scrape).
     pub(crate) fn len(&self) -> usize {
         self.state.lock().frames.len()
     }

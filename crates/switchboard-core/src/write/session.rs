@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use super::outbox::{CloseRequest, Drained, FrameQueue, MAX_BATCH, Outbox};
+use crate::stats::Written;
 use crate::transport::Transport;
 
 /// The write queue of a connection's own task: frames moved from the
@@ -44,13 +45,15 @@ impl SessionWrites {
     }
 
     /// Moves frames from the outbox (when `refill`) and writes as much as the
-    /// socket takes. `Ready(Ok)` means everything queued is written.
+    /// socket takes. `Ready(Ok)` means everything queued is written. What
+    /// it wrote is added to `written_all`.
     pub(crate) fn poll_write_all<T: Transport>(
         &mut self,
         cx: &mut Context<'_>,
         transport: &mut T,
         outbox: &Outbox,
         refill: bool,
+        written_all: &mut Written,
     ) -> Poll<io::Result<()>> {
         loop {
             if refill && self.queue.len() < MAX_BATCH {
@@ -69,7 +72,9 @@ impl SessionWrites {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
+            let queued = self.queue.len();
             self.queue.advance(written);
+            written_all.add(queued - self.queue.len(), written);
         }
     }
 

@@ -66,6 +66,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(RefusalCode(self.code));
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -73,6 +74,11 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// The stable code of an [`ApiError`] response, kept in the response's
+/// extensions so that the upgrade gate counts refusals by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RefusalCode(pub(crate) &'static str);
 
 /// A JSON error response; see [`ApiError`].
 pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> Response {
@@ -143,7 +149,7 @@ pub(crate) fn authorize(
 /// proxies resolve its client to a loopback address: a reverse proxy on the
 /// same host must not open the API to the world.
 fn api_client_ip(node: &Node, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
-    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded = super::forwarded_for(headers);
     let relayed = forwarded.is_some()
         || headers.contains_key("forwarded")
         || headers.contains_key("x-real-ip");
@@ -152,7 +158,7 @@ fn api_client_ip(node: &Node, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
     }
     // Relayed: only a trusted proxy's X-Forwarded-For with a valid address
     // names the client; otherwise the real client is unknown.
-    forwarded_client(peer, forwarded, &node.config().trusted_proxies)
+    forwarded_client(peer, forwarded.as_deref(), &node.config().trusted_proxies)
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
 }
 
@@ -237,7 +243,11 @@ async fn read_body(node: &Node, body: Body) -> Result<PublishRequest, ApiError> 
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("body exceeds the {limit}-byte limit"),
+                format!(
+                    "body exceeds {} bytes: data may hold {limit} bytes \
+                     (max_message_size), the body 1024 more",
+                    limit + 1024
+                ),
             )
         })?;
     let text = std::str::from_utf8(&bytes)

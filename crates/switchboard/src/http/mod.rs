@@ -1,30 +1,55 @@
 //! HTTP: the router that puts WebSocket endpoints, the publish API, `/health`
-//! and `/metrics` on one port, and [`serve`], which runs it.
+//! and `/metrics` on one port, and [`serve`] and [`serve_tls`], which run it.
 //!
 //! - [`upgrade`]: the gate. Every check happens before the `101` response.
 //! - [`api`]: the publish API for backends.
 //! - [`presence`]: who is in a room, and whether a user is online, for
 //!   backends.
+//! - `/metrics`: Prometheus metrics, behind the API's access check, or on a
+//!   listener of their own with [`serve_metrics`] (see `docs/metrics.md`).
 
 pub mod api;
+mod metrics;
 pub mod presence;
+mod refusals;
+mod serve;
 mod signout;
 pub mod upgrade;
 
-use std::future::Future;
-use std::time::Duration;
+pub use serve::{serve, serve_tls};
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use http::header;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::node::Node;
+
+/// Every `X-Forwarded-For` field of a request as one list, in order: a
+/// request may carry several (each proxy that appends a field instead of
+/// extending the last one), and they mean the same as one field with their
+/// values joined by commas (RFC 9110 section 5.3). Reading only the first
+/// would let a client name its own address in a field that a trusted proxy
+/// left ahead of the one it added. `None` without the header; a field that
+/// is not text makes the whole list unusable (an empty one).
+pub(crate) fn forwarded_for(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, str>> {
+    let mut fields = headers.get_all("x-forwarded-for").iter();
+    let first = fields.next()?;
+    let Some(second) = fields.next() else {
+        return Some(first.to_str().unwrap_or("").into());
+    };
+    let mut all = Vec::new();
+    for field in [first, second].into_iter().chain(fields) {
+        match field.to_str() {
+            Ok(text) => all.push(text),
+            Err(_) => return Some("".into()),
+        }
+    }
+    Some(all.join(",").into())
+}
+
+pub use metrics::{metrics_router, serve_metrics};
 
 /// Builds the router: one route per endpoint, the publish API, `/health` and
 /// `/metrics`. It has no fallback, so it merges into an application's own
@@ -46,9 +71,11 @@ pub fn refuse_stray_upgrades(app: Router, node: &Node) -> Router {
         .iter()
         .map(|e| e.path().to_string())
         .collect();
+    let node = node.clone();
     app.layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let paths = paths.clone();
+            let node = node.clone();
             async move {
                 let upgrade = req
                     .headers()
@@ -61,7 +88,18 @@ pub fn refuse_stray_upgrades(app: Router, node: &Node) -> Router {
                         "no WebSocket endpoint at {path}; this server's endpoints are {}",
                         paths.join(", ")
                     );
-                    tracing::info!(path, "refused an upgrade to a path that is no endpoint");
+                    let peer = req
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0);
+                    let client = peer.map(|peer| {
+                        crate::gate::client_ip::client_ip(
+                            peer.ip(),
+                            forwarded_for(req.headers()).as_deref(),
+                            &node.config().trusted_proxies,
+                        )
+                    });
+                    refusals::log(http::StatusCode::NOT_FOUND, &message, path, client, peer);
                     return api::error_response(http::StatusCode::NOT_FOUND, "not_found", &message);
                 }
                 next.run(req).await
@@ -84,12 +122,23 @@ pub fn ws_router(node: &Node) -> Router {
     r
 }
 
-/// The publish and presence API, `/health`, `/health/ready` and `/metrics`.
+/// The publish and presence API, `/health`, `/health/ready` and `/metrics`
+/// (behind the API's access check).
 pub fn api_router(node: &Node) -> Router {
+    api_routes(node).route("/metrics", get(metrics::protected).with_state(node.clone()))
+}
+
+/// Everything [`router`] serves but `/metrics`: for a server that serves
+/// its metrics on a listener of their own ([`serve_metrics`]).
+pub fn router_without_metrics(node: &Node) -> Router {
+    ws_router(node).merge(api_routes(node))
+}
+
+/// The publish and presence API, `/health` and `/health/ready`.
+fn api_routes(node: &Node) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/api/rooms/{room}/messages", post(api::publish_room))
         .route("/api/users/{user}/messages", post(api::publish_user))
         .route("/api/users/{user}/disconnect", post(signout::disconnect))
@@ -128,101 +177,4 @@ async fn ready(State(node): State<Node>) -> axum::response::Response {
         http::StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
-}
-
-async fn metrics(State(node): State<Node>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.stats()
-            .prometheus(node.broker().health().history.as_ref()),
-    )
-}
-
-/// How long a client may take to send its request head (slow-loris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves `app` (which should include [`router`]) on `listener` until
-/// `shutdown` completes, then shuts the node down gracefully: the listener
-/// closes, every connection gets 1001 "going away", and the call returns
-/// once they are closed or `shutdown_timeout` passed.
-///
-/// Each TCP connection is served by hyper's HTTP/1.1 server with upgrades;
-/// the peer address is recorded (for logs, loopback checks and rate limits),
-/// `TCP_NODELAY` is set, and a request head must arrive within 10 s. After a
-/// WebSocket upgrade the session takes the TCP stream back from hyper, so no
-/// HTTP buffer stays allocated for the life of the connection (with another
-/// server loop, such as `axum::serve`, everything works the same but each
-/// connection keeps hyper's read buffer, 8-16 KiB).
-pub async fn serve<F>(
-    listener: TcpListener,
-    app: Router,
-    node: Node,
-    shutdown: F,
-) -> std::io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    // HTTP connections (not yet upgraded) are told to finish their current
-    // request and close; upgraded ones belong to sessions, which the node
-    // closes with 1001.
-    let closing = tokio_util::sync::CancellationToken::new();
-    let http_conns = tokio_util::task::TaskTracker::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors or a connection reset before
-                    // accept: wait a moment instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let svc = app
-            .clone()
-            .map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                req
-            });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(svc))
-            .with_upgrades();
-        let closing = closing.clone();
-        http_conns.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = closing.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "http connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    node.begin_shutdown();
-    closing.cancel();
-    http_conns.close();
-    let timeout = node.config().shutdown_timeout;
-    if tokio::time::timeout(timeout, http_conns.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some HTTP requests did not finish within the shutdown timeout");
-    }
-    if !node.shutdown().await {
-        tracing::warn!("some connections did not close within the shutdown timeout");
-    }
-    Ok(())
 }

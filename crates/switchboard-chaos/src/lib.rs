@@ -1,0 +1,39 @@
+//! Switchboard's fault and abuse scenarios, run against real processes:
+//! the `switchboard` binary (several nodes), a `redis-server` of their own
+//! and a real nginx in front, all on loopback, driven by raw-protocol
+//! WebSocket clients that deduplicate nothing. Each scenario prints one
+//! line of figures and fails when a must-be-zero figure is not zero.
+//! `docs/reliability.md` states the promises these check and the latest
+//! figures.
+//!
+//! # Layout
+//!
+//! - [`cluster`]: the processes (nodes, Redis, nginx), stopped on drop.
+//! - [`http`]: a minimal HTTP client for the publish API and `/health`.
+//! - [`subscriber`]: one room subscriber that reconnects and recovers as
+//!   `docs/protocol.md` says, and records every message it gets.
+//! - [`rust_client`]: the same on the Rust client, which reconnects and
+//!   recovers on its own.
+//! - [`stream`]: many subscribers, one publisher, and the tally of lost,
+//!   duplicated and reordered messages.
+//! - [`scenario`]: the scenarios themselves.
+
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod http;
+pub mod rust_client;
+pub mod scenario;
+pub mod stream;
+pub mod subscriber;
+
+/// Raises this process's open-file limit to its hard limit, so that
+/// thousands of client sockets fit; returns the new soft limit.
+pub fn raise_open_files() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024),
+    }
+}

@@ -1,0 +1,108 @@
+//! `switchboard-chaos [--bin PATH] [--clients N] [--messages N] [--rate N]
+//! [SCENARIO...]`: runs the named scenarios (all of them by default) and
+//! prints one line of figures per scenario; exits 1 when a must-be-zero
+//! figure was not zero.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use switchboard_chaos::scenario::{self, Options, Outcome, node::Fault};
+
+/// Every scenario, in the order they run by default.
+const SCENARIOS: &[&str] = &["kill-node", "drain-node", "redis-restart", "idle-sockets"];
+
+const USAGE: &str = "usage: switchboard-chaos [--bin PATH] [--clients N] [--messages N] \
+                     [--rate N] [SCENARIO...]\nscenarios: kill-node drain-node redis-restart idle-sockets \
+                     (idle-sockets opens --clients x 5 idle connections)";
+
+fn parse() -> Result<(Options, Vec<String>), String> {
+    let mut opts = Options {
+        binary: PathBuf::from("target/release/switchboard"),
+        clients: 1000,
+        messages: 300,
+        rate: 30,
+    };
+    let mut names = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
+        match arg.as_str() {
+            "--bin" => opts.binary = PathBuf::from(value("--bin")?),
+            "--clients" => {
+                opts.clients = value("--clients")?
+                    .parse()
+                    .map_err(|e| format!("--clients: {e}"))?
+            }
+            "--messages" => {
+                opts.messages = value("--messages")?
+                    .parse()
+                    .map_err(|e| format!("--messages: {e}"))?
+            }
+            "--rate" => {
+                opts.rate = value("--rate")?
+                    .parse()
+                    .map_err(|e| format!("--rate: {e}"))?
+            }
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            name if SCENARIOS.contains(&name) => names.push(name.to_string()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if opts.rate == 0 || opts.clients == 0 || opts.messages < 3 {
+        return Err("--rate and --clients must be at least 1, --messages at least 3".into());
+    }
+    if names.is_empty() {
+        names = SCENARIOS.iter().map(|s| s.to_string()).collect();
+    }
+    Ok((opts, names))
+}
+
+fn main() -> ExitCode {
+    let (opts, names) = match parse() {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            eprintln!("{why}");
+            return ExitCode::from(2);
+        }
+    };
+    let files = switchboard_chaos::raise_open_files();
+    if files < 6 * opts.clients as u64 + 256 {
+        eprintln!(
+            "open files limited to {files}: too few for {} clients",
+            opts.clients
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let mut all_ok = true;
+    for name in names {
+        let outcome: Outcome = runtime.block_on(async {
+            match name.as_str() {
+                "kill-node" => scenario::node::run(&opts, Fault::Kill).await,
+                "drain-node" => scenario::node::run(&opts, Fault::Drain).await,
+                "redis-restart" => scenario::redis::run(&opts).await,
+                _ => {
+                    let idle = Options {
+                        clients: opts.clients * 5,
+                        ..opts.clone()
+                    };
+                    scenario::idle::run(&idle).await
+                }
+            }
+        });
+        println!("{}", outcome.line);
+        for problem in &outcome.problems {
+            eprintln!("  {name}: {problem}");
+        }
+        all_ok &= outcome.ok;
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,86 @@
+//! A room subscriber on the Rust client (`crates/switchboard-client`): it
+//! reconnects, rejoins and recovers on its own; this records what it
+//! delivers to the application, in the same [`Report`] as the raw
+//! subscribers, so that the same tally applies to it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use switchboard_client::{ClientBuilder, Event};
+use tokio::sync::watch;
+
+use crate::subscriber::{Command, Mark, Progress, Report};
+
+/// Runs one Rust-client subscriber of `room` at `url` until told to stop.
+/// [`Command::Disconnect`] is ignored: the client decides when it
+/// reconnects.
+pub async fn run(
+    url: String,
+    room: String,
+    progress: Arc<Progress>,
+    mark: Arc<Mark>,
+    mut commands: watch::Receiver<Command>,
+) -> Report {
+    let mut report = Report::default();
+    let (client, mut events) = loop {
+        match ClientBuilder::new(url.clone()).connect().await {
+            Ok(pair) => break pair,
+            Err(_) => report.failed_connects += 1,
+        }
+        if *commands.borrow() == Command::Stop {
+            return report;
+        }
+    };
+    while client.join(room.clone()).await.is_err() {
+        report.errors.push("join failed".into());
+        if *commands.borrow() == Command::Stop {
+            return report;
+        }
+    }
+    progress.joined.fetch_add(1, Ordering::Relaxed);
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let event = tokio::select! {
+            changed = commands.changed() => {
+                if changed.is_err() || *commands.borrow_and_update() == Command::Stop {
+                    client.close().await;
+                    return report;
+                }
+                continue;
+            }
+            event = events.recv() => event,
+        };
+        let Some(event) = event else {
+            return report;
+        };
+        match event {
+            Event::Message(m) if m.room() == Some(room.as_str()) => {
+                let n = serde_json::from_str::<serde_json::Value>(m.data.get())
+                    .ok()
+                    .and_then(|v| v["n"].as_u64())
+                    .unwrap_or(0);
+                report.received.push(n);
+                mark.highest.fetch_max(n, Ordering::Relaxed);
+            }
+            Event::Connected { conn, .. } => {
+                report.conns.push(conn);
+                if let Some(since) = down_since.take() {
+                    report.reconnects.push(since.elapsed());
+                }
+            }
+            Event::Disconnected { code, .. } => {
+                down_since.get_or_insert_with(Instant::now);
+                if code.0 == 1006 {
+                    report.dropped += 1;
+                } else {
+                    report.close_codes.push(code.0);
+                }
+            }
+            Event::RecoveryFailed { .. } => report.gaps += 1,
+            Event::ServerError(e) => report.errors.push(format!("{e:?}")),
+            Event::JoinFailed { .. } => report.errors.push("rejoin failed".into()),
+            _ => {}
+        }
+    }
+}

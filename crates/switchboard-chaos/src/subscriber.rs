@@ -1,0 +1,254 @@
+//! A room subscriber that speaks `docs/protocol.md` to the letter and
+//! hides nothing: it connects, reads `welcome`, joins (with `since` and
+//! `replay_new_epoch` once it has a position), records every `message`
+//! frame of its room in arrival order (duplicates included: nothing is
+//! deduplicated), and on a close or a dropped connection reconnects with
+//! the reconnect policy of the close code: at once with a little jitter
+//! after 1001, 1012 and 4005, else exponential backoff with full jitter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The longest a connect, a `welcome` or a `joined` may take.
+const STEP: Duration = Duration::from_secs(10);
+
+/// The first backoff step, doubled per failed attempt.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+
+/// The longest backoff step.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// The jitter before reconnecting after a 1001 ("reconnect at once").
+const GOING_AWAY_JITTER: Duration = Duration::from_millis(500);
+
+/// What one subscriber saw.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// The `n` of every message of the room, in arrival order.
+    pub received: Vec<u64>,
+    /// From noticing a lost connection to the `joined` of the rejoin.
+    pub reconnects: Vec<Duration>,
+    /// Every `error` frame, as received.
+    pub errors: Vec<String>,
+    /// The code of every close frame from the server.
+    pub close_codes: Vec<u16>,
+    /// Connections that ended without a close frame.
+    pub dropped: u32,
+    /// Connects or upgrades that failed.
+    pub failed_connects: u32,
+    /// Rejoins answered with `"recovered": false`.
+    pub gaps: u32,
+    /// `reset` frames (the room's epoch changed).
+    pub resets: u32,
+    /// The connection ids it had, oldest first.
+    pub conns: Vec<String>,
+}
+
+/// Progress shared with the scenario while subscribers run.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Subscribers whose first `joined` arrived.
+    pub joined: AtomicUsize,
+}
+
+/// One subscriber's handle: its highest `n` so far, for waiting on the
+/// stream's end.
+#[derive(Debug, Default)]
+pub struct Mark {
+    /// The highest `n` received so far.
+    pub highest: AtomicU64,
+}
+
+/// What a subscriber does on its own, at times the scenario picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Keep going.
+    Run,
+    /// Close the connection (1000) now and reconnect when told to run.
+    Disconnect,
+    /// Close and finish.
+    Stop,
+}
+
+/// Runs one subscriber of `room` at `url` until told to stop.
+pub async fn run(
+    url: String,
+    room: String,
+    progress: Arc<Progress>,
+    mark: Arc<Mark>,
+    mut commands: watch::Receiver<Command>,
+) -> Report {
+    let mut report = Report::default();
+    // The position: last offset and the epoch it belongs to.
+    let mut position: Option<(u64, String)> = None;
+    let mut down_since: Option<Instant> = None;
+    let mut attempt: u32 = 0;
+    let mut first_join = true;
+    let mut join_id: u64 = 0;
+    loop {
+        let command = *commands.borrow_and_update();
+        match command {
+            Command::Stop => return report,
+            Command::Disconnect => {
+                if commands.changed().await.is_err() {
+                    return report;
+                }
+                continue;
+            }
+            Command::Run => {}
+        }
+        let connected = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(&url)).await;
+        let mut socket = match connected {
+            Ok(Ok((socket, _))) => socket,
+            _ => {
+                report.failed_connects += 1;
+                down_since.get_or_insert_with(Instant::now);
+                backoff(&mut attempt).await;
+                continue;
+            }
+        };
+        join_id += 1;
+        let mut join = json!({"type": "join", "room": room, "id": join_id});
+        if let Some((offset, epoch)) = &position {
+            join["since"] = json!({"offset": offset, "epoch": epoch});
+            join["replay_new_epoch"] = json!(true);
+        }
+        let mut welcomed = false;
+        let mut joined = false;
+        // How this connection ended: Some(code) for a close frame.
+        let mut ended_with: Option<u16> = None;
+        let mut told_to_disconnect = false;
+        loop {
+            let frame = tokio::select! {
+                biased;
+                changed = commands.changed() => {
+                    let command = if changed.is_ok() { *commands.borrow_and_update() } else { Command::Stop };
+                    if command != Command::Run {
+                        let _ = socket.close(None).await;
+                        // Read the server's answer to the close.
+                        let _ = tokio::time::timeout(STEP, async {
+                            while let Some(Ok(_)) = socket.next().await {}
+                        })
+                        .await;
+                        if command == Command::Stop {
+                            return report;
+                        }
+                        told_to_disconnect = true;
+                        break;
+                    }
+                    continue;
+                }
+                frame = tokio::time::timeout(if joined { Duration::from_secs(3600) } else { STEP }, socket.next()) => frame,
+            };
+            let message = match frame {
+                Ok(Some(Ok(message))) => message,
+                // An error, the end of the stream, or no welcome/joined in time.
+                _ => break,
+            };
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Close(close) => {
+                    ended_with = Some(close.map(|c| u16::from(c.code)).unwrap_or(1005));
+                    // Let the library answer the close and see the end.
+                    let _ = tokio::time::timeout(STEP, async {
+                        while let Some(Ok(_)) = socket.next().await {}
+                    })
+                    .await;
+                    break;
+                }
+                _ => continue,
+            };
+            let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                report.errors.push(format!("not JSON: {text}"));
+                continue;
+            };
+            match frame["type"].as_str().unwrap_or_default() {
+                "welcome" if !welcomed => {
+                    welcomed = true;
+                    report
+                        .conns
+                        .push(frame["conn"].as_str().unwrap_or_default().to_string());
+                    if socket.send(Message::text(join.to_string())).await.is_err() {
+                        break;
+                    }
+                }
+                "message" if frame["room"] == room.as_str() => {
+                    let n = frame["data"]["n"].as_u64().unwrap_or(0);
+                    report.received.push(n);
+                    mark.highest.fetch_max(n, Ordering::Relaxed);
+                    if let (Some(offset), Some((last, _))) =
+                        (frame["offset"].as_u64(), position.as_mut())
+                    {
+                        *last = offset;
+                    }
+                }
+                "reset" if frame["id"] == join_id => {
+                    report.resets += 1;
+                    let epoch = frame["epoch"].as_str().unwrap_or_default().to_string();
+                    position = Some((frame["offset"].as_u64().unwrap_or(0), epoch));
+                }
+                "joined" if frame["id"] == join_id => {
+                    joined = true;
+                    attempt = 0;
+                    if frame["recovered"] == false {
+                        report.gaps += 1;
+                    }
+                    let epoch = frame["epoch"].as_str().unwrap_or_default().to_string();
+                    position = Some((frame["offset"].as_u64().unwrap_or(0), epoch));
+                    if let Some(since) = down_since.take() {
+                        report.reconnects.push(since.elapsed());
+                    }
+                    if first_join {
+                        first_join = false;
+                        progress.joined.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                "error" => {
+                    report.errors.push(text.to_string());
+                    if frame["id"] == join_id && !joined {
+                        // The join was refused (e.g. the broker is down):
+                        // try again on a new connection, after a backoff.
+                        let _ = socket.close(None).await;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        down_since.get_or_insert_with(Instant::now);
+        if told_to_disconnect {
+            continue;
+        }
+        match ended_with {
+            Some(code) => {
+                report.close_codes.push(code);
+                if matches!(code, 1001 | 1012 | 4005) {
+                    let jitter = rand::random::<f64>() * GOING_AWAY_JITTER.as_secs_f64();
+                    tokio::time::sleep(Duration::from_secs_f64(jitter)).await;
+                } else {
+                    backoff(&mut attempt).await;
+                }
+            }
+            None => {
+                report.dropped += 1;
+                backoff(&mut attempt).await;
+            }
+        }
+    }
+}
+
+/// Sleeps a full-jitter exponential backoff step and counts the attempt.
+async fn backoff(attempt: &mut u32) {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1 << (*attempt).min(10))
+        .min(BACKOFF_CAP);
+    *attempt += 1;
+    let delay = ceiling.mul_f64(rand::random::<f64>());
+    tokio::time::sleep(delay).await;
+}

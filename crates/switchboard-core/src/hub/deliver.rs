@@ -1,0 +1,121 @@
+//! Fan-out: a delivery from the broker encoded once and queued for every
+//! local recipient.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchboard_protocol::CloseCode;
+use switchboard_protocol::server::{MessageOut, Target};
+
+use super::{DISCONNECT_USER, Hub, disconnect_reason};
+use crate::broker::{Delivery, DeliveryHandler, Topic};
+use crate::ws::{FrameBuilder, OpCode};
+
+/// Encodes a delivery as one text frame.
+pub(crate) fn encode_delivery(d: &Delivery) -> Bytes {
+    let target = match &d.topic {
+        Topic::Room(room) => Target::Room(room),
+        Topic::User(user) => Target::User(user),
+        Topic::Broadcast => Target::Broadcast,
+        Topic::Presence(room) => Target::Presence(room),
+    };
+    // The data was validated as JSON where it entered the system, and it is
+    // UTF-8 because it came from a JSON text.
+    let data = std::str::from_utf8(&d.data).unwrap_or("null");
+    let msg = MessageOut {
+        target,
+        offset: d.offset,
+        from: d.from.as_deref(),
+        data,
+    };
+    let mut fb = FrameBuilder::with_capacity(OpCode::Text, 64 + d.data.len());
+    // Writing into memory cannot fail.
+    let _ = msg.write_to(&mut fb);
+    fb.finish()
+}
+
+impl DeliveryHandler for Hub {
+    /// Fans `d` out to this node's recipients, and measures it: the
+    /// recipients (`fanout_recipients`) and the time from here to the frame
+    /// queued for the last of them (`delivery_latency_seconds`), one
+    /// observation per message.
+    fn deliver(&self, d: &Delivery) -> usize {
+        let started = Instant::now();
+        let queued = self.fan_out(d);
+        self.stats
+            .delivery_latency
+            .observe_duration(started.elapsed());
+        self.stats.fanout.observe(queued);
+        queued as usize
+    }
+}
+
+impl Hub {
+    fn fan_out(&self, d: &Delivery) -> u64 {
+        let skip = self.local_except(d.except.as_deref());
+        match &d.topic {
+            Topic::Room(name) => {
+                let Some(members) = self.rooms.get(name) else {
+                    return 0;
+                };
+                if let Some(offset) = d.offset {
+                    let last = members.last.swap(offset, Ordering::Relaxed);
+                    if last != 0 && offset != last + 1 {
+                        self.resync(name, &members, last, offset);
+                        return 0;
+                    }
+                }
+                let frame = encode_delivery(d);
+                let live = self.push_all(&frame, members.live.values_except(skip));
+                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
+                drop(members);
+                if caught_up {
+                    Self::promote(&self.rooms, name);
+                }
+                live + joining
+            }
+            Topic::User(name) => {
+                let Some(members) = self.users.get(name) else {
+                    return 0;
+                };
+                if d.from.as_deref() == Some(DISCONNECT_USER) {
+                    let reason = disconnect_reason(&d.data);
+                    for outbox in members.live.values() {
+                        outbox.close(CloseCode::UNAUTHORIZED, reason.clone());
+                    }
+                    for j in members.joining.lock().values() {
+                        j.outbox.close(CloseCode::UNAUTHORIZED, reason.clone());
+                    }
+                    return 0;
+                }
+                let frame = encode_delivery(d);
+                let live = self.push_all(&frame, members.live.values_except(skip));
+                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
+                drop(members);
+                if caught_up {
+                    Self::promote(&self.users, name);
+                }
+                live + joining
+            }
+            Topic::Broadcast => {
+                if self.broadcast.is_empty() {
+                    return 0;
+                }
+                let frame = encode_delivery(d);
+                let delivered: u64 = self
+                    .broadcast
+                    .iter()
+                    .filter(|e| Some(*e.key()) != skip)
+                    .map(|e| self.push_one(&frame, e.value()))
+                    .sum();
+                self.stats.deliveries.inc_by(delivered);
+                delivered
+            }
+            Topic::Presence(name) => match self.presence.get(name) {
+                Some(members) => self.push_all(&encode_delivery(d), members.values_except(skip)),
+                None => 0,
+            },
+        }
+    }
+}
