@@ -37,7 +37,7 @@ pub(crate) use cli::Action;
 pub(crate) use hooks::HookArgs;
 pub(crate) use load::{Env, Invocation, LoadError, Sources, load};
 pub(crate) use logging::LogArgs;
-pub(crate) use parse::redact_url;
+pub(crate) use parse::{BrokerChoice, redact_url};
 use parse::{boolean, history_age, idempotency_window, seconds};
 use switchboard::Config;
 use switchboard::auth::jwt::{JwtAuthenticator, JwtConfig, JwtKey};
@@ -412,25 +412,6 @@ const FIELD_ARGS: &[(&str, &[&str])] = &[
     ("caps.per_ip", &["max_connections_per_ip"]),
     ("caps.per_user", &["max_connections_per_user"]),
 ];
-
-/// The broker chosen with `--broker`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum BrokerChoice {
-    /// The built-in in-memory broker: one process.
-    Memory,
-    /// A Redis server shared by every node; the URL as given.
-    Redis(String),
-}
-
-impl BrokerChoice {
-    /// How the broker is named in logs: a Redis URL without its password.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            BrokerChoice::Memory => "memory (this process only)".to_string(),
-            BrokerChoice::Redis(url) => format!("redis at {}", redact_url(url)),
-        }
-    }
-}
 
 /// A rate limit from its flags: 0 switches it off. Any other value is kept,
 /// so that [`Config::validate`] refuses a negative, NaN or infinite one

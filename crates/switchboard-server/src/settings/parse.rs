@@ -71,3 +71,22 @@ pub(crate) fn redact_url(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
+/// The broker chosen with `--broker`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BrokerChoice {
+    /// The built-in in-memory broker: one process.
+    Memory,
+    /// A Redis server shared by every node; the URL as given.
+    Redis(String),
+}
+
+impl BrokerChoice {
+    /// How the broker is named in logs: a Redis URL without its password.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            BrokerChoice::Memory => "memory (this process only)".to_string(),
+            BrokerChoice::Redis(url) => format!("redis at {}", redact_url(url)),
+        }
+    }
+}
