@@ -16,6 +16,7 @@
 //!   recovers on its own.
 //! - [`stream`]: many subscribers, one publisher, and the tally of lost,
 //!   duplicated and reordered messages.
+//! - [`sampler`]: CPU and memory of the server processes over a run.
 //! - [`scenario`]: the scenarios themselves.
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@
 pub mod cluster;
 pub mod http;
 pub mod rust_client;
+pub mod sampler;
 pub mod scenario;
 pub mod stream;
 pub mod subscriber;

@@ -9,11 +9,20 @@ use std::process::ExitCode;
 use switchboard_chaos::scenario::{self, Options, Outcome, node::Fault};
 
 /// Every scenario, in the order they run by default.
-const SCENARIOS: &[&str] = &["kill-node", "drain-node", "redis-restart", "idle-sockets"];
+const SCENARIOS: &[&str] = &[
+    "kill-node",
+    "drain-node",
+    "redis-restart",
+    "reconnect-storm",
+    "slow-consumers",
+    "idle-sockets",
+];
 
 const USAGE: &str = "usage: switchboard-chaos [--bin PATH] [--clients N] [--messages N] \
-                     [--rate N] [SCENARIO...]\nscenarios: kill-node drain-node redis-restart idle-sockets \
-                     (idle-sockets opens --clients x 5 idle connections)";
+                     [--rate N] [SCENARIO...]\nscenarios: kill-node drain-node redis-restart \
+                     reconnect-storm slow-consumers idle-sockets\n(reconnect-storm drops --clients x 10 \
+                     connections, slow-consumers has --clients x 5 subscribers, idle-sockets opens \
+                     --clients x 5 idle connections)";
 
 fn parse() -> Result<(Options, Vec<String>), String> {
     let mut opts = Options {
@@ -66,9 +75,12 @@ fn main() -> ExitCode {
         }
     };
     let files = switchboard_chaos::raise_open_files();
-    if files < 6 * opts.clients as u64 + 256 {
+    // The most client sockets of any scenario: the storm's.
+    let needed = 10 * opts.clients as u64 + 256;
+    if files < needed {
         eprintln!(
-            "open files limited to {files}: too few for {} clients",
+            "open files limited to {files}: too few for {} clients (the reconnect storm needs {needed}); \
+             raise the hard limit (ulimit -Hn) or pass a smaller --clients",
             opts.clients
         );
         return ExitCode::from(2);
@@ -85,6 +97,20 @@ fn main() -> ExitCode {
                 "kill-node" => scenario::node::run(&opts, Fault::Kill).await,
                 "drain-node" => scenario::node::run(&opts, Fault::Drain).await,
                 "redis-restart" => scenario::redis::run(&opts).await,
+                "reconnect-storm" => {
+                    let storm = Options {
+                        clients: opts.clients * 10,
+                        ..opts.clone()
+                    };
+                    scenario::storm::run(&storm).await
+                }
+                "slow-consumers" => {
+                    let slow = Options {
+                        clients: opts.clients * 5,
+                        ..opts.clone()
+                    };
+                    scenario::slow::run(&slow).await
+                }
                 _ => {
                     let idle = Options {
                         clients: opts.clients * 5,

@@ -38,6 +38,9 @@ pub async fn run(
             return report;
         }
     }
+    report.joined_at.push(Instant::now());
+    mark.joined_ms
+        .store(crate::subscriber::now_ms(), Ordering::Relaxed);
     progress.joined.fetch_add(1, Ordering::Relaxed);
     let mut down_since: Option<Instant> = None;
     loop {
@@ -64,7 +67,15 @@ pub async fn run(
                 mark.highest.fetch_max(n, Ordering::Relaxed);
             }
             Event::Connected { conn, .. } => {
+                // At `welcome`; the client rejoins its rooms right after,
+                // which this counts as the rejoin.
                 report.conns.push(conn);
+                report.welcomed_at.push(Instant::now());
+                if report.conns.len() > 1 {
+                    report.joined_at.push(Instant::now());
+                    mark.joined_ms
+                        .store(crate::subscriber::now_ms(), Ordering::Relaxed);
+                }
                 if let Some(since) = down_since.take() {
                     report.reconnects.push(since.elapsed());
                 }

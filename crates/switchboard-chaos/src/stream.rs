@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::http;
-use crate::subscriber::{self, Command, Mark, Progress, Report};
+use crate::subscriber::{self, Command, Mark, Policy, Progress, Report};
 
 /// How long the subscribers get to join, and the stream's end to reach them.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
@@ -88,6 +88,17 @@ impl Subscribers {
     /// one has joined. The last [`rust_clients`]`(count)` of them are the
     /// Rust client; the others raw-protocol clients.
     pub async fn start(url: &str, room: &str, count: usize) -> Result<Subscribers, String> {
+        Subscribers::start_with(url, room, count, Policy::QUICK).await
+    }
+
+    /// [`Subscribers::start`] with the raw subscribers reconnecting by
+    /// `policy` (the Rust client keeps its own defaults).
+    pub async fn start_with(
+        url: &str,
+        room: &str,
+        count: usize,
+        policy: Policy,
+    ) -> Result<Subscribers, String> {
         let rust = rust_clients(count);
         let progress = Arc::new(Progress::default());
         let mut subs = Subscribers {
@@ -108,7 +119,14 @@ impl Subscribers {
                     rx,
                 ))
             } else {
-                tokio::spawn(subscriber::run(url, room, progress, mark.clone(), rx))
+                tokio::spawn(subscriber::run(
+                    url,
+                    room,
+                    progress,
+                    mark.clone(),
+                    rx,
+                    policy,
+                ))
             };
             subs.handles.push(handle);
             subs.marks.push(mark);
@@ -140,6 +158,11 @@ impl Subscribers {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.handles.is_empty()
+    }
+
+    /// Each subscriber's progress, in start order.
+    pub fn marks(&self) -> &[Arc<Mark>] {
+        &self.marks
     }
 
     /// Tells subscriber `i` what to do.

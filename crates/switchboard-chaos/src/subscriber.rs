@@ -18,14 +18,37 @@ use tokio_tungstenite::tungstenite::Message;
 /// The longest a connect, a `welcome` or a `joined` may take.
 const STEP: Duration = Duration::from_secs(10);
 
-/// The first backoff step, doubled per failed attempt.
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// When a subscriber reconnects: exponential backoff with full jitter
+/// after a dropped connection, a refused upgrade or most close codes; a
+/// short jitter only after 1001, 1012 and 4005 ("reconnect at once").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The ceiling of the first backoff step, doubled per failed attempt.
+    pub base: Duration,
+    /// The largest ceiling.
+    pub cap: Duration,
+    /// The window of the jitter before reconnecting at once.
+    pub going_away_jitter: Duration,
+}
 
-/// The longest backoff step.
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+impl Policy {
+    /// Quick retries, for the scenarios that measure delivery rather
+    /// than the clients' pacing: 200 ms base, 5 s cap, 500 ms jitter.
+    pub const QUICK: Policy = Policy {
+        base: Duration::from_millis(200),
+        cap: Duration::from_secs(5),
+        going_away_jitter: Duration::from_millis(500),
+    };
 
-/// The jitter before reconnecting after a 1001 ("reconnect at once").
-const GOING_AWAY_JITTER: Duration = Duration::from_millis(500);
+    /// The defaults of both of the project's clients: 500 ms base, 30 s
+    /// cap, 1 s jitter (`switchboard_client::Backoff`, the JS client's
+    /// options).
+    pub const CLIENTS: Policy = Policy {
+        base: Duration::from_millis(500),
+        cap: Duration::from_secs(30),
+        going_away_jitter: Duration::from_secs(1),
+    };
+}
 
 /// What one subscriber saw.
 #[derive(Debug, Default, Clone)]
@@ -48,6 +71,12 @@ pub struct Report {
     pub resets: u32,
     /// The connection ids it had, oldest first.
     pub conns: Vec<String>,
+    /// When each `welcome` arrived (one per upgrade that succeeded).
+    pub welcomed_at: Vec<Instant>,
+    /// When each `joined` of the room arrived, the first join included.
+    pub joined_at: Vec<Instant>,
+    /// The HTTP status of every upgrade refused with one (429, 503...).
+    pub refused: Vec<u16>,
 }
 
 /// Progress shared with the scenario while subscribers run.
@@ -58,11 +87,25 @@ pub struct Progress {
 }
 
 /// One subscriber's handle: its highest `n` so far, for waiting on the
-/// stream's end.
+/// stream's end, and when it last joined.
 #[derive(Debug, Default)]
 pub struct Mark {
     /// The highest `n` received so far.
     pub highest: AtomicU64,
+    /// Milliseconds from [`epoch`] to its latest `joined`; 0 before the
+    /// first.
+    pub joined_ms: AtomicU64,
+}
+
+/// The instant [`Mark::joined_ms`] counts from: the first call.
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds from [`epoch`] to now, at least 1.
+pub fn now_ms() -> u64 {
+    (epoch().elapsed().as_millis() as u64).max(1)
 }
 
 /// What a subscriber does on its own, at times the scenario picks.
@@ -83,6 +126,7 @@ pub async fn run(
     progress: Arc<Progress>,
     mark: Arc<Mark>,
     mut commands: watch::Receiver<Command>,
+    policy: Policy,
 ) -> Report {
     let mut report = Report::default();
     // The position: last offset and the epoch it belongs to.
@@ -106,10 +150,17 @@ pub async fn run(
         let connected = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(&url)).await;
         let mut socket = match connected {
             Ok(Ok((socket, _))) => socket,
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+                report.refused.push(response.status().as_u16());
+                report.failed_connects += 1;
+                down_since.get_or_insert_with(Instant::now);
+                backoff(&policy, &mut attempt).await;
+                continue;
+            }
             _ => {
                 report.failed_connects += 1;
                 down_since.get_or_insert_with(Instant::now);
-                backoff(&mut attempt).await;
+                backoff(&policy, &mut attempt).await;
                 continue;
             }
         };
@@ -171,6 +222,7 @@ pub async fn run(
             match frame["type"].as_str().unwrap_or_default() {
                 "welcome" if !welcomed => {
                     welcomed = true;
+                    report.welcomed_at.push(Instant::now());
                     report
                         .conns
                         .push(frame["conn"].as_str().unwrap_or_default().to_string());
@@ -196,6 +248,8 @@ pub async fn run(
                 "joined" if frame["id"] == join_id => {
                     joined = true;
                     attempt = 0;
+                    report.joined_at.push(Instant::now());
+                    mark.joined_ms.store(now_ms(), Ordering::Relaxed);
                     if frame["recovered"] == false {
                         report.gaps += 1;
                     }
@@ -229,25 +283,26 @@ pub async fn run(
             Some(code) => {
                 report.close_codes.push(code);
                 if matches!(code, 1001 | 1012 | 4005) {
-                    let jitter = rand::random::<f64>() * GOING_AWAY_JITTER.as_secs_f64();
+                    let jitter = rand::random::<f64>() * policy.going_away_jitter.as_secs_f64();
                     tokio::time::sleep(Duration::from_secs_f64(jitter)).await;
                 } else {
-                    backoff(&mut attempt).await;
+                    backoff(&policy, &mut attempt).await;
                 }
             }
             None => {
                 report.dropped += 1;
-                backoff(&mut attempt).await;
+                backoff(&policy, &mut attempt).await;
             }
         }
     }
 }
 
 /// Sleeps a full-jitter exponential backoff step and counts the attempt.
-async fn backoff(attempt: &mut u32) {
-    let ceiling = BACKOFF_BASE
+async fn backoff(policy: &Policy, attempt: &mut u32) {
+    let ceiling = policy
+        .base
         .saturating_mul(1 << (*attempt).min(10))
-        .min(BACKOFF_CAP);
+        .min(policy.cap);
     *attempt += 1;
     let delay = ceiling.mul_f64(rand::random::<f64>());
     tokio::time::sleep(delay).await;

@@ -30,6 +30,19 @@ pub struct Config {
     /// Most bytes queued for one connection before it is closed as a slow
     /// consumer (4000). Default: 2 MiB.
     pub outbound_queue_bytes: usize,
+    /// Bytes a connection's socket may hold written but not yet sent
+    /// (Linux's `TCP_NOTSENT_LOWAT`), set by the server loop on every TCP
+    /// connection it accepts. Past it, frames wait in the connection's
+    /// outbound queue, where the bounds above see them: a client that stops
+    /// reading is closed with 4000 after about this much plus the queue's
+    /// bounds instead of after the megabytes a socket's send buffer can grow
+    /// to, and the kernel memory a stalled client holds on the server stays
+    /// small. Frames already sent and not yet acknowledged are not counted:
+    /// throughput to a fast client does not depend on it. `None` leaves the
+    /// system's setting (`net.ipv4.tcp_notsent_lowat`, unlimited unless an
+    /// operator set it). Ignored on systems other than Linux and Android.
+    /// Default: 128 KiB.
+    pub tcp_notsent_lowat: Option<u32>,
     /// Longest room name accepted, in bytes (at most 128). Default: 128.
     pub max_room_name_len: usize,
     /// Most rooms one connection may be in at once. Default: 100.
@@ -95,6 +108,7 @@ impl Default for Config {
             heartbeat_timeout: Duration::from_secs(10),
             outbound_queue_frames: 512,
             outbound_queue_bytes: 2 * 1024 * 1024,
+            tcp_notsent_lowat: Some(128 * 1024),
             max_room_name_len: switchboard_protocol::names::MAX_ROOM_LEN,
             max_rooms_per_connection: 100,
             api_key: None,
@@ -189,6 +203,14 @@ impl Config {
             self.max_message_size..=usize::MAX,
             "must be at least max_message_size",
         )?;
+        if let Some(lowat) = self.tcp_notsent_lowat {
+            within(
+                "tcp_notsent_lowat",
+                lowat,
+                1..=u32::MAX,
+                "must be at least 1 byte (None leaves the system's setting)",
+            )?;
+        }
         within(
             "max_room_name_len",
             self.max_room_name_len,
@@ -345,6 +367,8 @@ impl ConfigBuilder {
         outbound_queue_frames: usize,
         /// Sets [`Config::outbound_queue_bytes`].
         outbound_queue_bytes: usize,
+        /// Sets [`Config::tcp_notsent_lowat`].
+        tcp_notsent_lowat: Option<u32>,
         /// Sets [`Config::max_room_name_len`].
         max_room_name_len: usize,
         /// Sets [`Config::max_rooms_per_connection`].

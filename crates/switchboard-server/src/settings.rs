@@ -262,6 +262,18 @@ pub(crate) struct Args {
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES")]
     pub outbound_queue_bytes: Option<usize>,
 
+    /// Bytes a connection's socket may hold written but not yet sent
+    /// (TCP_NOTSENT_LOWAT, Linux); past it, frames wait in the outbound
+    /// queue, whose bounds close a client that stopped reading. 0 leaves the
+    /// system's setting (net.ipv4.tcp_notsent_lowat).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_TCP_NOTSENT_LOWAT",
+        default_value_t = 128 * 1024,
+        value_name = "BYTES"
+    )]
+    pub tcp_notsent_lowat: u32,
+
     /// Seconds a graceful shutdown waits for connections to close.
     #[arg(
         long,
@@ -477,6 +489,7 @@ impl Args {
             .max_message_size(self.max_message_size)
             .outbound_queue_frames(self.outbound_queue)
             .outbound_queue_bytes(self.outbound_queue_bytes())
+            .tcp_notsent_lowat((self.tcp_notsent_lowat != 0).then_some(self.tcp_notsent_lowat))
             .message_rate_strikes(self.message_rate_strikes)
             .max_room_name_len(self.max_room_name_len)
             .max_rooms_per_connection(self.max_rooms_per_connection)

@@ -1,13 +1,18 @@
-//! The fast fault scenarios of `scripts/chaos`, at a reduced size: a node
+//! The fault scenarios of `scripts/chaos`, at a reduced size: a node
 //! killed, a node drained and Redis restarted under a steady stream to 100
-//! subscribers behind nginx, and idle and slow-header sockets on one node.
-//! The streams must lose, duplicate and reorder nothing
+//! subscribers behind nginx, a reconnect storm of 1,000 connections, slow
+//! consumers among 200 subscribers, and idle and slow-header sockets on one
+//! node. The streams must lose, duplicate and reorder nothing
 //! (`crates/switchboard-chaos` counts it; `docs/reliability.md` has the
-//! full-size figures).
+//! full-size figures). They run one at a time: the slow-consumer scenario
+//! compares latencies between two runs, which a neighbour's load would
+//! skew.
 
 use switchboard_chaos::scenario::{self, Options, Outcome, node::Fault};
 
 fn options() -> Options {
+    // The storm's thousand client sockets, beside the default of 1,024.
+    switchboard_chaos::raise_open_files();
     Options {
         binary: env!("CARGO_BIN_EXE_switchboard").into(),
         clients: 100,
@@ -15,6 +20,9 @@ fn options() -> Options {
         rate: 30,
     }
 }
+
+/// Held by each test for its whole run.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn check(outcome: Outcome) {
     println!("{}", outcome.line);
@@ -28,23 +36,51 @@ fn check(outcome: Outcome) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_loses_no_message_of_its_clients() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     check(scenario::node::run(&options(), Fault::Kill).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_hands_its_clients_over_without_loss_or_error() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     check(scenario::node::run(&options(), Fault::Drain).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_fails_publishes_loudly_and_loses_nothing_acknowledged() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     check(scenario::redis::run(&options()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_header_sockets_are_closed_by_the_head_timeout() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     check(
         scenario::idle::run(&Options {
+            clients: 200,
+            ..options()
+        })
+        .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_brings_every_client_back_unrefused_and_without_loss() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    check(
+        scenario::storm::run(&Options {
+            clients: 1000,
+            ..options()
+        })
+        .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumers_are_closed_with_4000_and_do_not_slow_the_others() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    check(
+        scenario::slow::run(&Options {
             clients: 200,
             ..options()
         })

@@ -33,6 +33,32 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
     false
 }
 
+/// Starts nginx in the foreground on the configuration in `dir`, its
+/// stderr to `dir/nginx.stderr`.
+fn spawn(binary: &Path, dir: &Path) -> Child {
+    let prefix = dir.to_str().expect("utf-8 temp dir");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("nginx.stderr"))
+        .expect("nginx.stderr");
+    Command::new(binary)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        // Until it has read the config, nginx logs to the error log it
+        // was built with (/var/log/nginx); keep it in the temp dir.
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-g")
+        .arg(format!("daemon off; pid {prefix}/nginx.pid;"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()))
+}
+
 /// The nginx configuration of the tests, copied into `docs/deploy.md`.
 /// `{{PREFIX}}` is the directory of nginx's files, `{{PORT}}` the port it
 /// listens on, `{{SERVERS}}` one `server` line per node.
@@ -160,40 +186,52 @@ impl Nginx {
             );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        let stderr = std::fs::File::create(dir.join("nginx.stderr")).expect("nginx.stderr");
-        let child = Command::new(&binary)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf_path)
-            // Until it has read the config, nginx logs to the error log it
-            // was built with (/var/log/nginx); keep it in the temp dir.
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-g")
-            .arg(format!("daemon off; pid {prefix}/nginx.pid;"))
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let mut nginx = Nginx {
-            child,
+            child: spawn(&binary, dir),
             port,
             dir: dir.to_path_buf(),
         };
+        nginx.wait_listening();
+        nginx
+    }
+
+    /// Stops nginx the way a restart of the proxy does (its fast shutdown:
+    /// every connection through it ends at once, without a WebSocket
+    /// close), then starts it again on the same port with the same
+    /// configuration and waits until it accepts connections. Returns when
+    /// the new nginx listens.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&nginx_binary(), &self.dir);
+        self.wait_listening();
+    }
+
+    /// TERM, and KILL if nginx has not exited within 5 seconds.
+    fn stop(&mut self) {
+        // TERM is nginx's fast shutdown: the master stops its workers and
+        // exits. A KILL would leave the workers running.
+        signal(self.child.id(), "-TERM");
+        if !wait_exit(&mut self.child, Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Waits until the port accepts connections; panics with the logs if
+    /// nginx exits or the deadline passes first.
+    fn wait_listening(&mut self) {
         let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                panic!("nginx exited with {status}:\n{}", nginx.logs());
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("nginx exited with {status}:\n{}", self.logs());
             }
             assert!(
                 start.elapsed() < DEADLINE,
                 "nginx did not listen:\n{}",
-                nginx.logs()
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        nginx
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -224,12 +262,6 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // TERM is nginx's fast shutdown: the master stops its workers and
-        // exits. A KILL would leave the workers running.
-        signal(self.child.id(), "-TERM");
-        if !wait_exit(&mut self.child, Duration::from_secs(5)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.stop();
     }
 }

@@ -5,6 +5,8 @@
 pub mod idle;
 pub mod node;
 pub mod redis;
+pub mod slow;
+pub mod storm;
 
 use std::path::PathBuf;
 

@@ -330,3 +330,30 @@ fn integers_out_of_their_range_are_refused() {
     ]);
     a.engine_config().unwrap();
 }
+
+#[test]
+fn the_unsent_socket_bound_comes_from_every_source_and_zero_leaves_the_system_setting() {
+    let lowat = |extra: &[&str], env: &[(&str, &str)], toml: Option<&str>| {
+        load_with(extra, env, toml)
+            .unwrap()
+            .engine_config()
+            .unwrap()
+            .tcp_notsent_lowat
+    };
+    assert_eq!(lowat(&[], &[], None), Some(128 * 1024));
+    assert_eq!(
+        lowat(&["--tcp-notsent-lowat", "16384"], &[], None),
+        Some(16384)
+    );
+    assert_eq!(
+        lowat(&[], &[("SWITCHBOARD_TCP_NOTSENT_LOWAT", "65536")], None),
+        Some(65536)
+    );
+    assert_eq!(
+        lowat(&[], &[], Some("tcp_notsent_lowat = 32768\n")),
+        Some(32768)
+    );
+    assert_eq!(lowat(&["--tcp-notsent-lowat", "0"], &[], None), None);
+    let err = load_error(&[], &[], Some("tcp_notsent_lowat = -1\n"));
+    assert!(err.contains("tcp_notsent_lowat"), "{err}");
+}

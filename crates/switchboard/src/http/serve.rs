@@ -106,6 +106,12 @@ where
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let Some(lowat) = node.config().tcp_notsent_lowat {
+            // Bounds what a stalled client pins in the kernel, so that its
+            // outbound queue, not the socket, absorbs a backlog.
+            let _ = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(lowat);
+        }
         let closing = closing.clone();
         match &tls {
             None => {
