@@ -315,15 +315,28 @@ impl Hub {
 }
 
 impl Hub {
-    /// The live stream of a room has a hole: the delivery at `offset` does
-    /// not follow `last`. Every local member has what was queued up to
-    /// `last` and must not get `offset` as if nothing were missing, so each
-    /// is closed with 4005 (reconnect at once) after what is queued; it
-    /// rejoins with `since` at `last` and recovery fills the hole from the
-    /// room's history, or answers with a `reset` or `"recovered": false`.
-    /// Members that join from now on read their position afresh.
-    fn resync(&self, room: &str, members: &StreamMembers, last: u64, offset: u64) {
-        const REASON: &str = "this node missed messages of a room; rejoin with since to recover";
+    /// The live stream of a room or a user has a hole: the delivery at
+    /// `offset` does not follow `last`. Every local member has what was
+    /// queued up to `last` and must not get `offset` as if nothing were
+    /// missing, so each is closed with 4005 (reconnect at once) after what
+    /// is queued; it rejoins the room with `since` at `last`, or reconnects
+    /// with `user_stream` at `last`, and recovery fills the hole from the
+    /// history, or answers with a `reset` or `"recovered": false`. Members
+    /// that join from now on read their position afresh.
+    fn resync(&self, topic: &Topic, members: &StreamMembers, last: u64, offset: u64) {
+        let (kind, name, reason) = match topic {
+            Topic::Room(name) => (
+                "room",
+                name,
+                "this node missed messages of a room; rejoin with since to recover",
+            ),
+            Topic::User(name) => (
+                "user",
+                name,
+                "this node missed messages of your user stream; reconnect with user_stream to recover",
+            ),
+            Topic::Broadcast | Topic::Presence(_) => return,
+        };
         let joining = members.joining.lock();
         let outboxes = members
             .live
@@ -331,15 +344,16 @@ impl Hub {
             .chain(joining.values().map(|j| &j.outbox));
         let mut closed = 0;
         for outbox in outboxes {
-            outbox.close(CloseCode::INSUFFICIENT_STATE, REASON);
+            outbox.close(CloseCode::INSUFFICIENT_STATE, reason);
             closed += 1;
         }
         tracing::warn!(
-            room,
+            kind,
+            stream = %name,
             last,
             offset,
             closed,
-            "room stream broke (missed messages or a new epoch); members sent to recover"
+            "stream broke (missed messages or a new epoch); members sent to recover"
         );
     }
 

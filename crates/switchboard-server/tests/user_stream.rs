@@ -121,3 +121,41 @@ async fn a_user_recovers_on_another_node_what_was_sent_while_away() {
     assert_eq!(messages(&mut c, 2).await, [(1, 7), (2, 8)]);
     nothing_more(&mut c, 2).await;
 }
+
+/// A user's stream that restarts under a live connection (Redis lost its
+/// keys) is a hole: the connection gets what came before it, then 4005,
+/// never the new epoch's first message passed off as the next one; the
+/// reconnect with its position learns that continuity broke and gets the
+/// new epoch's messages.
+#[tokio::test]
+async fn a_user_stream_that_breaks_under_a_live_connection_sends_it_to_resume() {
+    let cluster = Cluster::start(2, &["--jwt-secret", SECRET], false).await;
+    let [n0, n1] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let ana = token("ana");
+    let url = format!("{}/ws/chat?user_stream=new", n0.ws());
+    let mut c = Client::connect_with(&url, Some(&ana)).await;
+    let epoch = stream(&c)["epoch"].as_str().unwrap().to_string();
+    for n in 1..=3 {
+        send(&n1.http(), "ana", n).await;
+    }
+    assert_eq!(messages(&mut c, 3).await, [(1, 1), (2, 2), (3, 3)]);
+    let flushed = Command::new("redis-cli")
+        .args(["-p", &cluster.redis.port().to_string(), "FLUSHALL"])
+        .output()
+        .expect("run redis-cli");
+    assert!(flushed.status.success(), "{flushed:?}");
+    // Offset 1 of a new epoch after 3.
+    send(&n1.http(), "ana", 4).await;
+    assert_eq!(c.closed().await, 4005);
+    let resume = format!("{}/ws/chat?user_stream=3:{epoch}", n0.ws());
+    let mut c = Client::connect_with(&resume, Some(&ana)).await;
+    let s = stream(&c);
+    assert_ne!(s["epoch"], epoch.as_str());
+    assert_eq!(
+        (s["offset"].as_u64(), s["recovered"].as_bool()),
+        (Some(1), Some(false)),
+        "{s}"
+    );
+    assert_eq!(messages(&mut c, 1).await, [(1, 4)]);
+    nothing_more(&mut c, 1).await;
+}

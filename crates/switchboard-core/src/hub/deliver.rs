@@ -62,7 +62,7 @@ impl Hub {
                 if let Some(offset) = d.offset {
                     let last = members.last.swap(offset, Ordering::Relaxed);
                     if last != 0 && offset != last + 1 {
-                        self.resync(name, &members, last, offset);
+                        self.resync(&d.topic, &members, last, offset);
                         return 0;
                     }
                 }
@@ -79,6 +79,11 @@ impl Hub {
                 let Some(members) = self.users.get(name) else {
                     return 0;
                 };
+                // A user's stream is checked as a room's is: a hole sends
+                // the user's connections here to resume it.
+                let last = d
+                    .offset
+                    .map(|offset| (members.last.swap(offset, Ordering::Relaxed), offset));
                 if d.from.as_deref() == Some(DISCONNECT_USER) {
                     let reason = disconnect_reason(&d.data);
                     for outbox in members.live.values() {
@@ -87,6 +92,13 @@ impl Hub {
                     for j in members.joining.lock().values() {
                         j.outbox.close(CloseCode::UNAUTHORIZED, reason.clone());
                     }
+                    return 0;
+                }
+                if let Some((last, offset)) = last
+                    && last != 0
+                    && offset != last + 1
+                {
+                    self.resync(&d.topic, &members, last, offset);
                     return 0;
                 }
                 let frame = encode_delivery(d);

@@ -110,9 +110,9 @@ impl Members {
 pub(super) struct StreamMembers {
     pub(super) live: Members,
     pub(super) joining: parking_lot::Mutex<HashMap<ConnId, Joining>>,
-    /// For a room: the offset of the last delivery this node received for
-    /// it since it subscribed (0: none yet). The broker delivers one room's
-    /// messages to a node in offset order, one after another, so the next
+    /// The offset of the last delivery of the room or user this node
+    /// received since it subscribed (0: none yet). The broker delivers one
+    /// stream's messages to a node in offset order, one after another, so the next
     /// one must carry `last + 1`; any other offset means this node missed
     /// messages (its broker link was cut) or the sequence restarted (a new
     /// epoch), and its members are sent to recover (see `Hub::resync`).

@@ -235,3 +235,49 @@ async fn a_new_epoch_under_live_members_sends_them_to_recover() {
     }
     assert_eq!(drain_to_close(&other).1, None);
 }
+
+fn user_delivery(user: &Arc<str>, offset: u64) -> Delivery {
+    Delivery {
+        topic: Topic::User(user.clone()),
+        ..delivery(user, offset)
+    }
+}
+
+/// A user's stream is checked as a room's: a hole (or a restarted
+/// sequence) sends the user's connections on this node to resume it with
+/// 4005, after what was queued before the hole, and never passes the
+/// message after the hole off as the next one.
+#[tokio::test]
+async fn a_hole_in_a_users_stream_sends_their_connections_to_resume() {
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
+    let hub = Hub::new(broker.clone(), Arc::default(), Arc::from("n"));
+    let user: Arc<str> = Arc::from("ana");
+    let tab1 = Arc::new(Outbox::new(100, 1 << 20));
+    let tab2 = Arc::new(Outbox::new(100, 1 << 20));
+    hub.add(Topic::User(user.clone()), 1, &tab1).await.unwrap();
+    hub.add(Topic::User(user.clone()), 2, &tab2).await.unwrap();
+    for offset in 1..=3 {
+        assert_eq!(hub.deliver(&user_delivery(&user, offset)), 2);
+    }
+    // 4 never reached this node.
+    assert_eq!(hub.deliver(&user_delivery(&user, 5)), 0);
+    for tab in [&tab1, &tab2] {
+        let (frames, close) = drain_to_close(tab);
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        let (code, reason) = close.expect("a close request");
+        assert_eq!(code, 4005);
+        assert!(reason.contains("user_stream"), "{reason}");
+    }
+    // Another user's consecutive offsets, and one without an offset, pass.
+    let bo: Arc<str> = Arc::from("bo");
+    let tab = Arc::new(Outbox::new(100, 1 << 20));
+    hub.add(Topic::User(bo.clone()), 3, &tab).await.unwrap();
+    for offset in 1..=20 {
+        assert_eq!(hub.deliver(&user_delivery(&bo, offset)), 1);
+    }
+    let mut local = user_delivery(&bo, 0);
+    local.offset = None;
+    assert_eq!(hub.deliver(&local), 1);
+    assert_eq!(hub.deliver(&user_delivery(&bo, 21)), 1);
+    assert_eq!(drain_to_close(&tab).1, None);
+}
