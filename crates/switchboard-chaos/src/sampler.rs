@@ -21,6 +21,28 @@ pub struct Usage {
     pub rss_peak_kib: u64,
     /// How long the sampling ran.
     pub wall: Duration,
+    /// The whole machine's busy share over the sampling, in percent of
+    /// one core (every process, this tool, nginx and Redis included).
+    pub machine_pct: f64,
+    /// CPU time this process (the scenario tool and its clients) used.
+    pub tool_cpu: Duration,
+}
+
+/// Busy and total jiffies of all cores, from the `cpu` line of
+/// `/proc/stat` (busy: everything but idle and iowait).
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 /// A running sampler; [`Sampler::stop`] ends it and returns the figures.
@@ -45,6 +67,8 @@ impl Sampler {
         let task = tokio::spawn(async move {
             let start = Instant::now();
             let first_cpu = cpu(&pids);
+            let first_machine = machine_jiffies();
+            let first_tool = proc_cpu_time(std::process::id());
             let mut usage = Usage {
                 rss_peak_kib: rss(&pids),
                 ..Usage::default()
@@ -69,6 +93,13 @@ impl Sampler {
             }
             usage.cpu_total = cpu(&pids).saturating_sub(first_cpu);
             usage.wall = start.elapsed();
+            let (busy, total) = machine_jiffies();
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let (busy, total) = (busy - first_machine.0, total - first_machine.1);
+            if total > 0 {
+                usage.machine_pct = busy as f64 / total as f64 * 100.0 * cores;
+            }
+            usage.tool_cpu = proc_cpu_time(std::process::id()).saturating_sub(first_tool);
             usage
         });
         Sampler { stop, task }

@@ -99,7 +99,10 @@ http {
     }
 
     server {
-        listen 127.0.0.1:{{PORT}};
+        # A queue for thousands of clients reconnecting at once (nginx's
+        # default of 511 overflows, and each dropped connect waits 1 s, 3 s,
+        # 7 s... to retry); the kernel caps it at net.core.somaxconn.
+        listen 127.0.0.1:{{PORT}} backlog=4096;
 
         location / {
             proxy_pass http://switchboard;

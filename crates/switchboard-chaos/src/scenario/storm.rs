@@ -124,7 +124,7 @@ async fn run_inner(opts: &Options) -> Result<Outcome, String> {
     let line = format!(
         "reconnect-storm: clients={count} (rust_client={}) proxy_down={} back={} all_back_after={} \
          back_p50={} p99={} upgrades={} peak_upgrades_per_s={peak_rate} failed_connects={failed_connects} \
-         refused={} refused_by_nodes={refused_by_nodes} cpu_peak={:.0}% (rest {:.0}%) cpu_storm={:.1}s \
+         refused={} refused_by_nodes={refused_by_nodes} cpu_peak={:.0}% (rest {:.0}%) cpu_storm={:.1}s tool_cpu_storm={:.1}s machine_busy={:.0}% \
          rss_rest={}KiB peak={}KiB after={}KiB published={} failed_publishes={failed_publishes} \
          lost={} dup={} reordered={} unexpected={} recovery_gaps={gaps}",
         stream::rust_clients(count),
@@ -138,6 +138,8 @@ async fn run_inner(opts: &Options) -> Result<Outcome, String> {
         storm.cpu_peak_pct,
         rest.cpu_peak_pct,
         storm.cpu_total.as_secs_f64(),
+        storm.tool_cpu.as_secs_f64(),
+        storm.machine_pct,
         rest.rss_peak_kib,
         storm.rss_peak_kib,
         rss_after,
