@@ -17,6 +17,7 @@
 //! - [`stream`]: many subscribers, one publisher, and the tally of lost,
 //!   duplicated and reordered messages.
 //! - [`scenario`]: the scenarios themselves.
+//! - [`soak`]: the clients, backend traffic and leak check of the soak.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod http;
 pub mod rust_client;
 pub mod scenario;
+pub mod soak;
 pub mod stream;
 pub mod subscriber;
 

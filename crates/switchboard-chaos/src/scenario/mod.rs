@@ -5,6 +5,7 @@
 pub mod idle;
 pub mod node;
 pub mod redis;
+pub mod soak;
 
 use std::path::PathBuf;
 
