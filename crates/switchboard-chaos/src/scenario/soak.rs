@@ -65,9 +65,10 @@ pub struct SoakOptions {
 }
 
 impl SoakOptions {
-    /// The full soak, `minutes` long: 300 long-lived clients, four new
-    /// churners a second that stay 2 to 30 s, and the backend sending
-    /// 4 room and 4 user messages a second and a broadcast every 5 s.
+    /// The full soak, `minutes` long: 300 long-lived clients that each
+    /// publish or read presence every 5 to 20 s, six new churners a second
+    /// that stay 2 to 30 s, and the backend sending 10 room and 10 user
+    /// messages a second and a broadcast every 2 s.
     pub fn full(binary: PathBuf, minutes: u64) -> SoakOptions {
         let duration = Duration::from_secs(minutes * 60);
         SoakOptions {
@@ -80,17 +81,17 @@ impl SoakOptions {
             churn_users: 300,
             rooms: 24,
             steady_config: SteadyConfig {
-                every: (Duration::from_secs(15), Duration::from_secs(45)),
+                every: (Duration::from_secs(5), Duration::from_secs(20)),
             },
             churn: ChurnConfig {
-                rate: 4.0,
+                rate: 6.0,
                 life: (Duration::from_secs(2), Duration::from_secs(30)),
                 resumed_life: (Duration::from_secs(1), Duration::from_secs(10)),
             },
             api: ApiConfig {
-                room_rate: 4.0,
-                user_rate: 4.0,
-                broadcast_every: Duration::from_secs(5),
+                room_rate: 10.0,
+                user_rate: 10.0,
+                broadcast_every: Duration::from_secs(2),
                 presence_every: Duration::from_secs(2),
             },
             node_args: Vec::new(),
