@@ -111,8 +111,8 @@ enum Pending {
 pub enum Next {
     /// A frame was read and checked.
     Frame,
-    /// The server closed the connection (with this code) or it dropped:
-    /// counted as a problem; the session is over.
+    /// The server closed the connection, or it dropped: counted as a
+    /// problem; the session is over.
     Ended,
 }
 
@@ -285,8 +285,8 @@ impl Session {
         self.rooms.keys().cloned().collect()
     }
 
-    /// Sends a request of `kind` with a new `id`; its reply is checked when
-    /// it comes.
+    /// Sends `frame` with a new `id`, remembered as `pending`; its reply
+    /// is checked when it comes.
     async fn request(&mut self, mut frame: Value, pending: Pending) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
