@@ -18,6 +18,7 @@
 //!   duplicated and reordered messages.
 //! - [`sampler`]: CPU and memory of the server processes over a run.
 //! - [`scenario`]: the scenarios themselves.
+//! - [`soak`]: the clients, backend traffic and leak check of the soak.
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod http;
 pub mod rust_client;
 pub mod sampler;
 pub mod scenario;
+pub mod soak;
 pub mod stream;
 pub mod subscriber;
 

@@ -1,11 +1,12 @@
 //! `switchboard-chaos [--bin PATH] [--clients N] [--messages N] [--rate N]
-//! [SCENARIO...]`: runs the named scenarios (all of them by default) and
-//! prints one line of figures per scenario; exits 1 when a must-be-zero
-//! figure was not zero.
+//! [SCENARIO...] [soak [MINUTES]]`: runs the named scenarios (all of them
+//! but the soak by default) and prints one line of figures per scenario;
+//! exits 1 when a must-be-zero figure was not zero.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use switchboard_chaos::scenario::soak::SoakOptions;
 use switchboard_chaos::scenario::{self, Options, Outcome, node::Fault};
 
 /// Every scenario, in the order they run by default.
@@ -19,12 +20,17 @@ const SCENARIOS: &[&str] = &[
 ];
 
 const USAGE: &str = "usage: switchboard-chaos [--bin PATH] [--clients N] [--messages N] \
-                     [--rate N] [SCENARIO...]\nscenarios: kill-node drain-node redis-restart \
+                     [--rate N] [SCENARIO...] [soak [MINUTES]]\nscenarios: kill-node drain-node redis-restart \
                      reconnect-storm slow-consumers idle-sockets\n(reconnect-storm drops --clients x 10 \
                      connections, slow-consumers has --clients x 5 subscribers, idle-sockets opens \
-                     --clients x 5 idle connections)";
+                     --clients x 5 idle connections)\n\
+                     soak [MINUTES] or soak --minutes N: the soak, 30 minutes unless told \
+                     (never run by default)";
 
-fn parse() -> Result<(Options, Vec<String>), String> {
+/// How long the soak runs unless told.
+const SOAK_MINUTES: u64 = 30;
+
+fn parse() -> Result<(Options, Vec<String>, Option<u64>), String> {
     let mut opts = Options {
         binary: PathBuf::from("target/release/switchboard"),
         clients: 1000,
@@ -32,7 +38,8 @@ fn parse() -> Result<(Options, Vec<String>), String> {
         rate: 30,
     };
     let mut names = Vec::new();
-    let mut args = std::env::args().skip(1);
+    let (mut soak, mut minutes) = (false, None);
+    let mut args = std::env::args().skip(1).peekable();
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
         match arg.as_str() {
@@ -52,6 +59,19 @@ fn parse() -> Result<(Options, Vec<String>), String> {
                     .parse()
                     .map_err(|e| format!("--rate: {e}"))?
             }
+            "soak" => {
+                soak = true;
+                if let Some(m) = args.next_if(|a| a.parse::<u64>().is_ok()) {
+                    minutes = m.parse().ok();
+                }
+            }
+            "--minutes" => {
+                minutes = Some(
+                    value("--minutes")?
+                        .parse()
+                        .map_err(|e| format!("--minutes: {e}"))?,
+                )
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             name if SCENARIOS.contains(&name) => names.push(name.to_string()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -60,14 +80,20 @@ fn parse() -> Result<(Options, Vec<String>), String> {
     if opts.rate == 0 || opts.clients == 0 || opts.messages < 3 {
         return Err("--rate and --clients must be at least 1, --messages at least 3".into());
     }
-    if names.is_empty() {
+    if minutes.is_some() && !soak {
+        return Err(format!("--minutes is for the soak\n{USAGE}"));
+    }
+    if minutes == Some(0) {
+        return Err("the soak needs at least 1 minute".into());
+    }
+    if names.is_empty() && !soak {
         names = SCENARIOS.iter().map(|s| s.to_string()).collect();
     }
-    Ok((opts, names))
+    Ok((opts, names, soak.then(|| minutes.unwrap_or(SOAK_MINUTES))))
 }
 
 fn main() -> ExitCode {
-    let (opts, names) = match parse() {
+    let (opts, names, soak) = match parse() {
         Ok(parsed) => parsed,
         Err(why) => {
             eprintln!("{why}");
@@ -123,6 +149,15 @@ fn main() -> ExitCode {
         println!("{}", outcome.line);
         for problem in &outcome.problems {
             eprintln!("  {name}: {problem}");
+        }
+        all_ok &= outcome.ok;
+    }
+    if let Some(minutes) = soak {
+        let soak = SoakOptions::full(opts.binary.clone(), minutes);
+        let outcome = runtime.block_on(scenario::soak::run(&soak));
+        println!("{}", outcome.line);
+        for problem in &outcome.problems {
+            eprintln!("  soak: {problem}");
         }
         all_ok &= outcome.ok;
     }

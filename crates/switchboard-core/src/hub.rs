@@ -275,6 +275,12 @@ impl Hub {
         self.rooms.len()
     }
 
+    /// Users with at least one local connection that takes user messages
+    /// (joining ones included: a connection reading its user stream).
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
     /// Pushes `frame` to every outbox, each prefetched a few pushes ahead:
     /// a fan-out to thousands of connections otherwise waits on a cache miss
     /// for each one's lock.

@@ -103,6 +103,7 @@ impl Written {
 #[derive(Debug, Default)]
 pub(crate) struct ScrapeGauges {
     pub(crate) rooms: Gauge,
+    pub(crate) users: Gauge,
     pub(crate) queued_frames: Gauge,
     pub(crate) queue_max_frames: Gauge,
     pub(crate) broker_up: Gauge,
@@ -316,6 +317,11 @@ impl Stats {
             "rooms",
             "Rooms with at least one member on this node",
             self.scrape.rooms.clone(),
+        );
+        r.register(
+            "users",
+            "Users with at least one connection on this node that takes user messages",
+            self.scrape.users.clone(),
         );
         r.register(
             "presence_entries",

@@ -2,12 +2,14 @@
 //! killed, a node drained and Redis restarted under a steady stream to 100
 //! subscribers behind nginx, a reconnect storm of 1,000 connections, slow
 //! consumers among 200 subscribers, and idle and slow-header sockets on one
-//! node. The streams must lose, duplicate and reorder nothing
+//! node; and a 20-second soak with churn that must leave nothing behind.
+//! The streams must lose, duplicate and reorder nothing
 //! (`crates/switchboard-chaos` counts it; `docs/reliability.md` has the
 //! full-size figures). They run one at a time: the slow-consumer scenario
 //! compares latencies between two runs, which a neighbour's load would
 //! skew.
 
+use switchboard_chaos::scenario::soak::SoakOptions;
 use switchboard_chaos::scenario::{self, Options, Outcome, node::Fault};
 
 fn options() -> Options {
@@ -86,4 +88,11 @@ async fn slow_consumers_are_closed_with_4000_and_do_not_slow_the_others() {
         })
         .await,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_with_churn_leaves_no_session_room_user_or_presence_behind() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let binary = env!("CARGO_BIN_EXE_switchboard").into();
+    check(scenario::soak::run(&SoakOptions::reduced(binary)).await);
 }

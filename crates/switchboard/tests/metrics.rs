@@ -180,6 +180,7 @@ async fn traffic(server: &TestServer) -> String {
     b.expect_json("joined").await;
     let s = eventually_sample(server, "switchboard_client_reconnects_total", 1.0).await;
     assert_eq!(value(&s, &format!("switchboard_connections{CHAT}")), 2.0);
+    assert_eq!(value(&s, "switchboard_users"), 2.0, "two guests");
 
     // Closing lowers the gauge; the accepted counter stays.
     a.close().await;
@@ -189,7 +190,8 @@ async fn traffic(server: &TestServer) -> String {
         value(&s, &format!("switchboard_connections_accepted_total{CHAT}")),
         2.0
     );
-    s
+    // The users go with their connections.
+    eventually_sample(server, "switchboard_users", 0.0).await
 }
 
 async fn upgrade_status_with(url: &str, headers: &[(&str, &str)]) -> (u16, String) {

@@ -6,6 +6,7 @@ pub mod idle;
 pub mod node;
 pub mod redis;
 pub mod slow;
+pub mod soak;
 pub mod storm;
 
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! The node's metrics as `/metrics` serves them: what is kept up to date
 //! as things happen ([`Stats`](crate::stats::Stats)), plus what is cheaper
-//! to read at scrape time than to keep (rooms, queue depths, the broker's
-//! state).
+//! to read at scrape time than to keep (rooms, users, queue depths, the
+//! broker's state).
 
 use std::time::Instant;
 
@@ -42,6 +42,7 @@ impl Node {
         scrape.queued_frames.set(gauge(queued as u64));
         scrape.queue_max_frames.set(gauge(longest as u64));
         scrape.rooms.set(gauge(inner.hub.room_count() as u64));
+        scrape.users.set(gauge(inner.hub.user_count() as u64));
         let broker = inner.broker.health();
         scrape.broker_up.set(i64::from(broker.connected));
         store(&scrape.broker_reconnects, broker.reconnects);

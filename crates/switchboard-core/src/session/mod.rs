@@ -150,18 +150,22 @@ fn record_close(conn: &Conn, disconnect: &Disconnect) {
     }
 }
 
-/// Subscribes the connection to its user's messages and to broadcasts,
-/// while it is recorded as online (`online_status`): the two wait on the
-/// broker side by side, so a connection that subscribes waits for one round
-/// trip, not two. A failed record is logged, never fatal.
-async fn open_identity(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
+/// Subscribes the connection to its user's messages (and to broadcasts when
+/// `broadcasts`), while it is recorded as online (`online_status`): the two
+/// wait on the broker side by side, so a connection that subscribes waits
+/// for one round trip, not two. A failed record is logged, never fatal.
+async fn open_identity(conn: &Conn, endpoint: &Endpoint, broadcasts: bool) -> Result<(), String> {
     let id = conn.id();
     let online = conn.node.record_online(&id, &conn.identity.user, true);
-    let (subscribed, ()) = tokio::join!(subscribe_identity(conn, endpoint), online);
+    let (subscribed, ()) = tokio::join!(subscribe_identity(conn, endpoint, broadcasts), online);
     subscribed
 }
 
-async fn subscribe_identity(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
+async fn subscribe_identity(
+    conn: &Conn,
+    endpoint: &Endpoint,
+    broadcasts: bool,
+) -> Result<(), String> {
     let hub = conn.node.hub();
     if endpoint.user_messages {
         let topic = Topic::User(conn.identity.user.clone());
@@ -172,8 +176,17 @@ async fn subscribe_identity(conn: &Conn, endpoint: &Endpoint) -> Result<(), Stri
         };
         added.map_err(|e| format!("cannot subscribe user: {e}"))?;
     }
+    if broadcasts {
+        subscribe_broadcasts(conn, endpoint).await?;
+    }
+    Ok(())
+}
+
+async fn subscribe_broadcasts(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
     if endpoint.broadcasts {
-        hub.add(Topic::Broadcast, conn.id, &conn.outbox)
+        conn.node
+            .hub()
+            .add(Topic::Broadcast, conn.id, &conn.outbox)
             .await
             .map_err(|e| format!("cannot subscribe broadcasts: {e}"))?;
     }
@@ -190,43 +203,55 @@ fn stream_request<'a>(conn: &'a Conn, endpoint: &Endpoint) -> Option<&'a StreamR
     conn.extensions.get::<StreamRequest>()
 }
 
-/// Subscribes the connection (see [`open_identity`]), makes its task the
-/// writer, then queues the `welcome`.
+/// Subscribes the connection (see [`open_identity`]) and queues its
+/// `welcome` ahead of everything delivered to it meanwhile.
+///
+/// The task is the writer from the start, so nothing queued is written
+/// before this returns: the client reads its `welcome` only once the
+/// connection is subscribed, and anything sent after that reaches it. A
+/// `welcome` that needs nothing from the broker is queued first. One that
+/// carries the user stream's position is queued after the stream is read,
+/// with the replay, ahead of the user messages held meanwhile; broadcasts
+/// are subscribed after it, so that none is queued before it.
 async fn open_and_welcome(
     conn: &Conn,
     endpoint: &Endpoint,
     writes: &crate::write::SessionWrites,
 ) -> Result<(), String> {
-    open_identity(conn, endpoint).await?;
     writes.claim(&conn.outbox);
-    if endpoint.speaks_protocol {
-        welcome(conn, endpoint).await?;
-    }
-    Ok(())
+    let Some(request) = stream_request(conn, endpoint) else {
+        if endpoint.speaks_protocol {
+            let _ = conn.send_frame(&ServerFrame::Welcome(welcome(conn)));
+        }
+        return open_identity(conn, endpoint, true).await;
+    };
+    open_identity(conn, endpoint, false).await?;
+    welcome_with_stream(conn, request).await?;
+    subscribe_broadcasts(conn, endpoint).await
 }
 
-/// Queues the `welcome`; for a connection that asked for its user stream,
-/// after reading the stream, and followed by the replay, ahead of the held
-/// live messages (see `streams`). `Err` when the stream cannot be read.
-async fn welcome(conn: &Conn, endpoint: &Endpoint) -> Result<(), String> {
-    let welcome = Welcome {
+/// The `welcome` frame, without a user stream.
+fn welcome(conn: &Conn) -> Welcome {
+    Welcome {
         user: conn.user().to_string(),
         conn: conn.id(),
         protocol: switchboard_protocol::SUBPROTOCOL.to_string(),
         heartbeat_ms: conn.node.config().heartbeat_interval.as_millis() as u64,
         user_stream: None,
-    };
-    let Some(request) = stream_request(conn, endpoint) else {
-        let _ = conn.send_frame(&ServerFrame::Welcome(welcome));
-        return Ok(());
-    };
+    }
+}
+
+/// Reads the user stream the connection asked for and queues the
+/// `welcome`, followed by the replay, ahead of the live user messages held
+/// meanwhile (see `streams`). `Err` when the stream cannot be read.
+async fn welcome_with_stream(conn: &Conn, request: &StreamRequest) -> Result<(), String> {
     let broker = conn.node.broker().clone();
     let opened = crate::streams::open(&*broker, &conn.identity.user, request)
         .await
         .map_err(|e| format!("cannot read user stream: {e}"))?;
     let welcome = ServerFrame::Welcome(Welcome {
         user_stream: Some(opened.field),
-        ..welcome
+        ..welcome(conn)
     });
     let mut prelude = Vec::with_capacity(opened.replay.len() + 1);
     prelude.push(frame::encode(OpCode::Text, welcome.to_json().as_bytes()));
@@ -273,6 +298,8 @@ fn drive<'a, T: Transport>(
         let node = conn.node.clone();
         let config = node.config();
         if let Err(reason) = Box::pin(open_and_welcome(conn, endpoint, &t.writes)).await {
+            // The close is written alone: the welcome queued for it, and
+            // what was delivered meanwhile, stay in the outbox unwritten.
             let code = CloseCode::TRY_AGAIN_LATER;
             return Box::pin(close_with(t, conn, code, reason, false)).await;
         }

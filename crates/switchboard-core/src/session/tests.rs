@@ -234,3 +234,46 @@ fn per_connection_state_stays_within_the_measured_size() {
         );
     }
 }
+
+/// The value of an unlabelled gauge in the node's exposition.
+fn gauge(node: &Node, name: &str) -> f64 {
+    let text = node.prometheus();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn the_users_gauge_follows_each_users_connections_down_to_zero() {
+    let endpoint = Arc::new(Endpoint::chat("/chat"));
+    let node = Node::builder()
+        .endpoint((*endpoint).clone())
+        .build()
+        .unwrap();
+    let tab = |user: &str| open_on(node.clone(), endpoint.clone(), Identity::user(user));
+    assert_eq!(gauge(&node, "switchboard_users"), 0.0);
+    // Two tabs of one user count once; another user counts again.
+    let (_, mut ana1, ana1_task) = tab("ana").await;
+    assert_eq!(next_json(&mut ana1).await["type"], "welcome");
+    assert_eq!(gauge(&node, "switchboard_users"), 1.0);
+    let (_, mut ana2, ana2_task) = tab("ana").await;
+    assert_eq!(next_json(&mut ana2).await["type"], "welcome");
+    assert_eq!(gauge(&node, "switchboard_users"), 1.0);
+    let (_, mut bob, bob_task) = tab("bob").await;
+    assert_eq!(next_json(&mut bob).await["type"], "welcome");
+    assert_eq!(gauge(&node, "switchboard_users"), 2.0);
+    // A user stays while one of their tabs is open, and goes with the last.
+    ana1.close(None).await.unwrap();
+    while ana1.next().await.is_some() {}
+    ana1_task.await.unwrap();
+    assert_eq!(gauge(&node, "switchboard_users"), 2.0);
+    // A tab that drops without a close frame is forgotten as well.
+    drop(ana2);
+    ana2_task.await.unwrap();
+    assert_eq!(gauge(&node, "switchboard_users"), 1.0);
+    bob.close(None).await.unwrap();
+    while bob.next().await.is_some() {}
+    bob_task.await.unwrap();
+    assert_eq!(gauge(&node, "switchboard_users"), 0.0);
+    assert_eq!(node.connection_count(), 0);
+}
