@@ -545,12 +545,12 @@ fn manifest_value(manifest: &str, key: &str) -> String {
 }
 
 /// What matters in the Containerfile, read and compared with the
-/// workspace (`scripts/container-test` builds and runs it with podman). The
-/// build stage's default image has the workspace's rust-version, and it
-/// builds the server's package; the binary copied and run is the crate's binary; the image
-/// runs as the non-root user it creates; EXPOSE is the server's default
-/// port and the one it is told to use; the health check asks /health on
-/// it; SIGTERM stops it; its settings are valid.
+/// workspace (`scripts/container-test` builds and runs it with podman).
+/// The build stage's default image has the workspace's rust-version, and
+/// it builds the server's package; the binary copied and run is the
+/// crate's binary; the image runs as the non-root user it creates; EXPOSE
+/// is the server's default port and the one it is told to use; the health
+/// check asks /health on it; SIGTERM stops it; its settings are valid.
 #[test]
 fn the_containerfile_builds_the_server_and_runs_it_unprivileged() {
     assert_shown_in_guide("Containerfile");
