@@ -509,6 +509,24 @@ fn instructions(file: &str) -> Vec<(String, String)> {
     out
 }
 
+/// The `FROM` images with the defaults of the `ARG`s before the first
+/// `FROM` put in for `${NAME}`, as a build without `--build-arg` sees them.
+fn base_images(ins: &[(String, String)]) -> Vec<String> {
+    let mut args = BTreeMap::new();
+    for (op, rest) in ins.iter().take_while(|(op, _)| op != "FROM") {
+        assert_eq!(op, "ARG", "only ARG comes before the first FROM");
+        let (name, default) = rest.split_once('=').expect("ARG NAME=default");
+        args.insert(format!("${{{name}}}"), default.to_string());
+    }
+    all_of(ins, "FROM")
+        .into_iter()
+        .map(|from| {
+            args.iter()
+                .fold(from.to_string(), |f, (name, value)| f.replace(name, value))
+        })
+        .collect()
+}
+
 fn all_of<'a>(ins: &'a [(String, String)], op: &str) -> Vec<&'a str> {
     ins.iter()
         .filter(|(o, _)| o == op)
@@ -526,13 +544,13 @@ fn manifest_value(manifest: &str, key: &str) -> String {
         .to_string()
 }
 
-/// The Containerfile cannot be built here (no container engine): what
-/// matters in it is read and compared with the workspace instead. The
-/// build stage uses the workspace's rust-version and builds the server's
-/// package; the binary copied and run is the crate's binary; the image
-/// runs as the non-root user it creates; EXPOSE is the server's default
-/// port and the one it is told to use; the health check asks /health on
-/// it; SIGTERM stops it; its settings are valid.
+/// What matters in the Containerfile, read and compared with the
+/// workspace (`scripts/container-test` builds and runs it with podman).
+/// The build stage's default image has the workspace's rust-version, and
+/// it builds the server's package; the binary copied and run is the
+/// crate's binary; the image runs as the non-root user it creates; EXPOSE
+/// is the server's default port and the one it is told to use; the health
+/// check asks /health on it; SIGTERM stops it; its settings are valid.
 #[test]
 fn the_containerfile_builds_the_server_and_runs_it_unprivileged() {
     assert_shown_in_guide("Containerfile");
@@ -546,7 +564,7 @@ fn the_containerfile_builds_the_server_and_runs_it_unprivileged() {
         .map(|b| manifest_value(b, "name"))
         .expect("a [[bin]] section");
 
-    let froms = all_of(&ins, "FROM");
+    let froms = base_images(&ins);
     assert_eq!(froms.len(), 2, "{froms:?}");
     let rust = manifest_value(&workspace, "rust-version");
     assert_eq!(
