@@ -9,7 +9,8 @@
 //! slow ones. Every message carries the instant it was published; every
 //! reader takes its latency on arrival. A slow subscriber reads normally
 //! until the burst starts, then stops reading until the node has closed
-//! every slow one (its count of slow-consumer closes, polled every 100 ms)
+//! every slow one (its count of slow-consumer closes, read from `/health`
+//! every 100 ms, in both runs alike)
 //! or the burst is over, then reads what is left: the messages in the TCP
 //! buffers, then the close frame (the node waits 5 seconds for a socket to
 //! take it, then drops the connection without it).
@@ -376,22 +377,33 @@ async fn one_run(opts: &Options, readers: usize, slow_count: usize) -> Result<Ru
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let path = format!("/api/rooms/{room}/messages");
     let mut failed_publishes = 0;
-    let mut resumed = false;
+    // Once the node closed every slow one, they read again, soon enough
+    // to find the close frame it is holding for them. The node is asked
+    // every 100 ms in both runs, so that the asking costs the readers
+    // the same with and without slow subscribers.
+    let watch_port = node.port;
+    let watch_phase = phase_tx.clone();
+    let watcher = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            let Ok((200, body)) = http::get(watch_port, "/health").await else {
+                continue;
+            };
+            let closed =
+                serde_json::from_str::<Value>(&body).unwrap_or_default()["stats"]["slow_consumers"]
+                    .as_u64()
+                    .unwrap_or(0);
+            if slow_count > 0 && closed >= slow_count as u64 {
+                let _ = watch_phase.send(Phase::After);
+                return;
+            }
+        }
+    });
     let burst_start = Instant::now();
     let mut posts = Vec::new();
     for n in 1..=BURST {
         tick.tick().await;
-        // Once the node closed every slow one, they read again, soon
-        // enough to find the close frame it is holding for them.
-        if slow_count > 0 && !resumed && n % 5 == 0 {
-            let closed = node.health().await?["stats"]["slow_consumers"]
-                .as_u64()
-                .unwrap_or(0);
-            if closed >= slow_count as u64 {
-                resumed = true;
-                let _ = phase_tx.send(Phase::After);
-            }
-        }
         // Each publish on its own, so that a slow answer does not hold
         // up the burst's pace.
         let t = start.elapsed().as_micros() as u64;
@@ -408,6 +420,7 @@ async fn one_run(opts: &Options, readers: usize, slow_count: usize) -> Result<Ru
     }
     let burst_took = burst_start.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    watcher.abort();
     let usage = sampler.stop().await;
     let _ = phase_tx.send_replace(Phase::After);
     // Let the readers take the last messages and the slow ones read out.

@@ -119,7 +119,7 @@ async fn chat(world: &World, session: &mut Session) -> bool {
         let room = &rooms[rand::random_range(0..rooms.len())];
         session.publish(room).await;
     }
-    if rand::random_bool(0.1) {
+    if rand::random_bool(0.25) {
         let elsewhere = world.rooms.iter().find(|r| !rooms.contains(r));
         if let Some(room) = elsewhere
             && !session.leave_not_joined(room).await
