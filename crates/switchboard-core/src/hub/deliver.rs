@@ -8,7 +8,7 @@ use bytes::Bytes;
 use switchboard_protocol::CloseCode;
 use switchboard_protocol::server::{MessageOut, Target};
 
-use super::{DISCONNECT_USER, Hub, disconnect_reason};
+use super::{DISCONNECT_USER, Hub, StreamMembers, disconnect_reason};
 use crate::broker::{Delivery, DeliveryHandler, Topic};
 use crate::ws::{FrameBuilder, OpCode};
 
@@ -52,6 +52,23 @@ impl DeliveryHandler for Hub {
 }
 
 impl Hub {
+    /// Whether `d` follows the last delivery of its stream (a room's or a
+    /// user's) on this node, and records it as the last. On a hole, sends
+    /// the stream's local members to recover ([`Hub::resync`]) and returns
+    /// false: `d` must not be delivered as if nothing were missing. A
+    /// delivery without an offset is in no sequence and always follows.
+    fn in_sequence(&self, d: &Delivery, members: &StreamMembers) -> bool {
+        let Some(offset) = d.offset else {
+            return true;
+        };
+        let last = members.last.swap(offset, Ordering::Relaxed);
+        if last != 0 && offset != last + 1 {
+            self.resync(&d.topic, members, last, offset);
+            return false;
+        }
+        true
+    }
+
     fn fan_out(&self, d: &Delivery) -> u64 {
         let skip = self.local_except(d.except.as_deref());
         match &d.topic {
@@ -59,12 +76,8 @@ impl Hub {
                 let Some(members) = self.rooms.get(name) else {
                     return 0;
                 };
-                if let Some(offset) = d.offset {
-                    let last = members.last.swap(offset, Ordering::Relaxed);
-                    if last != 0 && offset != last + 1 {
-                        self.resync(&d.topic, &members, last, offset);
-                        return 0;
-                    }
+                if !self.in_sequence(d, &members) {
+                    return 0;
                 }
                 let frame = encode_delivery(d);
                 let live = self.push_all(&frame, members.live.values_except(skip));
@@ -79,11 +92,6 @@ impl Hub {
                 let Some(members) = self.users.get(name) else {
                     return 0;
                 };
-                // A user's stream is checked as a room's is: a hole sends
-                // the user's connections here to resume it.
-                let last = d
-                    .offset
-                    .map(|offset| (members.last.swap(offset, Ordering::Relaxed), offset));
                 if d.from.as_deref() == Some(DISCONNECT_USER) {
                     let reason = disconnect_reason(&d.data);
                     for outbox in members.live.values() {
@@ -94,11 +102,9 @@ impl Hub {
                     }
                     return 0;
                 }
-                if let Some((last, offset)) = last
-                    && last != 0
-                    && offset != last + 1
-                {
-                    self.resync(&d.topic, &members, last, offset);
+                // A user's stream is checked as a room's is (the control
+                // message above has no offset: it is in no stream).
+                if !self.in_sequence(d, &members) {
                     return 0;
                 }
                 let frame = encode_delivery(d);
