@@ -8,7 +8,12 @@ use bytes::Bytes;
 use switchboard_protocol::CloseCode;
 use switchboard_protocol::server::{MessageOut, Target};
 
-use super::{DISCONNECT_USER, Hub, StreamMembers, disconnect_reason};
+use std::sync::Arc;
+
+use dashmap::mapref::one::Ref;
+
+use super::{ConnId, DISCONNECT_USER, Hub, StreamIndex, StreamMembers, disconnect_reason};
+
 use crate::broker::{Delivery, DeliveryHandler, Topic};
 use crate::ws::{FrameBuilder, OpCode};
 
@@ -69,6 +74,31 @@ impl Hub {
         true
     }
 
+    /// Fans `d` out to the members of one stream (a room's or a user's),
+    /// `members` being its entry in `index`: checks the sequence, queues the
+    /// frame for the live members and the joining ones, and promotes the
+    /// joining ones that caught up once the entry is released.
+    fn deliver_stream(
+        &self,
+        index: &StreamIndex,
+        name: &str,
+        members: Ref<'_, Arc<str>, StreamMembers>,
+        d: &Delivery,
+        skip: Option<ConnId>,
+    ) -> u64 {
+        if !self.in_sequence(d, &members) {
+            return 0;
+        }
+        let frame = encode_delivery(d);
+        let live = self.push_all(&frame, members.live.values_except(skip));
+        let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
+        drop(members);
+        if caught_up {
+            Self::promote(index, name);
+        }
+        live + joining
+    }
+
     fn fan_out(&self, d: &Delivery) -> u64 {
         let skip = self.local_except(d.except.as_deref());
         match &d.topic {
@@ -76,17 +106,7 @@ impl Hub {
                 let Some(members) = self.rooms.get(name) else {
                     return 0;
                 };
-                if !self.in_sequence(d, &members) {
-                    return 0;
-                }
-                let frame = encode_delivery(d);
-                let live = self.push_all(&frame, members.live.values_except(skip));
-                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
-                drop(members);
-                if caught_up {
-                    Self::promote(&self.rooms, name);
-                }
-                live + joining
+                self.deliver_stream(&self.rooms, name, members, d, skip)
             }
             Topic::User(name) => {
                 let Some(members) = self.users.get(name) else {
@@ -102,19 +122,9 @@ impl Hub {
                     }
                     return 0;
                 }
-                // A user's stream is checked as a room's is (the control
-                // message above has no offset: it is in no stream).
-                if !self.in_sequence(d, &members) {
-                    return 0;
-                }
-                let frame = encode_delivery(d);
-                let live = self.push_all(&frame, members.live.values_except(skip));
-                let (joining, caught_up) = self.deliver_joining(&members, d.offset, &frame, skip);
-                drop(members);
-                if caught_up {
-                    Self::promote(&self.users, name);
-                }
-                live + joining
+                // The control message above has no offset: it is in no
+                // stream.
+                self.deliver_stream(&self.users, name, members, d, skip)
             }
             Topic::Broadcast => {
                 if self.broadcast.is_empty() {
