@@ -20,16 +20,7 @@ use switchboard::broker::{
 const SECRET: &[u8] = b"user-stream-test-secret-32-bytes";
 
 fn token(sub: &str) -> String {
-    let exp = (std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({ "sub": sub, "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    common::hs256_token(SECRET, sub)
 }
 
 async fn server_with(broker: Arc<MemoryBroker>) -> TestServer {

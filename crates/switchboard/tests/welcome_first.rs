@@ -25,16 +25,7 @@ use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 const SECRET: &[u8] = b"welcome-first-test-secret-32byte";
 
 fn token(sub: &str) -> String {
-    let exp = (std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({ "sub": sub, "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
+    common::hs256_token(SECRET, sub)
 }
 
 /// Holds the next call that reaches it until the test lets it go.

@@ -122,3 +122,17 @@ pub(crate) async fn upgrade_status(url: &str) -> (u16, String) {
 pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     ws::eventually(what, WAIT, || std::future::ready(cond().then_some(()))).await;
 }
+
+/// An HS256 token for `sub` signed with `secret`, valid for an hour.
+pub(crate) fn hs256_token(secret: &[u8], sub: &str) -> String {
+    let exp = (std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": sub, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
