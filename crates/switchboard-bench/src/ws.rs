@@ -280,9 +280,31 @@ impl WsClient {
                 std::net::IpAddr::V4(v4) => u32::from(v4),
                 std::net::IpAddr::V6(_) => 1,
             })
-            .unwrap_or(1)
-            ^ (crate::clock::now_ns() as u32)
-            | 1;
+            .unwrap_or(1);
+        Self::handshake(stream, target, headers, seed).await
+    }
+
+    /// Performs the opening handshake for `target` on a TCP connection
+    /// the caller opened (for example with socket options of its own),
+    /// within `timeout`.
+    pub async fn upgrade(
+        stream: TcpStream,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<WsClient, ConnectError> {
+        match tokio::time::timeout(timeout, Self::handshake(stream, target, "", 1)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    async fn handshake(
+        stream: TcpStream,
+        target: &Target,
+        headers: &str,
+        seed: u32,
+    ) -> Result<WsClient, ConnectError> {
+        let seed = seed ^ (crate::clock::now_ns() as u32) | 1;
         let mut c = WsClient {
             stream,
             rbuf: vec![0; INITIAL_BUF],
@@ -360,6 +382,18 @@ impl WsClient {
         x ^= x << 5;
         self.mask_state = x;
         x.to_le_bytes()
+    }
+
+    /// Reads up to `bytes` from the socket at a time (4 KiB unless set).
+    /// A socket with a small receive buffer that was let fill up wants its
+    /// buffer emptied in one read: reads smaller than the buffer open the
+    /// peer's window by less than the kernel waits for before it tells the
+    /// peer, and on loopback the sender may then fall back to probing a
+    /// closed window with growing pauses.
+    pub fn set_read_size(&mut self, bytes: usize) {
+        if bytes > self.rbuf.len() {
+            self.rbuf.resize(bytes, 0);
+        }
     }
 
     /// Whether pings are answered inside [`recv`](Self::recv) (the default).

@@ -1,7 +1,8 @@
 //! `switchboard-chaos [--bin PATH] [--clients N] [--messages N] [--rate N]
 //! [SCENARIO...] [soak [MINUTES]]`: runs the named scenarios (all of them
 //! but the soak by default) and prints one line of figures per scenario;
-//! exits 1 when a must-be-zero figure was not zero.
+//! exits 1 when a must-be-zero figure was not zero, a promise broke or a
+//! measured figure missed its target.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -150,7 +151,10 @@ fn main() -> ExitCode {
         for problem in &outcome.problems {
             eprintln!("  {name}: {problem}");
         }
-        all_ok &= outcome.ok;
+        for missed in &outcome.missed_targets {
+            eprintln!("  {name}: target missed: {missed}");
+        }
+        all_ok &= outcome.ok && outcome.missed_targets.is_empty();
     }
     if let Some(minutes) = soak {
         let soak = SoakOptions::full(opts.binary.clone(), minutes);
@@ -159,7 +163,10 @@ fn main() -> ExitCode {
         for problem in &outcome.problems {
             eprintln!("  soak: {problem}");
         }
-        all_ok &= outcome.ok;
+        for missed in &outcome.missed_targets {
+            eprintln!("  soak: target missed: {missed}");
+        }
+        all_ok &= outcome.ok && outcome.missed_targets.is_empty();
     }
     if all_ok {
         ExitCode::SUCCESS

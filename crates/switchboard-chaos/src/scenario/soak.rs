@@ -417,10 +417,6 @@ async fn run_inner(opts: &SoakOptions) -> Result<Outcome, String> {
                 n.accepted
             ),
         ),
-        (
-            growth <= MAX_GROWTH,
-            format!("memory grew {growth:.2}x from the middle to the end"),
-        ),
         // The run must have done what it claims.
         (
             get(&tally.churners) > 0
@@ -433,7 +429,11 @@ async fn run_inner(opts: &SoakOptions) -> Result<Outcome, String> {
             "the run did not churn, resume, drop, close, publish and deliver".into(),
         ),
     ]);
-    let outcome = Outcome::new(line, &checks);
+    let targets = [(
+        growth <= MAX_GROWTH,
+        format!("memory grew {growth:.2}x from the middle to the end"),
+    )];
+    let outcome = Outcome::new(line, &checks).with_targets(&targets);
     if !outcome.ok {
         eprintln!("soak: cluster logs:\n{}", cluster.logs());
     }
