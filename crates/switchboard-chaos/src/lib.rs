@@ -1,7 +1,8 @@
 //! Switchboard's fault and abuse scenarios, run against real processes:
 //! the `switchboard` binary (several nodes), a `redis-server` of their own
 //! and a real nginx in front, all on loopback, driven by raw-protocol
-//! WebSocket clients that deduplicate nothing. Each scenario prints one
+//! WebSocket clients that deduplicate nothing and by our Rust and
+//! JavaScript clients. Each scenario prints one
 //! line of figures and fails when a must-be-zero figure is not zero.
 //! `docs/reliability.md` states the promises these check and the latest
 //! figures.
@@ -14,6 +15,8 @@
 //!   `docs/protocol.md` says, and records every message it gets.
 //! - [`rust_client`]: the same on the Rust client, which reconnects and
 //!   recovers on its own.
+//! - [`js_client`]: the same on the JavaScript client, many of them in
+//!   one Node process (`js/subscribers.mjs`).
 //! - [`stream`]: many subscribers, one publisher, and the tally of lost,
 //!   duplicated and reordered messages.
 //! - [`sampler`]: CPU and memory of the server processes over a run.
@@ -24,6 +27,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod js_client;
 pub mod rust_client;
 pub mod sampler;
 pub mod scenario;

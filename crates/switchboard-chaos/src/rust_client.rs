@@ -76,12 +76,14 @@ pub async fn run(
                     mark.joined_ms
                         .store(crate::subscriber::now_ms(), Ordering::Relaxed);
                 }
+                mark.down.store(false, Ordering::Relaxed);
                 if let Some(since) = down_since.take() {
                     report.reconnects.push(since.elapsed());
                 }
             }
             Event::Disconnected { code, .. } => {
                 down_since.get_or_insert_with(Instant::now);
+                mark.down.store(true, Ordering::Relaxed);
                 if code.0 == 1006 {
                     report.dropped += 1;
                 } else {

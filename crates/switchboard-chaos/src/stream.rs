@@ -75,24 +75,58 @@ pub fn rust_clients(count: usize) -> usize {
     (count / 50).clamp(1, count)
 }
 
+/// How many of `count` subscribers are the JavaScript client: one in
+/// fifty too (none when there is only one subscriber).
+pub fn js_clients(count: usize) -> usize {
+    (count / 50).max(1).min(count - rust_clients(count))
+}
+
+/// Which client a subscriber is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A raw-protocol client ([`subscriber`]).
+    Raw,
+    /// The JavaScript client ([`crate::js_client`]).
+    Js,
+    /// The Rust client ([`crate::rust_client`]).
+    Rust,
+}
+
+/// The kind of subscriber `i` of `count`, as [`Subscribers::start`]
+/// orders them.
+pub fn kind(i: usize, count: usize) -> Kind {
+    let rust = rust_clients(count);
+    let js = js_clients(count);
+    if i >= count - rust {
+        Kind::Rust
+    } else if i >= count - rust - js {
+        Kind::Js
+    } else {
+        Kind::Raw
+    }
+}
+
 /// Subscribers of one room, running.
 #[derive(Debug)]
 pub struct Subscribers {
     handles: Vec<JoinHandle<Report>>,
     marks: Vec<Arc<Mark>>,
     commands: Vec<watch::Sender<Command>>,
+    /// The Node process of the JavaScript-client subscribers.
+    js: Option<crate::js_client::Host>,
 }
 
 impl Subscribers {
     /// Starts `count` subscribers of `room` at `url` and waits until every
-    /// one has joined. The last [`rust_clients`]`(count)` of them are the
-    /// Rust client; the others raw-protocol clients.
+    /// one has joined. The first ones are raw-protocol clients, then
+    /// [`js_clients`]`(count)` JavaScript clients (in one Node process),
+    /// then [`rust_clients`]`(count)` Rust clients.
     pub async fn start(url: &str, room: &str, count: usize) -> Result<Subscribers, String> {
         Subscribers::start_with(url, room, count, Policy::QUICK).await
     }
 
     /// [`Subscribers::start`] with the raw subscribers reconnecting by
-    /// `policy` (the Rust client keeps its own defaults).
+    /// `policy` (our clients keep their own defaults).
     pub async fn start_with(
         url: &str,
         room: &str,
@@ -100,42 +134,39 @@ impl Subscribers {
         policy: Policy,
     ) -> Result<Subscribers, String> {
         let rust = rust_clients(count);
+        let js = js_clients(count);
+        let raw = count - rust - js;
         let progress = Arc::new(Progress::default());
         let mut subs = Subscribers {
             handles: Vec::new(),
             marks: Vec::new(),
             commands: Vec::new(),
+            js: None,
         };
-        for _ in 0..count {
-            let mark = Arc::new(Mark::default());
-            let (tx, rx) = watch::channel(Command::Run);
+        for _ in 0..raw {
+            let (mark, rx) = subs.add();
             let (url, room, progress) = (url.to_string(), room.to_string(), progress.clone());
-            let handle = if subs.handles.len() >= count - rust {
-                tokio::spawn(crate::rust_client::run(
-                    url,
-                    room,
-                    progress,
-                    mark.clone(),
-                    rx,
-                ))
-            } else {
-                tokio::spawn(subscriber::run(
-                    url,
-                    room,
-                    progress,
-                    mark.clone(),
-                    rx,
-                    policy,
-                ))
-            };
-            subs.handles.push(handle);
-            subs.marks.push(mark);
-            subs.commands.push(tx);
+            subs.handles.push(tokio::spawn(subscriber::run(
+                url, room, progress, mark, rx, policy,
+            )));
             // Spread the connects a little: nginx and the nodes take them
             // in order, not as one burst.
             if subs.handles.len().is_multiple_of(100) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+        if js > 0 {
+            let each = (0..js).map(|_| subs.add()).collect();
+            let (host, handles) = crate::js_client::start(url, room, &progress, each)?;
+            subs.js = Some(host);
+            subs.handles.extend(handles);
+        }
+        for _ in 0..rust {
+            let (mark, rx) = subs.add();
+            let (url, room, progress) = (url.to_string(), room.to_string(), progress.clone());
+            subs.handles.push(tokio::spawn(crate::rust_client::run(
+                url, room, progress, mark, rx,
+            )));
         }
         let start = Instant::now();
         while progress.joined.load(std::sync::atomic::Ordering::Relaxed) < count {
@@ -148,6 +179,15 @@ impl Subscribers {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(subs)
+    }
+
+    /// A new subscriber's mark and command channel, kept here.
+    fn add(&mut self) -> (Arc<Mark>, watch::Receiver<Command>) {
+        let mark = Arc::new(Mark::default());
+        let (tx, rx) = watch::channel(Command::Run);
+        self.marks.push(mark.clone());
+        self.commands.push(tx);
+        (mark, rx)
     }
 
     /// How many there are.
@@ -170,16 +210,19 @@ impl Subscribers {
         let _ = self.commands[i].send(command);
     }
 
-    /// Waits until every subscriber received `n` (or the deadline passed),
-    /// lets late copies arrive, then stops them all and returns their
-    /// reports, in start order.
+    /// Waits until every subscriber received `n` and is connected and
+    /// joined (a client that lost its connection after the stream's end
+    /// must come back too), or the deadline passed; lets late copies
+    /// arrive, then stops them all and returns their reports, in start
+    /// order.
     pub async fn finish(self, n: u64) -> Vec<Report> {
+        use std::sync::atomic::Ordering::Relaxed;
         let start = Instant::now();
         while start.elapsed() < SETTLE_DEADLINE
             && self
                 .marks
                 .iter()
-                .any(|m| m.highest.load(std::sync::atomic::Ordering::Relaxed) < n)
+                .any(|m| m.highest.load(Relaxed) < n || m.down.load(Relaxed))
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -190,6 +233,9 @@ impl Subscribers {
         let mut reports = Vec::new();
         for handle in self.handles {
             reports.push(handle.await.unwrap_or_default());
+        }
+        if let Some(js) = self.js {
+            js.stop().await;
         }
         reports
     }

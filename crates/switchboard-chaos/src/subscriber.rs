@@ -7,7 +7,7 @@
 //! after 1001, 1012 and 4005, else exponential backoff with full jitter.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -95,6 +95,8 @@ pub struct Mark {
     /// Milliseconds from [`epoch`] to its latest `joined`; 0 before the
     /// first.
     pub joined_ms: AtomicU64,
+    /// Its connection was lost and the room is not joined again yet.
+    pub down: AtomicBool,
 }
 
 /// The instant [`Mark::joined_ms`] counts from: the first call.
@@ -250,6 +252,7 @@ pub async fn run(
                     attempt = 0;
                     report.joined_at.push(Instant::now());
                     mark.joined_ms.store(now_ms(), Ordering::Relaxed);
+                    mark.down.store(false, Ordering::Relaxed);
                     if frame["recovered"] == false {
                         report.gaps += 1;
                     }
@@ -276,6 +279,7 @@ pub async fn run(
             }
         }
         down_since.get_or_insert_with(Instant::now);
+        mark.down.store(true, Ordering::Relaxed);
         if told_to_disconnect {
             continue;
         }

@@ -5,9 +5,12 @@
 //! node; and a 20-second soak with churn that must leave nothing behind.
 //! The streams must lose, duplicate and reorder nothing
 //! (`crates/switchboard-chaos` counts it; `docs/reliability.md` has the
-//! full-size figures). They run one at a time: the slow-consumer scenario
-//! compares latencies between two runs, which a neighbour's load would
-//! skew.
+//! full-size figures). Raw-protocol clients, the Rust client and the
+//! JavaScript client (on Node) subscribe alike. The measured figures with a
+//! target (the slow-consumer latency ratio, the soak's memory growth) are
+//! printed, not asserted: `scripts/chaos` holds them to their targets at
+//! full size. They run one at a time, so that each has the machine's
+//! cores to itself.
 
 use switchboard_chaos::scenario::soak::SoakOptions;
 use switchboard_chaos::scenario::{self, Options, Outcome, node::Fault};
@@ -28,6 +31,9 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 fn check(outcome: Outcome) {
     println!("{}", outcome.line);
+    for missed in &outcome.missed_targets {
+        println!("target missed (measured, not asserted here): {missed}");
+    }
     assert!(
         outcome.ok,
         "{}\n{}",

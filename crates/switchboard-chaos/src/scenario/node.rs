@@ -73,15 +73,21 @@ async fn run_inner(opts: &Options, fault: Fault, name: &str) -> Result<Outcome, 
     let mut errors = 0;
     let mut other_closes = 0;
     let mut sample_error = String::new();
-    for r in &reports {
+    // Subscribers of the stopped node, and those that moved, by kind:
+    // raw, JavaScript, Rust.
+    let mut by_kind = [(0, 0); 3];
+    for (i, r) in reports.iter().enumerate() {
         total += stream::tally(&acked, &attempted, &r.received);
         if r.conns
             .first()
             .is_some_and(|c| c.starts_with(&format!("{victim}-")))
         {
+            let k = &mut by_kind[stream::kind(i, reports.len()) as usize];
             on_victim += 1;
+            k.0 += 1;
             if r.conns.len() > 1 {
                 moved += 1;
+                k.1 += 1;
             }
         }
         reconnects.extend(r.reconnects.iter().copied());
@@ -95,11 +101,19 @@ async fn run_inner(opts: &Options, fault: Fault, name: &str) -> Result<Outcome, 
     let p50 = quantile(&mut reconnects, 0.5);
     let p99 = quantile(&mut reconnects, 0.99);
     let mut line = format!(
-        "{name}: clients={} (rust_client={}) on_stopped_node={on_victim} reconnected={moved} published={} \
+        "{name}: clients={} (rust_client={} js_client={}) on_stopped_node={on_victim} reconnected={moved} \
+         (raw={}/{} js={}/{} rust={}/{}) published={} \
          failed_publishes={failed_publishes} lost={} dup={} reordered={} unexpected={} \
          reconnect_p50={} p99={}",
         reports.len(),
         stream::rust_clients(reports.len()),
+        stream::js_clients(reports.len()),
+        by_kind[0].1,
+        by_kind[0].0,
+        by_kind[1].1,
+        by_kind[1].0,
+        by_kind[2].1,
+        by_kind[2].0,
         published.len(),
         total.lost,
         total.dup,

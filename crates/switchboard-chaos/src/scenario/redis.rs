@@ -112,11 +112,12 @@ async fn run_inner(opts: &Options) -> Result<Outcome, String> {
     };
     let (told_during, told_after) = (told(&during), told(&after));
     let line = format!(
-        "redis-restart: clients={} (rust_client={}) published={} failed_publishes={failed} \
+        "redis-restart: clients={} (rust_client={} js_client={}) published={} failed_publishes={failed} \
          silently_lost={} dup={} reordered={} unexpected={} closed_4005={resyncs} resubscribed={} \
          resume={} epoch_change_told={}/{} (reconnected during the outage) {}/{} (after)",
         reports.len(),
         stream::rust_clients(reports.len()),
+        stream::js_clients(reports.len()),
         published.len(),
         total.lost,
         total.dup,

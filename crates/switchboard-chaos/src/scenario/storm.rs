@@ -122,12 +122,13 @@ async fn run_inner(opts: &Options) -> Result<Outcome, String> {
     let peak_rate = peak_per_second(&mut upgrades);
     let failed_publishes = published.len() - acked.len();
     let line = format!(
-        "reconnect-storm: clients={count} (rust_client={}) proxy_down={} back={} all_back_after={} \
+        "reconnect-storm: clients={count} (rust_client={} js_client={}) proxy_down={} back={} all_back_after={} \
          back_p50={} p99={} upgrades={} peak_upgrades_per_s={peak_rate} failed_connects={failed_connects} \
          refused={} refused_by_nodes={refused_by_nodes} cpu_peak={:.0}% (rest {:.0}%) cpu_storm={:.1}s tool_cpu_storm={:.1}s machine_busy={:.0}% \
          rss_rest={}KiB peak={}KiB after={}KiB published={} failed_publishes={failed_publishes} \
          lost={} dup={} reordered={} unexpected={} recovery_gaps={gaps}",
         stream::rust_clients(count),
+        stream::js_clients(count),
         secs(proxy_down),
         count - not_back,
         secs(all_back),
