@@ -215,7 +215,7 @@ impl Subscribers {
     /// must come back too), or the deadline passed; lets late copies
     /// arrive, then stops them all and returns their reports, in start
     /// order.
-    pub async fn finish(self, n: u64) -> Vec<Report> {
+    pub async fn finish(mut self, n: u64) -> Vec<Report> {
         use std::sync::atomic::Ordering::Relaxed;
         let start = Instant::now();
         while start.elapsed() < SETTLE_DEADLINE
@@ -227,17 +227,31 @@ impl Subscribers {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for tx in &self.commands {
-            let _ = tx.send(Command::Stop);
-        }
+        self.stop_all();
         let mut reports = Vec::new();
-        for handle in self.handles {
+        for handle in std::mem::take(&mut self.handles) {
             reports.push(handle.await.unwrap_or_default());
         }
-        if let Some(js) = self.js {
+        if let Some(js) = self.js.take() {
             js.stop().await;
         }
         reports
+    }
+
+    /// Tells every subscriber to stop.
+    fn stop_all(&self) {
+        for tx in &self.commands {
+            let _ = tx.send(Command::Stop);
+        }
+    }
+}
+
+/// Subscribers given up on before [`Subscribers::finish`] (a scenario
+/// that failed to start) stop too, instead of holding their connections
+/// for the rest of the process; the Node process is killed with its handle.
+impl Drop for Subscribers {
+    fn drop(&mut self) {
+        self.stop_all();
     }
 }
 
