@@ -7,7 +7,6 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,7 +15,7 @@ use tokio::process::{Child, ChildStdin, Command as Process};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::subscriber::{Command, Mark, Progress, Report, now_ms};
+use crate::subscriber::{Command, Mark, Progress, Report, Tracker};
 
 /// The script, beside this crate's sources.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/js/subscribers.mjs");
@@ -155,7 +154,7 @@ async fn run(
     mut commands: watch::Receiver<Command>,
 ) -> Report {
     let mut report = Report::default();
-    let mut down_since: Option<Instant> = None;
+    let mut tracker = Tracker::new(mark, progress);
     // An attempt is under way and has not reached `welcome`.
     let mut attempting = false;
     let mut host_ended = false;
@@ -181,22 +180,8 @@ async fn run(
                 report.conns.push(conn);
                 report.welcomed_at.push(Instant::now());
             }
-            Event::Joined => {
-                let first = report.joined_at.is_empty();
-                report.joined_at.push(Instant::now());
-                mark.joined_ms.store(now_ms(), Ordering::Relaxed);
-                mark.down.store(false, Ordering::Relaxed);
-                if first {
-                    progress.joined.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Some(since) = down_since.take() {
-                    report.reconnects.push(since.elapsed());
-                }
-            }
-            Event::Message(n) => {
-                report.received.push(n);
-                mark.highest.fetch_max(n, Ordering::Relaxed);
-            }
+            Event::Joined => tracker.joined(&mut report),
+            Event::Message(n) => tracker.received(&mut report, n),
             Event::Disconnected(code) => {
                 if attempting {
                     // Refused or failed before `welcome`: a browser's
@@ -204,8 +189,7 @@ async fn run(
                     attempting = false;
                     report.failed_connects += 1;
                 } else {
-                    down_since.get_or_insert_with(Instant::now);
-                    mark.down.store(true, Ordering::Relaxed);
+                    tracker.lost();
                     if code == 1006 {
                         report.dropped += 1;
                     } else {

@@ -147,30 +147,29 @@ fn main() -> ExitCode {
                 }
             }
         });
-        println!("{}", outcome.line);
-        for problem in &outcome.problems {
-            eprintln!("  {name}: {problem}");
-        }
-        for missed in &outcome.missed_targets {
-            eprintln!("  {name}: target missed: {missed}");
-        }
-        all_ok &= outcome.ok && outcome.missed_targets.is_empty();
+        all_ok &= report(&name, &outcome);
     }
     if let Some(minutes) = soak {
         let soak = SoakOptions::full(opts.binary.clone(), minutes);
         let outcome = runtime.block_on(scenario::soak::run(&soak));
-        println!("{}", outcome.line);
-        for problem in &outcome.problems {
-            eprintln!("  soak: {problem}");
-        }
-        for missed in &outcome.missed_targets {
-            eprintln!("  soak: target missed: {missed}");
-        }
-        all_ok &= outcome.ok && outcome.missed_targets.is_empty();
+        all_ok &= report("soak", &outcome);
     }
     if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Prints a scenario's line, and what broke or missed its target; true
+/// when nothing did.
+fn report(name: &str, outcome: &Outcome) -> bool {
+    println!("{}", outcome.line);
+    for problem in &outcome.problems {
+        eprintln!("  {name}: {problem}");
+    }
+    for missed in &outcome.missed_targets {
+        eprintln!("  {name}: target missed: {missed}");
+    }
+    outcome.ok && outcome.missed_targets.is_empty()
 }

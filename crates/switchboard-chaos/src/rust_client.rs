@@ -4,13 +4,12 @@
 //! subscribers, so that the same tally applies to it.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use switchboard_client::{ClientBuilder, Event};
 use tokio::sync::watch;
 
-use crate::subscriber::{Command, Mark, Progress, Report};
+use crate::subscriber::{Command, Mark, Progress, Report, Tracker};
 
 /// Runs one Rust-client subscriber of `room` at `url` until told to stop.
 /// [`Command::Disconnect`] is ignored: the client decides when it
@@ -23,6 +22,7 @@ pub async fn run(
     mut commands: watch::Receiver<Command>,
 ) -> Report {
     let mut report = Report::default();
+    let mut tracker = Tracker::new(mark, progress);
     let (client, mut events) = loop {
         match ClientBuilder::new(url.clone()).connect().await {
             Ok(pair) => break pair,
@@ -38,11 +38,7 @@ pub async fn run(
             return report;
         }
     }
-    report.joined_at.push(Instant::now());
-    mark.joined_ms
-        .store(crate::subscriber::now_ms(), Ordering::Relaxed);
-    progress.joined.fetch_add(1, Ordering::Relaxed);
-    let mut down_since: Option<Instant> = None;
+    tracker.joined(&mut report);
     loop {
         let event = tokio::select! {
             changed = commands.changed() => {
@@ -63,8 +59,7 @@ pub async fn run(
                     .ok()
                     .and_then(|v| v["n"].as_u64())
                     .unwrap_or(0);
-                report.received.push(n);
-                mark.highest.fetch_max(n, Ordering::Relaxed);
+                tracker.received(&mut report, n);
             }
             Event::Connected { conn, .. } => {
                 // At `welcome`; the client rejoins its rooms right after,
@@ -72,18 +67,11 @@ pub async fn run(
                 report.conns.push(conn);
                 report.welcomed_at.push(Instant::now());
                 if report.conns.len() > 1 {
-                    report.joined_at.push(Instant::now());
-                    mark.joined_ms
-                        .store(crate::subscriber::now_ms(), Ordering::Relaxed);
-                }
-                mark.down.store(false, Ordering::Relaxed);
-                if let Some(since) = down_since.take() {
-                    report.reconnects.push(since.elapsed());
+                    tracker.joined(&mut report);
                 }
             }
             Event::Disconnected { code, .. } => {
-                down_since.get_or_insert_with(Instant::now);
-                mark.down.store(true, Ordering::Relaxed);
+                tracker.lost();
                 if code.0 == 1006 {
                     report.dropped += 1;
                 } else {

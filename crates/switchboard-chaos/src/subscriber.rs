@@ -110,6 +110,54 @@ pub fn now_ms() -> u64 {
     (epoch().elapsed().as_millis() as u64).max(1)
 }
 
+/// What every kind of subscriber records as it receives, joins and loses
+/// its connection, in its [`Report`] and in the [`Mark`] and [`Progress`]
+/// the scenario watches.
+#[derive(Debug)]
+pub struct Tracker {
+    mark: Arc<Mark>,
+    progress: Arc<Progress>,
+    /// Since when the connection has been lost, until the next join.
+    down_since: Option<Instant>,
+}
+
+impl Tracker {
+    /// A tracker for one subscriber.
+    pub fn new(mark: Arc<Mark>, progress: Arc<Progress>) -> Tracker {
+        Tracker {
+            mark,
+            progress,
+            down_since: None,
+        }
+    }
+
+    /// A message of the room, its `n`.
+    pub fn received(&self, report: &mut Report, n: u64) {
+        report.received.push(n);
+        self.mark.highest.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// The room was joined: the first time, or again after a lost
+    /// connection (whose reconnect time this records).
+    pub fn joined(&mut self, report: &mut Report) {
+        if report.joined_at.is_empty() {
+            self.progress.joined.fetch_add(1, Ordering::Relaxed);
+        }
+        report.joined_at.push(Instant::now());
+        self.mark.joined_ms.store(now_ms(), Ordering::Relaxed);
+        self.mark.down.store(false, Ordering::Relaxed);
+        if let Some(since) = self.down_since.take() {
+            report.reconnects.push(since.elapsed());
+        }
+    }
+
+    /// The connection was lost, or an attempt to make one failed.
+    pub fn lost(&mut self) {
+        self.down_since.get_or_insert_with(Instant::now);
+        self.mark.down.store(true, Ordering::Relaxed);
+    }
+}
+
 /// What a subscriber does on its own, at times the scenario picks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -133,9 +181,8 @@ pub async fn run(
     let mut report = Report::default();
     // The position: last offset and the epoch it belongs to.
     let mut position: Option<(u64, String)> = None;
-    let mut down_since: Option<Instant> = None;
+    let mut tracker = Tracker::new(mark, progress);
     let mut attempt: u32 = 0;
-    let mut first_join = true;
     let mut join_id: u64 = 0;
     loop {
         let command = *commands.borrow_and_update();
@@ -155,13 +202,13 @@ pub async fn run(
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
                 report.refused.push(response.status().as_u16());
                 report.failed_connects += 1;
-                down_since.get_or_insert_with(Instant::now);
+                tracker.lost();
                 backoff(&policy, &mut attempt).await;
                 continue;
             }
             _ => {
                 report.failed_connects += 1;
-                down_since.get_or_insert_with(Instant::now);
+                tracker.lost();
                 backoff(&policy, &mut attempt).await;
                 continue;
             }
@@ -234,8 +281,7 @@ pub async fn run(
                 }
                 "message" if frame["room"] == room.as_str() => {
                     let n = frame["data"]["n"].as_u64().unwrap_or(0);
-                    report.received.push(n);
-                    mark.highest.fetch_max(n, Ordering::Relaxed);
+                    tracker.received(&mut report, n);
                     if let (Some(offset), Some((last, _))) =
                         (frame["offset"].as_u64(), position.as_mut())
                     {
@@ -250,21 +296,12 @@ pub async fn run(
                 "joined" if frame["id"] == join_id => {
                     joined = true;
                     attempt = 0;
-                    report.joined_at.push(Instant::now());
-                    mark.joined_ms.store(now_ms(), Ordering::Relaxed);
-                    mark.down.store(false, Ordering::Relaxed);
+                    tracker.joined(&mut report);
                     if frame["recovered"] == false {
                         report.gaps += 1;
                     }
                     let epoch = frame["epoch"].as_str().unwrap_or_default().to_string();
                     position = Some((frame["offset"].as_u64().unwrap_or(0), epoch));
-                    if let Some(since) = down_since.take() {
-                        report.reconnects.push(since.elapsed());
-                    }
-                    if first_join {
-                        first_join = false;
-                        progress.joined.fetch_add(1, Ordering::Relaxed);
-                    }
                 }
                 "error" => {
                     report.errors.push(text.to_string());
@@ -278,8 +315,7 @@ pub async fn run(
                 _ => {}
             }
         }
-        down_since.get_or_insert_with(Instant::now);
-        mark.down.store(true, Ordering::Relaxed);
+        tracker.lost();
         if told_to_disconnect {
             continue;
         }

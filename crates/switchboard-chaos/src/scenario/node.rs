@@ -68,8 +68,6 @@ async fn run_inner(opts: &Options, fault: Fault, name: &str) -> Result<Outcome, 
 
     let mut total = Tally::default();
     let mut reconnects = Vec::new();
-    let mut on_victim = 0;
-    let mut moved = 0;
     let mut errors = 0;
     let mut other_closes = 0;
     let mut sample_error = String::new();
@@ -83,10 +81,8 @@ async fn run_inner(opts: &Options, fault: Fault, name: &str) -> Result<Outcome, 
             .is_some_and(|c| c.starts_with(&format!("{victim}-")))
         {
             let k = &mut by_kind[stream::kind(i, reports.len()) as usize];
-            on_victim += 1;
             k.0 += 1;
             if r.conns.len() > 1 {
-                moved += 1;
                 k.1 += 1;
             }
         }
@@ -97,6 +93,8 @@ async fn run_inner(opts: &Options, fault: Fault, name: &str) -> Result<Outcome, 
         }
         other_closes += r.close_codes.iter().filter(|&&c| c != 1001).count();
     }
+    let on_victim: usize = by_kind.iter().map(|k| k.0).sum();
+    let moved: usize = by_kind.iter().map(|k| k.1).sum();
     let failed_publishes = published.len() - acked.len();
     let p50 = quantile(&mut reconnects, 0.5);
     let p99 = quantile(&mut reconnects, 0.99);
